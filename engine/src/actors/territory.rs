@@ -1,0 +1,662 @@
+//! `TerritoryActor`: one territory's members view, strategy and capacity queue.
+//!
+//! Routing in a territory is strictly one lead at a time, in arrival order: requests
+//! wait in an inbox while a reservation is in flight, and the queue of leads waiting
+//! for capacity is always served before new arrivals. Reservation is asynchronous
+//! (a message to each ranked rep in turn), so the actor keeps serving view updates,
+//! inspections and simulations meanwhile.
+//!
+//! Each decision is turned into a store [`Change`] and submitted before the next one
+//! is made, so the committer applies a territory's decisions in the order they were
+//! taken.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::rep::{Release, RepActor, RepSnapshot, Reserve};
+use crate::clock::Clock;
+use crate::domain::{
+    CandidateSnapshot, HistoryEntry, HistoryEvent, Lead, LeadId, LeadState, LeadStatus, RepId,
+    Territory,
+};
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::store::commit::{Change, Committer, Receipt, settle};
+use crate::strategy::{Candidate, Strategy};
+
+/// Where a decision put the lead.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Placement {
+    /// With this rep.
+    Rep(RepId),
+    /// In the territory's queue.
+    Queued,
+}
+
+/// A routing decision, as recorded in the lead's history.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// Where the lead went.
+    pub placement: Placement,
+    /// `builtin:NAME` or `plugin:NAME@VERSION`.
+    pub decided_by: String,
+    /// The strategy's explanation (or why the lead was queued).
+    pub reason: String,
+    /// Why a fallback decided, if one did.
+    pub fallback: Option<String>,
+    /// Every candidate considered, with its load then.
+    pub candidates: Vec<CandidateSnapshot>,
+    /// Time spent ranking.
+    pub decide: Duration,
+    /// Time spent reserving capacity.
+    pub reserve: Duration,
+}
+
+/// What a simulation would decide; nothing is reserved or stored.
+#[derive(Clone, Debug)]
+pub struct SimulatedDecision {
+    /// Ranked reps, best first.
+    pub ranking: Vec<RepId>,
+    /// Whether the lead would wait in the queue (older leads waiting, or nobody with room).
+    pub would_queue: bool,
+    /// `builtin:NAME` or `plugin:NAME@VERSION`.
+    pub decided_by: String,
+    /// The strategy's explanation.
+    pub reason: String,
+    /// Every candidate considered.
+    pub candidates: Vec<CandidateSnapshot>,
+    /// Time spent ranking.
+    pub decide: Duration,
+}
+
+/// A territory's state at one moment.
+#[derive(Clone, Debug)]
+pub struct TerritorySnapshot {
+    /// Its configuration.
+    pub territory: Arc<Territory>,
+    /// Leads waiting, oldest first.
+    pub queue: Vec<LeadId>,
+    /// Members as the territory sees them.
+    pub members: Vec<RepSnapshot>,
+}
+
+/// Why a lead is being routed.
+#[derive(Clone, Debug)]
+pub(crate) enum RouteKind {
+    /// A new lead from intake, with its de-duplication keys.
+    New { keys: Vec<String> },
+    /// An assigned lead moving away from `from`.
+    Reassign { from: RepId, why: String },
+}
+
+/// The answer to [`Route`]: the decision, and the receipt of its durable commit.
+pub(crate) struct RouteReply {
+    pub decision: Decision,
+    pub receipt: Receipt,
+}
+
+/// Routes a lead; the reply arrives on `reply` once decided (not yet durable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Route {
+    pub lead: Arc<Lead>,
+    pub kind: RouteKind,
+    /// Reps that must not get the lead (earlier owners).
+    pub exclude: Vec<RepId>,
+    pub reply: oneshot::Sender<Result<RouteReply>>,
+}
+
+/// Ranks reps for a lead without reserving or storing anything.
+#[derive(Message)]
+#[rtype(result = "SimulatedDecision")]
+pub(crate) struct Simulate(pub Arc<Lead>);
+
+/// A member's state changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MemberChanged(pub RepSnapshot);
+
+/// A rep joined the territory.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddMember(pub Addr<RepActor>, pub RepSnapshot);
+
+/// A rep left the territory.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RemoveMember(pub RepId);
+
+/// New configuration and strategy.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Reconfigure(pub Arc<Territory>, pub Box<dyn Strategy>);
+
+/// A queued lead left the queue another way (closed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unqueue(pub LeadId);
+
+/// Answers once the territory is idle: nothing routing, nothing uncommitted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Settle(pub oneshot::Sender<()>);
+
+/// Reads the current state.
+#[derive(Message)]
+#[rtype(result = "TerritorySnapshot")]
+pub(crate) struct Inspect;
+
+struct Member {
+    addr: Addr<RepActor>,
+    snap: RepSnapshot,
+}
+
+/// A lead waiting for capacity.
+pub(crate) struct Queued {
+    pub lead: Arc<Lead>,
+    pub exclude: Vec<RepId>,
+}
+
+/// What the in-flight reservation is for.
+enum Job {
+    Route(Route),
+    Drain(LeadId),
+}
+
+/// A ranked plan, ready for reservation.
+struct Plan {
+    order: Vec<(RepId, Addr<RepActor>)>,
+    decided_by: String,
+    reason: String,
+    candidates: Vec<CandidateSnapshot>,
+    decide: Duration,
+}
+
+/// See the module docs.
+pub(crate) struct TerritoryActor {
+    territory: Arc<Territory>,
+    strategy: Box<dyn Strategy>,
+    members: BTreeMap<RepId, Member>,
+    queue: VecDeque<Queued>,
+    inbox: VecDeque<Route>,
+    busy: bool,
+    uncommitted: usize,
+    settle_waiters: Vec<oneshot::Sender<()>>,
+    committer: Arc<Committer>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+}
+
+impl TerritoryActor {
+    pub(crate) fn new(
+        territory: Arc<Territory>,
+        strategy: Box<dyn Strategy>,
+        queue: VecDeque<Queued>,
+        committer: Arc<Committer>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Self {
+        let actor = TerritoryActor {
+            territory,
+            strategy,
+            members: BTreeMap::new(),
+            queue,
+            inbox: VecDeque::new(),
+            busy: false,
+            uncommitted: 0,
+            settle_waiters: Vec::new(),
+            committer,
+            clock,
+            metrics,
+        };
+        actor.export_queue_depth();
+        actor
+    }
+
+    fn export_queue_depth(&self) {
+        self.metrics
+            .queue_depth
+            .with_label_values(&[self.territory.id.as_str()])
+            .set(self.queue.len() as i64);
+    }
+
+    fn update_view(&mut self, snap: RepSnapshot) {
+        if let Some(member) = self.members.get_mut(&snap.rep.id)
+            && snap.version >= member.snap.version
+        {
+            member.snap = snap;
+        }
+    }
+
+    fn any_room(&self) -> bool {
+        self.members.values().any(|m| m.snap.has_room())
+    }
+
+    /// Ranks the members with room for `lead`.
+    fn plan(&self, lead: &Lead, exclude: &[RepId]) -> Plan {
+        let started = Instant::now();
+        let members: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.snap.has_room() && !exclude.contains(&m.snap.rep.id))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = members
+            .iter()
+            .map(|m| Candidate {
+                id: &m.snap.rep.id,
+                load: m.snap.load,
+                capacity: m.snap.rep.capacity,
+                weight: m.snap.rep.weight,
+                skills: &m.snap.rep.skills,
+                tier: &m.snap.rep.tier,
+                last_assigned_at: m.snap.last_assigned_at,
+            })
+            .collect();
+        let ranking = self.strategy.rank(lead, &candidates);
+        let order = ranking
+            .order
+            .iter()
+            .filter_map(|&i| members.get(i))
+            .map(|m| (m.snap.rep.id.clone(), m.addr.clone()))
+            .collect();
+        let snapshot = candidates
+            .iter()
+            .map(|c| CandidateSnapshot {
+                rep: c.id.clone(),
+                load: c.load,
+                capacity: c.capacity,
+            })
+            .collect();
+        Plan {
+            order,
+            decided_by: self.strategy.decided_by(),
+            reason: ranking.reason,
+            candidates: snapshot,
+            decide: started.elapsed(),
+        }
+    }
+
+    /// Serves the queue, then the inbox, until a reservation is in flight or there is
+    /// nothing left to do.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while !self.busy {
+            if let Some(head) = self.queue.front()
+                && self.any_room()
+            {
+                let plan = self.plan(&head.lead, &head.exclude);
+                if !plan.order.is_empty() {
+                    let id = head.lead.id;
+                    self.start(ctx, Job::Drain(id), plan);
+                    return;
+                }
+            }
+            let Some(route) = self.inbox.pop_front() else {
+                break;
+            };
+            if !self.queue.is_empty() {
+                // Older leads are waiting: capacity goes to them first.
+                let reason = format!("{} older lead(s) waiting for capacity", self.queue.len());
+                self.enqueue(route, None, reason);
+                continue;
+            }
+            let plan = self.plan(&route.lead, &route.exclude);
+            if plan.order.is_empty() {
+                self.enqueue(route, Some(plan), "no rep has capacity".into());
+                continue;
+            }
+            self.start(ctx, Job::Route(route), plan);
+            return;
+        }
+        self.check_settled();
+    }
+
+    /// Reserves with the planned reps in order; continues in [`Self::finish`].
+    fn start(&mut self, ctx: &mut Context<Self>, job: Job, plan: Plan) {
+        self.busy = true;
+        let lead = match &job {
+            Job::Route(r) => r.lead.id,
+            Job::Drain(id) => *id,
+        };
+        let order = plan.order.clone();
+        let started = Instant::now();
+        let reserve = async move {
+            let mut refused = Vec::new();
+            for (_, addr) in order {
+                match addr.send(Reserve { lead }).await {
+                    Ok(Ok(snap)) => return (Some((snap, addr)), refused),
+                    Ok(Err(snap)) => refused.push(snap),
+                    Err(_) => {} // the rep was removed meanwhile
+                }
+            }
+            (None, refused)
+        };
+        ctx.spawn(
+            reserve
+                .into_actor(self)
+                .map(move |(reserved, refused), act, ctx| {
+                    act.busy = false;
+                    for snap in refused {
+                        act.update_view(snap);
+                    }
+                    act.finish(ctx, job, plan, reserved, started.elapsed());
+                    act.pump(ctx);
+                }),
+        );
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut Context<Self>,
+        job: Job,
+        plan: Plan,
+        reserved: Option<(RepSnapshot, Addr<RepActor>)>,
+        reserve: Duration,
+    ) {
+        let Some((snap, rep_addr)) = reserved else {
+            match job {
+                Job::Route(route) => {
+                    self.enqueue(route, Some(plan), "every ranked rep was full".into())
+                }
+                Job::Drain(_) => {} // views were corrected; the queue waits for news
+            }
+            return;
+        };
+        let rep = snap.rep.id.clone();
+        self.update_view(snap.clone());
+        let now = self.clock.now();
+        let from_queue = matches!(job, Job::Drain(_));
+        let decision = Decision {
+            placement: Placement::Rep(rep.clone()),
+            decided_by: plan.decided_by,
+            reason: plan.reason,
+            fallback: None,
+            candidates: plan.candidates,
+            decide: plan.decide,
+            reserve,
+        };
+        let routed = HistoryEntry {
+            at: now,
+            event: routed_event(&self.territory, &decision, from_queue),
+        };
+        match job {
+            Job::Route(route) => {
+                self.strategy.on_assigned(&rep, snap.rep.weight);
+                let change = match route.kind {
+                    RouteKind::New { keys } => Change::Intake {
+                        state: Box::new(new_state(&route.lead, &self.territory, Some(rep), now)),
+                        keys,
+                        history: vec![routed],
+                    },
+                    RouteKind::Reassign { from, why } => Change::Reassign {
+                        lead: route.lead.id,
+                        history: vec![
+                            HistoryEntry {
+                                at: now,
+                                event: HistoryEvent::Reassigned {
+                                    from: from.clone(),
+                                    to: Some(rep),
+                                    why,
+                                },
+                            },
+                            routed,
+                        ],
+                        from,
+                        to: Some(snap.rep.id.clone()),
+                        at: now,
+                    },
+                };
+                let receipt = self.committer.submit(change);
+                let _ = route.reply.send(Ok(RouteReply { decision, receipt }));
+            }
+            Job::Drain(lead) => {
+                let Some(pos) = self.queue.iter().position(|q| q.lead.id == lead) else {
+                    // Closed while we reserved: give the capacity back.
+                    rep_addr.do_send(Release { lead });
+                    return;
+                };
+                self.queue.remove(pos);
+                self.export_queue_depth();
+                self.strategy.on_assigned(&rep, snap.rep.weight);
+                let receipt = self.committer.submit(Change::AssignQueued {
+                    lead,
+                    territory: self.territory.id.clone(),
+                    rep,
+                    at: now,
+                    history: routed,
+                });
+                self.uncommitted += 1;
+                ctx.spawn(settle(receipt).into_actor(self).map(move |result, act, _| {
+                    act.uncommitted -= 1;
+                    if let Err(e) = result {
+                        // Nothing was stored; the lead's own path (closed, or a store
+                        // failure that the next start repairs) owns it now.
+                        tracing::warn!(%lead, error = %e, "queued lead's assignment not stored");
+                        rep_addr.do_send(Release { lead });
+                    }
+                    act.check_settled();
+                }));
+            }
+        }
+    }
+
+    /// Queues a routed lead and submits that fact.
+    fn enqueue(&mut self, route: Route, plan: Option<Plan>, reason: String) {
+        let now = self.clock.now();
+        let queued = HistoryEntry {
+            at: now,
+            event: HistoryEvent::Queued {
+                territory: self.territory.id.clone(),
+                reason: reason.clone(),
+            },
+        };
+        let change = match route.kind {
+            RouteKind::New { keys } => Change::Intake {
+                state: Box::new(new_state(&route.lead, &self.territory, None, now)),
+                keys,
+                history: vec![queued],
+            },
+            RouteKind::Reassign { from, why } => Change::Reassign {
+                lead: route.lead.id,
+                history: vec![
+                    HistoryEntry {
+                        at: now,
+                        event: HistoryEvent::Reassigned {
+                            from: from.clone(),
+                            to: None,
+                            why,
+                        },
+                    },
+                    queued,
+                ],
+                from,
+                to: None,
+                at: now,
+            },
+        };
+        self.queue.push_back(Queued {
+            lead: route.lead.clone(),
+            exclude: route.exclude,
+        });
+        self.export_queue_depth();
+        let receipt = self.committer.submit(change);
+        let (candidates, decide, decided_by) = match plan {
+            Some(p) => (p.candidates, p.decide, p.decided_by),
+            None => (Vec::new(), Duration::ZERO, self.strategy.decided_by()),
+        };
+        let decision = Decision {
+            placement: Placement::Queued,
+            decided_by,
+            reason,
+            fallback: None,
+            candidates,
+            decide,
+            reserve: Duration::ZERO,
+        };
+        let _ = route.reply.send(Ok(RouteReply { decision, receipt }));
+    }
+
+    fn check_settled(&mut self) {
+        if !self.busy && self.inbox.is_empty() && self.uncommitted == 0 {
+            for waiter in self.settle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+fn routed_event(territory: &Territory, d: &Decision, from_queue: bool) -> HistoryEvent {
+    let Placement::Rep(rep) = &d.placement else {
+        unreachable!("only assignments are recorded as routed")
+    };
+    HistoryEvent::Routed {
+        territory: territory.id.clone(),
+        rep: rep.clone(),
+        decided_by: d.decided_by.clone(),
+        reason: d.reason.clone(),
+        candidates: d.candidates.clone(),
+        fallback: d.fallback.clone(),
+        from_queue,
+        decide_micros: micros(d.decide),
+        reserve_micros: micros(d.reserve),
+    }
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+fn new_state(lead: &Lead, territory: &Territory, rep: Option<RepId>, now: u64) -> LeadState {
+    LeadState {
+        lead: lead.clone(),
+        status: if rep.is_some() {
+            LeadStatus::Assigned
+        } else {
+            LeadStatus::Queued
+        },
+        territory: territory.id.clone(),
+        assigned_at: rep.as_ref().map(|_| now),
+        rep,
+        stage: None,
+        touched_at: None,
+        closed_at: None,
+        previous_reps: Vec::new(),
+        queue_seq: None,
+    }
+}
+
+impl Actor for TerritoryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A restored queue may be servable at once.
+        self.pump(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let _ = self
+            .metrics
+            .queue_depth
+            .remove_label_values(&[self.territory.id.as_str()]);
+    }
+}
+
+impl Handler<Route> for TerritoryActor {
+    type Result = ();
+
+    /// Takes the lead into the inbox; it is decided in arrival order.
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
+        self.inbox.push_back(msg);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Simulate> for TerritoryActor {
+    type Result = MessageResult<Simulate>;
+
+    fn handle(&mut self, msg: Simulate, _ctx: &mut Context<Self>) -> Self::Result {
+        let plan = self.plan(&msg.0, &[]);
+        MessageResult(SimulatedDecision {
+            would_queue: plan.order.is_empty() || !self.queue.is_empty(),
+            ranking: plan.order.into_iter().map(|(id, _)| id).collect(),
+            decided_by: plan.decided_by,
+            reason: plan.reason,
+            candidates: plan.candidates,
+            decide: plan.decide,
+        })
+    }
+}
+
+impl Handler<MemberChanged> for TerritoryActor {
+    type Result = ();
+
+    /// Updates the view; freed capacity drains the queue at once.
+    fn handle(&mut self, msg: MemberChanged, ctx: &mut Context<Self>) {
+        self.update_view(msg.0);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<AddMember> for TerritoryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
+        let AddMember(addr, snap) = msg;
+        self.members
+            .insert(snap.rep.id.clone(), Member { addr, snap });
+        self.pump(ctx);
+    }
+}
+
+impl Handler<RemoveMember> for TerritoryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveMember, _ctx: &mut Context<Self>) {
+        self.members.remove(&msg.0);
+    }
+}
+
+impl Handler<Reconfigure> for TerritoryActor {
+    type Result = ();
+
+    /// Takes effect for the next decision; one in flight finishes as planned.
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
+        self.territory = msg.0;
+        self.strategy = msg.1;
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Unqueue> for TerritoryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unqueue, ctx: &mut Context<Self>) {
+        self.queue.retain(|q| q.lead.id != msg.0);
+        self.export_queue_depth();
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Settle> for TerritoryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Settle, _ctx: &mut Context<Self>) {
+        self.settle_waiters.push(msg.0);
+        self.check_settled();
+    }
+}
+
+impl Handler<Inspect> for TerritoryActor {
+    type Result = MessageResult<Inspect>;
+
+    fn handle(&mut self, _msg: Inspect, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(TerritorySnapshot {
+            territory: self.territory.clone(),
+            queue: self.queue.iter().map(|q| q.lead.id).collect(),
+            members: self.members.values().map(|m| m.snap.clone()).collect(),
+        })
+    }
+}

@@ -1,0 +1,391 @@
+//! The [`Engine`] handle: the in-process API the server and tests use.
+//!
+//! - `mod.rs`: opening (recovery, threads, actors), settling and shutdown.
+//! - `intake.rs`: routing new leads, batches and simulations.
+//! - `leads.rs`: reading leads, lifecycle events, reassignment.
+//! - `admin.rs`: reps and territories.
+//!
+//! Threads: the caller's (any async runtime), one actor thread (actix), and the
+//! store's committer. A route costs one hop to the actor thread and one wait for
+//! the group commit.
+
+mod admin;
+mod intake;
+mod leads;
+
+pub use intake::{RouteOutcome, RouteStatus, Simulation, Timings};
+pub use leads::{LeadView, ReassignReason};
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use actix::{ArbiterHandle, System};
+use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
+
+use crate::actors::RepSnapshot;
+use crate::actors::rep::{RepActor, Snapshot};
+use crate::actors::territory::{AddMember, Queued, Settle, TerritoryActor};
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::dedupe::DedupeIndex;
+use crate::domain::{LeadId, RegionTable, Rep, RepId, StrategySpec, Territory, TerritoryId};
+use crate::error::{EngineError, Result};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::audit::{audit, repair};
+use crate::store::commit::{Change, Committer, settle};
+use crate::strategy::{self, Strategy};
+
+/// Most calls in flight at once; shutdown waits for all of them.
+const MAX_IN_FLIGHT: u32 = 1 << 20;
+
+/// A handle to a running engine; cheap to clone, shareable across threads.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct RepEntry {
+    addr: Addr<RepActor>,
+    rep: Arc<Rep>,
+}
+
+struct TerritoryEntry {
+    addr: Addr<TerritoryActor>,
+    territory: Arc<Territory>,
+}
+
+/// Who is where: actor addresses and the region table. Read on every route.
+#[derive(Default)]
+struct Directory {
+    reps: HashMap<RepId, RepEntry>,
+    territories: HashMap<TerritoryId, TerritoryEntry>,
+    regions: RegionTable,
+}
+
+struct Inner {
+    store: Store,
+    committer: Arc<Committer>,
+    directory: RwLock<Directory>,
+    arbiter: ArbiterHandle,
+    system: System,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    ids: Mutex<ulid::Generator>,
+    dedupe: Arc<DedupeIndex>,
+    /// Serializes configuration changes so checks and writes cannot interleave.
+    admin: tokio::sync::Mutex<()>,
+    /// One permit per call in flight; shutdown takes them all.
+    gate: Semaphore,
+    recovery: Vec<String>,
+}
+
+/// Builds the strategy a territory names.
+fn strategy_for(territory: &Territory) -> Result<Box<dyn Strategy>> {
+    match &territory.strategy {
+        StrategySpec::Builtin(which) => {
+            Ok(strategy::builtin(*which, &territory.plugin_config_value())?)
+        }
+        StrategySpec::Plugin { name, .. } => Err(EngineError::UnknownPlugin(name.clone())),
+    }
+}
+
+impl Engine {
+    /// Opens the store in `config.data_dir`, audits and repairs it, and starts the
+    /// committer and one actor per rep and territory.
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        let store = Store::open(&config.data_dir)?;
+        let metrics = Metrics::new();
+        let findings = audit(&store)?;
+        if !findings.is_empty() {
+            metrics.recovery_repairs.inc_by(findings.len() as u64);
+            repair(&store, &findings)?;
+        }
+        let recovery: Vec<String> = findings.iter().map(ToString::to_string).collect();
+
+        let dedupe = Arc::new(DedupeIndex::default());
+        dedupe.apply(&store.dedupe_entries()?, &[]);
+        let (committer, commit_thread) = Committer::start(
+            store.clone(),
+            config.durability,
+            dedupe.clone(),
+            metrics.clone(),
+        )?;
+        let committer = Arc::new(committer);
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let actor_thread = std::thread::Builder::new()
+            .name("leadroute-actors".into())
+            .spawn(move || {
+                let system = System::new();
+                system.block_on(async {
+                    let _ = tx.send((System::current(), Arbiter::current()));
+                });
+                if let Err(e) = system.run() {
+                    tracing::error!(error = %e, "actor system failed");
+                }
+            })
+            .map_err(|e| EngineError::Internal(format!("cannot start actor thread: {e}")))?;
+        let (system, arbiter) = rx
+            .recv()
+            .map_err(|_| EngineError::Internal("actor system did not start".into()))?;
+
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                committer,
+                directory: RwLock::new(Directory::default()),
+                arbiter,
+                system,
+                threads: Mutex::new(vec![actor_thread, commit_thread]),
+                metrics,
+                clock: config.clock,
+                ids: Mutex::new(ulid::Generator::new()),
+                dedupe,
+                admin: tokio::sync::Mutex::new(()),
+                gate: Semaphore::new(MAX_IN_FLIGHT as usize),
+                recovery,
+            }),
+        };
+        engine.boot_actors()?;
+        Ok(engine)
+    }
+
+    /// Starts territory actors (with their restored queues), then rep actors.
+    fn boot_actors(&self) -> Result<()> {
+        let store = &self.inner.store;
+        let mut dir = self.directory_mut();
+        for territory in store.territories()? {
+            let strategy = strategy_for(&territory).unwrap_or_else(|e| {
+                tracing::error!(territory = %territory.id, error = %e,
+                    "territory strategy unavailable; using least_loaded");
+                Box::new(strategy::LeastLoaded)
+            });
+            let mut queue = VecDeque::new();
+            for (_, lead) in store.queue(&territory.id)? {
+                if let Some(state) = store.lead(lead)? {
+                    queue.push_back(Queued {
+                        lead: Arc::new(state.lead),
+                        exclude: state.previous_reps,
+                    });
+                }
+            }
+            dir.regions
+                .assign(&territory.id, &territory.regions, territory.default)
+                .map_err(EngineError::TerritoryConflict)?;
+            let territory = Arc::new(territory);
+            let addr = self.start_territory(territory.clone(), strategy, queue);
+            dir.territories
+                .insert(territory.id.clone(), TerritoryEntry { addr, territory });
+        }
+        for record in store.rep_records()? {
+            let rep = Arc::new(record.rep);
+            let addr = self.start_rep(&dir, rep.clone(), record.load, record.last_assigned_at);
+            dir.reps.insert(rep.id.clone(), RepEntry { addr, rep });
+        }
+        Ok(())
+    }
+
+    fn start_territory(
+        &self,
+        territory: Arc<Territory>,
+        strategy: Box<dyn Strategy>,
+        queue: VecDeque<Queued>,
+    ) -> Addr<TerritoryActor> {
+        let committer = self.inner.committer.clone();
+        let clock = self.inner.clock.clone();
+        let metrics = self.inner.metrics.clone();
+        TerritoryActor::start_in_arbiter(&self.inner.arbiter, move |_| {
+            TerritoryActor::new(territory, strategy, queue, committer, clock, metrics)
+        })
+    }
+
+    /// Starts a rep's actor and introduces it to its territories.
+    fn start_rep(
+        &self,
+        dir: &Directory,
+        rep: Arc<Rep>,
+        load: u32,
+        last_assigned_at: Option<u64>,
+    ) -> Addr<RepActor> {
+        let territories: Vec<Addr<TerritoryActor>> = rep
+            .territories
+            .iter()
+            .filter_map(|t| dir.territories.get(t).map(|e| e.addr.clone()))
+            .collect();
+        let clock = self.inner.clock.clone();
+        let metrics = self.inner.metrics.clone();
+        let (actor_rep, actor_territories) = (rep.clone(), territories.clone());
+        let addr = RepActor::start_in_arbiter(&self.inner.arbiter, move |_| {
+            RepActor::new(
+                actor_rep,
+                load,
+                last_assigned_at,
+                actor_territories,
+                clock,
+                metrics,
+            )
+        });
+        let snap = RepSnapshot {
+            rep,
+            load,
+            last_assigned_at,
+            retiring: false,
+            version: 0,
+        };
+        for territory in territories {
+            territory.do_send(AddMember(addr.clone(), snap.clone()));
+        }
+        addr
+    }
+
+    fn directory(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.inner
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        self.inner
+            .directory
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits one call, or refuses it while shutting down.
+    fn enter(&self) -> Result<SemaphorePermit<'_>> {
+        self.inner
+            .gate
+            .try_acquire()
+            .map_err(|_| EngineError::ShuttingDown)
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.clock.now()
+    }
+
+    fn next_lead_id(&self) -> LeadId {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.now());
+        let mut ids = self.inner.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let id = ids
+            .generate_from_datetime(at)
+            .unwrap_or_else(|_| ulid::Ulid::from_datetime(at));
+        LeadId::from_ulid(id)
+    }
+
+    /// The engine's metrics registry, for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// What the start-up audit found and repaired (empty on a healthy store).
+    pub fn recovery_findings(&self) -> &[String] {
+        &self.inner.recovery
+    }
+
+    /// Waits until every decision taken so far is durable and every queue has been
+    /// served as far as capacity allows: no routing in flight anywhere.
+    pub async fn settle(&self) -> Result<()> {
+        loop {
+            let before = self.inner.committer.submitted();
+            let (reps, territories) = {
+                let dir = self.directory();
+                let reps: Vec<_> = dir.reps.values().map(|e| e.addr.clone()).collect();
+                let territories: Vec<_> =
+                    dir.territories.values().map(|e| e.addr.clone()).collect();
+                (reps, territories)
+            };
+            // Reps first: their pending news then sits in the territories' mailboxes,
+            // ahead of the settle request.
+            for rep in reps {
+                let _ = rep.send(Snapshot).await;
+            }
+            for territory in territories {
+                let (tx, rx) = oneshot::channel();
+                territory.do_send(Settle(tx));
+                let _ = rx.await;
+            }
+            settle(self.inner.committer.submit(Change::Barrier)).await?;
+            if self.inner.committer.submitted() == before + 1 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Checks the store's invariants and that the actors agree with it. Returns every
+    /// violation found (empty when healthy). Call after [`Engine::settle`].
+    pub async fn check_invariants(&self) -> Result<Vec<String>> {
+        let mut problems: Vec<String> = audit(&self.inner.store)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for snap in self.reps().await? {
+            let stored = self
+                .inner
+                .store
+                .rep_record(&snap.rep.id)?
+                .map_or(0, |r| r.load);
+            if stored != snap.load {
+                problems.push(format!(
+                    "rep {} holds load {} in memory but {} in the store",
+                    snap.rep.id, snap.load, stored
+                ));
+            }
+        }
+        for t in self.territories().await? {
+            let stored: Vec<LeadId> = self
+                .inner
+                .store
+                .queue(&t.territory.id)?
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            if stored != t.queue {
+                problems.push(format!(
+                    "territory {} queue in memory {:?} differs from the store {:?}",
+                    t.territory.id, t.queue, stored
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Stops accepting calls, waits for those in flight, makes everything durable and
+    /// stops the threads. Other handles get `ShuttingDown` afterwards.
+    pub async fn shutdown(&self) -> Result<()> {
+        let permits = self
+            .inner
+            .gate
+            .acquire_many(MAX_IN_FLIGHT)
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        permits.forget();
+        self.inner.gate.close();
+        let settled = self.settle().await;
+        self.inner.stop_threads();
+        settled
+    }
+}
+
+impl Inner {
+    fn stop_threads(&self) {
+        self.system.stop();
+        self.committer.stop();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Without a shutdown, in-flight work is abandoned (acknowledged work is durable
+    /// already); the threads still stop so the store can be reopened.
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}

@@ -1,0 +1,40 @@
+//! The leadroute engine: picks a sales rep for every lead, durably, in microseconds.
+//!
+//! It knows nothing of HTTP. The server (and tests) drive it through [`Engine`].
+//!
+//! # Layout
+//! - [`engine`]: the [`Engine`] handle, the whole in-process API.
+//! - [`domain`]: reps, territories, leads, history; validation of input.
+//! - `actors`: a `RepActor` per rep (sole owner of its load) and a `TerritoryActor`
+//!   per territory (members view, strategy, capacity queue).
+//! - [`strategy`]: built-in ranking strategies, one per file.
+//! - [`dedupe`]: contact normalization and the open-lead index.
+//! - [`store`]: sled trees, the group committer, start-up audit and repair.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`clock`]: injected time.
+//!
+//! # The life of a lead
+//! validate → de-duplicate → resolve territory (longest region prefix) →
+//! `TerritoryActor` ranks members with room → reserves with `RepActor`s in that order
+//! → the committer stores lead, assignment, load and history in one transaction and
+//! flushes once per group → the caller is answered.
+
+mod actors;
+pub mod clock;
+pub mod config;
+pub mod dedupe;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod store;
+pub mod strategy;
+
+pub use actors::{Decision, Placement, RepSnapshot, SimulatedDecision, TerritorySnapshot};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use config::EngineConfig;
+pub use engine::{
+    Engine, LeadView, ReassignReason, RouteOutcome, RouteStatus, Simulation, Timings,
+};
+pub use error::{EngineError, Result, ValidationError};
+pub use store::Durability;

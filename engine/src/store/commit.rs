@@ -1,0 +1,766 @@
+//! The committer: the single writer, and group commit.
+//!
+//! Every durable change is a [`Change`] submitted to one thread. It drains whatever is
+//! waiting (a *group*), applies the group in one sled transaction across all trees,
+//! flushes once (plus `fdatasync` in power durability), and only then answers each
+//! submitter. One flush thus serves every commit that waited for it.
+//!
+//! Because this thread is the only writer and applies changes in submission order,
+//! it is also where rules that span actors are enforced: a lead has at most one open
+//! assignment, stored load equals open assignments, stages follow each other, and
+//! no two open leads share a contact key. Each change is validated against the
+//! store before it writes anything, so a rejected change leaves no trace.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use sled::Transactional;
+use sled::transaction::{TransactionalTree, UnabortableTransactionError};
+use tokio::sync::oneshot;
+
+use super::codec::{Assignment, CorruptRecord, Record, RepRecord, decode, encode};
+use super::{
+    ASSIGNMENTS, DEDUPE, Durability, HISTORY, LEADS, QUEUE, REP_LEADS, REPS, Store, TERRITORIES,
+    compound_key, history_key,
+};
+use crate::clock::UnixMillis;
+use crate::dedupe::{self, DedupeIndex};
+use crate::domain::{
+    HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, Outcome, Rep, RepId, Stage,
+    Territory, TerritoryId,
+};
+use crate::error::{EngineError, Result};
+use crate::metrics::Metrics;
+
+/// Most changes applied in one transaction; bounds the latency of a group.
+const MAX_GROUP: usize = 1024;
+
+/// A durable change, validated and applied by the committer.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// A new lead, assigned (`state.rep` set) or queued.
+    Intake {
+        state: Box<LeadState>,
+        keys: Vec<String>,
+        history: Vec<HistoryEntry>,
+    },
+    /// A queued lead gets a rep.
+    AssignQueued {
+        lead: LeadId,
+        territory: TerritoryId,
+        rep: RepId,
+        at: UnixMillis,
+        history: HistoryEntry,
+    },
+    /// An assigned lead moves to another rep, or back to its territory's queue.
+    Reassign {
+        lead: LeadId,
+        from: RepId,
+        to: Option<RepId>,
+        at: UnixMillis,
+        history: Vec<HistoryEntry>,
+    },
+    /// A stage was reached (`touched` = reported as `touched`).
+    Advance {
+        lead: LeadId,
+        stage: Stage,
+        touched: bool,
+        at: UnixMillis,
+    },
+    /// The lead closed.
+    Close {
+        lead: LeadId,
+        outcome: Outcome,
+        at: UnixMillis,
+    },
+    /// A repeat of an open lead arrived.
+    Duplicate {
+        of: LeadId,
+        matched: Vec<String>,
+        source: Option<String>,
+        at: UnixMillis,
+    },
+    /// Create or replace a rep (its stored load is kept).
+    PutRep(Box<Rep>),
+    /// Delete a rep without open leads.
+    DeleteRep(RepId),
+    /// Create or replace a territory.
+    PutTerritory(Box<Territory>),
+    /// Nothing; answered once everything submitted before it is durable.
+    Barrier,
+}
+
+/// What an applied change did.
+#[derive(Debug)]
+pub(crate) enum Applied {
+    /// The lead is stored, assigned or queued.
+    Intake,
+    /// The lead was a repeat of `of`; nothing new was stored but the hit.
+    Duplicate {
+        of: LeadId,
+        rep: Option<RepId>,
+        territory: TerritoryId,
+        matched: Vec<String>,
+    },
+    /// The queued lead is assigned.
+    Assigned,
+    /// The lead moved to another rep or back to the queue.
+    Reassigned,
+    /// The stage was recorded; `released` if it closed the lead.
+    Advanced {
+        state: Box<LeadState>,
+        released: Option<RepId>,
+    },
+    /// The lead closed, freeing `released`'s load or its place in `unqueued`.
+    Closed {
+        state: Box<LeadState>,
+        released: Option<RepId>,
+        unqueued: Option<TerritoryId>,
+    },
+    /// The rep is stored with its load.
+    RepStored { created: bool, load: u32 },
+    /// The territory is stored.
+    TerritoryStored { created: bool },
+    /// Done, nothing to report.
+    Done,
+}
+
+/// The answer to one submitted change.
+pub(crate) type Receipt = oneshot::Receiver<Result<Applied>>;
+
+struct Pending {
+    change: Change,
+    reply: oneshot::Sender<Result<Applied>>,
+}
+
+enum Msg {
+    Commit(Box<Pending>),
+    /// Finish what was submitted before, flush, and exit.
+    Stop,
+}
+
+/// Handle to the committer thread.
+pub(crate) struct Committer {
+    tx: mpsc::Sender<Msg>,
+    submitted: std::sync::atomic::AtomicU64,
+}
+
+impl Committer {
+    /// Starts the committer thread.
+    pub(crate) fn start(
+        store: Store,
+        durability: Durability,
+        index: Arc<DedupeIndex>,
+        metrics: Metrics,
+    ) -> Result<(Committer, JoinHandle<()>)> {
+        let data_file = match durability {
+            Durability::Power => Some(store.data_file()?),
+            Durability::Process => None,
+        };
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let thread = std::thread::Builder::new()
+            .name("leadroute-commit".into())
+            .spawn(move || run(rx, store, data_file, index, metrics))
+            .map_err(|e| EngineError::Internal(format!("cannot start committer: {e}")))?;
+        let committer = Committer {
+            tx,
+            submitted: Default::default(),
+        };
+        Ok((committer, thread))
+    }
+
+    /// Queues `change`; the receipt resolves once it is durable (or rejected).
+    pub(crate) fn submit(&self, change: Change) -> Receipt {
+        let (reply, receipt) = oneshot::channel();
+        // If the committer is gone the reply sender is dropped with the message, and
+        // the receipt resolves to an error the caller reports as shutting down.
+        self.submitted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = self
+            .tx
+            .send(Msg::Commit(Box::new(Pending { change, reply })));
+        receipt
+    }
+
+    /// How many changes were ever submitted; lets callers tell whether work happened.
+    pub(crate) fn submitted(&self) -> u64 {
+        self.submitted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Asks the thread to finish what was submitted before, flush and exit.
+    pub(crate) fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+/// Waits for a receipt; a committer that went away means the engine is stopping.
+pub(crate) async fn settle(receipt: Receipt) -> Result<Applied> {
+    receipt.await.unwrap_or(Err(EngineError::ShuttingDown))
+}
+
+fn run(
+    rx: mpsc::Receiver<Msg>,
+    store: Store,
+    data_file: Option<File>,
+    index: Arc<DedupeIndex>,
+    metrics: Metrics,
+) {
+    let mut stopping = false;
+    while !stopping {
+        let first = match rx.recv() {
+            Ok(Msg::Commit(p)) => *p,
+            Ok(Msg::Stop) | Err(_) => break,
+        };
+        let mut group = Vec::with_capacity(64);
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Commit(p)) => group.push(*p),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        metrics.commit_group_size.observe(group.len() as f64);
+        let (changes, replies): (Vec<Change>, Vec<_>) =
+            group.into_iter().map(|p| (p.change, p.reply)).unzip();
+        let results = commit_group(&store, data_file.as_ref(), &index, &changes);
+        metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        match results {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                metrics.store_errors.inc();
+                tracing::error!(error = %e, changes = changes.len(), "store commit failed");
+                for reply in replies {
+                    let _ = reply.send(Err(EngineError::StoreUnavailable(e.clone())));
+                }
+            }
+        }
+    }
+    if let Err(e) = store.db.flush() {
+        tracing::error!(error = %e, "final store flush failed");
+    }
+}
+
+/// Applies `changes` in one transaction and makes them durable. The outer error means
+/// nothing of the group is acknowledged.
+fn commit_group(
+    store: &Store,
+    data_file: Option<&File>,
+    index: &DedupeIndex,
+    changes: &[Change],
+) -> std::result::Result<Vec<Result<Applied>>, String> {
+    let outcome = store.trees.transaction(|trees| {
+        let mut writer = Writer {
+            t: trees,
+            index,
+            overlay: HashMap::new(),
+        };
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            match writer.apply(change) {
+                Ok(applied) => results.push(Ok(applied)),
+                Err(Fail::Reject(e)) => results.push(Err(e)),
+                Err(Fail::Tx(e)) => return Err(e.into()),
+            }
+        }
+        Ok((results, writer.overlay))
+    });
+    let (results, overlay): (_, HashMap<String, Option<LeadId>>) =
+        outcome.map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
+    // Publish de-duplication keys before acknowledging, so a repeat that arrives as
+    // soon as the first answer is out is caught by the intake pre-check.
+    let (added, removed): (Vec<_>, Vec<_>) = overlay.into_iter().partition(|(_, v)| v.is_some());
+    let added: Vec<(String, LeadId)> = added
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let removed: Vec<String> = removed.into_iter().map(|(k, _)| k).collect();
+    index.apply(&added, &removed);
+    store.db.flush().map_err(|e| e.to_string())?;
+    if let Some(file) = data_file {
+        file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
+    }
+    Ok(results)
+}
+
+/// Why a change was not applied.
+enum Fail {
+    /// The transaction itself failed; the whole group fails.
+    Tx(UnabortableTransactionError),
+    /// This change is refused; the group goes on.
+    Reject(EngineError),
+}
+
+impl From<UnabortableTransactionError> for Fail {
+    fn from(e: UnabortableTransactionError) -> Self {
+        Fail::Tx(e)
+    }
+}
+
+impl From<EngineError> for Fail {
+    fn from(e: EngineError) -> Self {
+        Fail::Reject(e)
+    }
+}
+
+impl From<CorruptRecord> for Fail {
+    fn from(e: CorruptRecord) -> Self {
+        Fail::Reject(e.into())
+    }
+}
+
+type Step<T> = std::result::Result<T, Fail>;
+
+/// Applies changes inside one transaction. Each `apply_*` reads and validates
+/// everything first, then writes: a rejection never leaves partial writes.
+struct Writer<'a> {
+    t: &'a [TransactionalTree],
+    index: &'a DedupeIndex,
+    /// De-duplication keys added (`Some`) or removed (`None`) in this group.
+    overlay: HashMap<String, Option<LeadId>>,
+}
+
+impl Writer<'_> {
+    fn apply(&mut self, change: &Change) -> Step<Applied> {
+        match change {
+            Change::Intake {
+                state,
+                keys,
+                history,
+            } => self.intake(state, keys, history),
+            Change::AssignQueued {
+                lead,
+                territory,
+                rep,
+                at,
+                history,
+            } => self.assign_queued(*lead, territory, rep, *at, history),
+            Change::Reassign {
+                lead,
+                from,
+                to,
+                at,
+                history,
+            } => self.reassign(*lead, from, to.as_ref(), *at, history),
+            Change::Advance {
+                lead,
+                stage,
+                touched,
+                at,
+            } => self.advance(*lead, *stage, *touched, *at),
+            Change::Close { lead, outcome, at } => {
+                let state = self.open_lead(*lead)?;
+                let (state, released, unqueued) = self.close(state, *outcome, *at)?;
+                Ok(Applied::Closed {
+                    state: Box::new(state),
+                    released,
+                    unqueued,
+                })
+            }
+            Change::Duplicate {
+                of,
+                matched,
+                source,
+                at,
+            } => {
+                let state = self.open_lead(*of)?;
+                self.duplicate_hit(&state, matched.clone(), source.clone(), *at)
+            }
+            Change::PutRep(rep) => {
+                let old: Option<RepRecord> = self.get(REPS, rep.id.as_str())?;
+                let created = old.is_none();
+                let (load, last_assigned_at) =
+                    old.map_or((0, None), |r| (r.load, r.last_assigned_at));
+                self.put(
+                    REPS,
+                    rep.id.as_str(),
+                    &RepRecord {
+                        rep: (**rep).clone(),
+                        load,
+                        last_assigned_at,
+                    },
+                )?;
+                Ok(Applied::RepStored { created, load })
+            }
+            Change::DeleteRep(id) => {
+                let record: RepRecord = self
+                    .get(REPS, id.as_str())?
+                    .ok_or_else(|| EngineError::RepNotFound(id.clone()))?;
+                if record.load > 0 {
+                    return Err(EngineError::RepHasOpenLeads {
+                        rep: id.clone(),
+                        open: record.load,
+                    }
+                    .into());
+                }
+                self.t[REPS].remove(id.as_str())?;
+                Ok(Applied::Done)
+            }
+            Change::PutTerritory(territory) => {
+                let created = self.t[TERRITORIES].get(territory.id.as_str())?.is_none();
+                self.put(TERRITORIES, territory.id.as_str(), &**territory)?;
+                Ok(Applied::TerritoryStored { created })
+            }
+            Change::Barrier => Ok(Applied::Done),
+        }
+    }
+
+    fn intake(
+        &mut self,
+        state: &LeadState,
+        keys: &[String],
+        history: &[HistoryEntry],
+    ) -> Step<Applied> {
+        // The authoritative duplicate check: this thread applies every change in order.
+        if let Some((of, matched)) = self.find_duplicate(keys)
+            && let Some(existing) = self.get::<LeadState>(LEADS, of.to_key())?
+        {
+            let at = state.lead.received_at;
+            return self.duplicate_hit(&existing, matched, state.lead.source.clone(), at);
+        }
+        let id = state.lead.id;
+        let mut state = state.clone();
+        let rep_record = match &state.rep {
+            Some(rep) => Some(self.rep_record(rep)?),
+            None => None,
+        };
+        // Validated; now write.
+        let queue_seq = match rep_record {
+            Some(record) => {
+                self.open_assignment(id, record, &state.territory, state.lead.received_at)?;
+                None
+            }
+            None => Some(self.enqueue(&state.territory, id)?),
+        };
+        state.queue_seq = queue_seq;
+        self.put(LEADS, id.to_key(), &state)?;
+        for key in keys {
+            self.t[DEDUPE].insert(key.as_bytes(), &id.to_key())?;
+            self.overlay.insert(key.clone(), Some(id));
+        }
+        for entry in history {
+            self.append_history(id, entry)?;
+        }
+        Ok(Applied::Intake)
+    }
+
+    fn assign_queued(
+        &mut self,
+        lead: LeadId,
+        territory: &TerritoryId,
+        rep: &RepId,
+        at: UnixMillis,
+        history: &HistoryEntry,
+    ) -> Step<Applied> {
+        let mut state = self.open_lead(lead)?;
+        let seq = match (state.status, state.queue_seq) {
+            (LeadStatus::Queued, Some(seq)) if &state.territory == territory => seq,
+            _ => {
+                return Err(EngineError::Internal(format!(
+                    "lead {lead} is no longer queued in {territory}"
+                ))
+                .into());
+            }
+        };
+        let record = self.rep_record(rep)?;
+        self.t[QUEUE].remove(compound_key(territory.as_str(), &seq.to_be_bytes()))?;
+        self.open_assignment(lead, record, territory, at)?;
+        state.status = LeadStatus::Assigned;
+        state.rep = Some(rep.clone());
+        state.assigned_at = Some(at);
+        state.queue_seq = None;
+        self.put(LEADS, lead.to_key(), &state)?;
+        self.append_history(lead, history)?;
+        Ok(Applied::Assigned)
+    }
+
+    fn reassign(
+        &mut self,
+        lead: LeadId,
+        from: &RepId,
+        to: Option<&RepId>,
+        at: UnixMillis,
+        history: &[HistoryEntry],
+    ) -> Step<Applied> {
+        let mut state = self.open_lead(lead)?;
+        if state.status != LeadStatus::Assigned || state.rep.as_ref() != Some(from) {
+            return Err(EngineError::Internal(format!(
+                "lead {lead} is no longer assigned to {from}"
+            ))
+            .into());
+        }
+        let from_record = self.rep_record(from)?;
+        let to_record = to.map(|rep| self.rep_record(rep)).transpose()?;
+        self.close_assignment(lead, from_record)?;
+        state.previous_reps.push(from.clone());
+        let queue_seq = match to_record {
+            Some(record) => {
+                state.status = LeadStatus::Assigned;
+                state.rep = Some(record.rep.id.clone());
+                state.assigned_at = Some(at);
+                self.open_assignment(lead, record, &state.territory, at)?;
+                None
+            }
+            None => {
+                let seq = self.enqueue(&state.territory, lead)?;
+                state.status = LeadStatus::Queued;
+                state.rep = None;
+                state.assigned_at = None;
+                Some(seq)
+            }
+        };
+        state.queue_seq = queue_seq;
+        self.put(LEADS, lead.to_key(), &state)?;
+        for entry in history {
+            self.append_history(lead, entry)?;
+        }
+        Ok(Applied::Reassigned)
+    }
+
+    fn advance(
+        &mut self,
+        lead: LeadId,
+        stage: Stage,
+        touched: bool,
+        at: UnixMillis,
+    ) -> Step<Applied> {
+        let mut state = self.open_lead(lead)?;
+        if state.status != LeadStatus::Assigned {
+            return Err(EngineError::LeadNotAssigned(lead).into());
+        }
+        let expected = Stage::expected_after(state.stage);
+        if expected != Some(stage) {
+            return Err(EngineError::StageOrder {
+                got: stage,
+                // Only a closed lead has no next stage, and closed leads were refused above.
+                expected: expected.unwrap_or(Stage::ContractSigned),
+            }
+            .into());
+        }
+        state.stage = Some(stage);
+        if stage == Stage::FirstContact {
+            state.touched_at = Some(at);
+        }
+        let event = if touched {
+            HistoryEvent::Touched
+        } else {
+            HistoryEvent::Stage { stage }
+        };
+        if stage == Stage::ContractSigned {
+            // A signed contract closes the lead as won; `close` writes the lead.
+            self.append_history(lead, &HistoryEntry { at, event })?;
+            let (state, released, _) = self.close(state, Outcome::Won, at)?;
+            return Ok(Applied::Advanced {
+                state: Box::new(state),
+                released,
+            });
+        }
+        self.put(LEADS, lead.to_key(), &state)?;
+        self.append_history(lead, &HistoryEntry { at, event })?;
+        Ok(Applied::Advanced {
+            state: Box::new(state),
+            released: None,
+        })
+    }
+
+    /// Closes an open lead: frees its rep's load or its queue slot, drops its
+    /// de-duplication keys, and records why.
+    fn close(
+        &mut self,
+        mut state: LeadState,
+        outcome: Outcome,
+        at: UnixMillis,
+    ) -> Step<(LeadState, Option<RepId>, Option<TerritoryId>)> {
+        let lead = state.lead.id;
+        let rep_record = match (&state.status, &state.rep) {
+            (LeadStatus::Assigned, Some(rep)) => Some(self.rep_record(rep)?),
+            _ => None,
+        };
+        let mut released = None;
+        let mut unqueued = None;
+        if let Some(record) = rep_record {
+            released = Some(record.rep.id.clone());
+            self.close_assignment(lead, record)?;
+        } else if let Some(seq) = state.queue_seq {
+            self.t[QUEUE].remove(compound_key(state.territory.as_str(), &seq.to_be_bytes()))?;
+            unqueued = Some(state.territory.clone());
+        }
+        for key in dedupe::keys(&state.lead) {
+            // Only drop keys that still point at this lead.
+            if self.dedupe_owner(&key)? == Some(lead) {
+                self.t[DEDUPE].remove(key.as_bytes())?;
+                self.overlay.insert(key, None);
+            }
+        }
+        state.status = LeadStatus::Closed(outcome);
+        state.closed_at = Some(at);
+        state.queue_seq = None;
+        self.put(LEADS, lead.to_key(), &state)?;
+        self.append_history(
+            lead,
+            &HistoryEntry {
+                at,
+                event: HistoryEvent::Closed { outcome },
+            },
+        )?;
+        Ok((state, released, unqueued))
+    }
+
+    fn duplicate_hit(
+        &mut self,
+        existing: &LeadState,
+        matched: Vec<String>,
+        source: Option<String>,
+        at: UnixMillis,
+    ) -> Step<Applied> {
+        if !existing.status.is_open() {
+            return Err(EngineError::LeadClosed(existing.lead.id).into());
+        }
+        self.append_history(
+            existing.lead.id,
+            &HistoryEntry {
+                at,
+                event: HistoryEvent::Duplicate {
+                    matched: matched.clone(),
+                    source,
+                },
+            },
+        )?;
+        Ok(Applied::Duplicate {
+            of: existing.lead.id,
+            rep: existing.rep.clone(),
+            territory: existing.territory.clone(),
+            matched,
+        })
+    }
+
+    // ---- reads ----
+
+    fn get<R: Record>(&self, tree: usize, key: impl AsRef<[u8]>) -> Step<Option<R>> {
+        match self.t[tree].get(key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode(&v)?)),
+        }
+    }
+
+    fn open_lead(&self, lead: LeadId) -> Step<LeadState> {
+        let state: LeadState = self
+            .get(LEADS, lead.to_key())?
+            .ok_or(EngineError::LeadNotFound(lead))?;
+        if !state.status.is_open() {
+            return Err(EngineError::LeadClosed(lead).into());
+        }
+        Ok(state)
+    }
+
+    fn rep_record(&self, rep: &RepId) -> Step<RepRecord> {
+        Ok(self
+            .get(REPS, rep.as_str())?
+            .ok_or_else(|| EngineError::RepNotFound(rep.clone()))?)
+    }
+
+    fn dedupe_owner(&self, key: &str) -> Step<Option<LeadId>> {
+        if let Some(owner) = self.overlay.get(key) {
+            return Ok(*owner);
+        }
+        Ok(self.t[DEDUPE]
+            .get(key.as_bytes())?
+            .and_then(|v| LeadId::from_key(&v)))
+    }
+
+    /// The open lead sharing a key with `keys`, looking at this group's changes first.
+    fn find_duplicate(&self, keys: &[String]) -> Option<(LeadId, Vec<String>)> {
+        let mut hit: Option<(LeadId, Vec<String>)> = None;
+        for key in keys {
+            let owner = match self.overlay.get(key) {
+                Some(owner) => *owner,
+                None => self
+                    .index
+                    .lookup(std::slice::from_ref(key))
+                    .map(|(id, _)| id),
+            };
+            if let Some(owner) = owner {
+                match &mut hit {
+                    None => hit = Some((owner, vec![dedupe::kind(key).to_string()])),
+                    Some((first, kinds)) if *first == owner => {
+                        kinds.push(dedupe::kind(key).to_string())
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        hit
+    }
+
+    // ---- writes ----
+
+    fn put<R: Record>(&self, tree: usize, key: impl AsRef<[u8]>, record: &R) -> Step<()> {
+        self.t[tree].insert(key.as_ref(), encode(record))?;
+        Ok(())
+    }
+
+    fn open_assignment(
+        &mut self,
+        lead: LeadId,
+        mut record: RepRecord,
+        territory: &TerritoryId,
+        at: UnixMillis,
+    ) -> Step<()> {
+        let assignment = Assignment {
+            rep: record.rep.id.clone(),
+            territory: territory.clone(),
+            since: at,
+        };
+        self.put(ASSIGNMENTS, lead.to_key(), &assignment)?;
+        self.t[REP_LEADS].insert(compound_key(record.rep.id.as_str(), &lead.to_key()), &[])?;
+        record.load += 1;
+        record.last_assigned_at = Some(at);
+        self.put(REPS, record.rep.id.as_str(), &record)?;
+        Ok(())
+    }
+
+    fn close_assignment(&mut self, lead: LeadId, mut record: RepRecord) -> Step<()> {
+        self.t[ASSIGNMENTS].remove(&lead.to_key())?;
+        self.t[REP_LEADS].remove(compound_key(record.rep.id.as_str(), &lead.to_key()))?;
+        record.load = record.load.saturating_sub(1);
+        self.put(REPS, record.rep.id.as_str(), &record)?;
+        Ok(())
+    }
+
+    fn enqueue(&mut self, territory: &TerritoryId, lead: LeadId) -> Step<u64> {
+        let seq = self.next_id()?;
+        self.t[QUEUE].insert(
+            compound_key(territory.as_str(), &seq.to_be_bytes()),
+            &lead.to_key(),
+        )?;
+        Ok(seq)
+    }
+
+    fn append_history(&mut self, lead: LeadId, entry: &HistoryEntry) -> Step<()> {
+        let seq = self.next_id()?;
+        self.put(HISTORY, history_key(lead, seq), entry)
+    }
+
+    /// A store-wide increasing number (survives restarts): orders queues and histories.
+    /// Must go through the transactional tree: `Db::generate_id` takes the lock the
+    /// transaction already holds.
+    fn next_id(&self) -> Step<u64> {
+        self.t[HISTORY]
+            .generate_id()
+            .map_err(|e| Fail::Tx(UnabortableTransactionError::Storage(e)))
+    }
+}

@@ -1,0 +1,234 @@
+//! Persistence in sled: trees, keys, reads, the group committer and recovery.
+//!
+//! Reads go straight to sled from any thread. Every write goes through the
+//! [`Committer`](commit::Committer), one thread that applies changes in order, in
+//! multi-tree transactions, and acknowledges them only after a flush that serves the
+//! whole group.
+//!
+//! | tree          | key                          | value                     |
+//! |---------------|------------------------------|---------------------------|
+//! | `meta`        | `schema_version`             | u32 big-endian            |
+//! | `reps`        | rep id                       | `RepRecord` (rep + load)  |
+//! | `territories` | territory id                 | `Territory`               |
+//! | `leads`       | lead id (16 bytes)           | `LeadState`               |
+//! | `assignments` | lead id                      | `Assignment` (open only)  |
+//! | `rep_leads`   | rep id, 0, lead id           | empty (index)             |
+//! | `dedupe`      | `kind:normalized`            | lead id (open leads only) |
+//! | `queue`       | territory id, 0, seq (u64)   | lead id                   |
+//! | `history`     | lead id, seq (u64)           | `HistoryEntry`            |
+
+pub(crate) mod audit;
+pub(crate) mod codec;
+pub(crate) mod commit;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{HistoryEntry, LeadId, LeadState, RepId, Territory, TerritoryId};
+use crate::error::{EngineError, Result};
+use codec::{Assignment, CorruptRecord, RepRecord, decode};
+
+/// The schema version this build writes; a store with another one is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What a 2xx promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Acknowledged changes survive a crash of the process (sled flush).
+    Process,
+    /// Acknowledged changes also survive a power cut: each group flush is followed by
+    /// `fdatasync` of sled's data file.
+    #[default]
+    Power,
+}
+
+pub(crate) const REPS: usize = 0;
+pub(crate) const TERRITORIES: usize = 1;
+pub(crate) const LEADS: usize = 2;
+pub(crate) const ASSIGNMENTS: usize = 3;
+pub(crate) const REP_LEADS: usize = 4;
+pub(crate) const DEDUPE: usize = 5;
+pub(crate) const QUEUE: usize = 6;
+pub(crate) const HISTORY: usize = 7;
+const TREE_NAMES: [&str; 8] = [
+    "reps",
+    "territories",
+    "leads",
+    "assignments",
+    "rep_leads",
+    "dedupe",
+    "queue",
+    "history",
+];
+
+impl From<CorruptRecord> for EngineError {
+    fn from(e: CorruptRecord) -> Self {
+        EngineError::Internal(e.to_string())
+    }
+}
+
+/// `prefix`, a zero byte, then `suffix`: keys of the index trees.
+pub(crate) fn compound_key(prefix: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 1 + suffix.len());
+    key.extend_from_slice(prefix.as_bytes());
+    key.push(0);
+    key.extend_from_slice(suffix);
+    key
+}
+
+/// The history key of a lead's event number `seq`.
+pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
+    let mut key = [0; 24];
+    key[..16].copy_from_slice(&lead.to_key());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The opened sled database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) db: sled::Db,
+    pub(crate) trees: [sled::Tree; 8],
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` and checks its schema version.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            EngineError::StoreUnavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let db = sled::Config::new().path(dir).open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema_version")? {
+            None => {
+                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                return Err(EngineError::StoreUnavailable(format!(
+                    "store schema version {:?} is not {SCHEMA_VERSION}; refusing to open",
+                    v.as_ref()
+                )));
+            }
+        }
+        let mut trees = Vec::with_capacity(TREE_NAMES.len());
+        for name in TREE_NAMES {
+            trees.push(db.open_tree(name)?);
+        }
+        let trees = trees.try_into().expect("one tree per name");
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            db,
+            trees,
+        })
+    }
+
+    /// Opens sled's data file separately, for `fdatasync` in power durability.
+    pub(crate) fn data_file(&self) -> Result<File> {
+        // sled 0.34 keeps its log and pages in `<dir>/db` (`Config::db_path`).
+        let path = self.dir.join("db");
+        File::open(&path)
+            .map_err(|e| EngineError::StoreUnavailable(format!("{}: {e}", path.display())))
+    }
+
+    /// Reads a lead's state.
+    pub fn lead(&self, id: LeadId) -> Result<Option<LeadState>> {
+        Ok(self.trees[LEADS]
+            .get(id.to_key())?
+            .map(|v| decode(&v))
+            .transpose()?)
+    }
+
+    /// Reads a lead's history, oldest first.
+    pub fn history(&self, id: LeadId) -> Result<Vec<HistoryEntry>> {
+        self.trees[HISTORY]
+            .scan_prefix(id.to_key())
+            .map(|kv| Ok(decode(&kv?.1)?))
+            .collect()
+    }
+
+    pub(crate) fn rep_records(&self) -> Result<Vec<RepRecord>> {
+        self.trees[REPS]
+            .iter()
+            .map(|kv| Ok(decode(&kv?.1)?))
+            .collect()
+    }
+
+    pub(crate) fn rep_record(&self, id: &RepId) -> Result<Option<RepRecord>> {
+        Ok(self.trees[REPS]
+            .get(id.as_str())?
+            .map(|v| decode(&v))
+            .transpose()?)
+    }
+
+    /// Reads every territory.
+    pub fn territories(&self) -> Result<Vec<Territory>> {
+        self.trees[TERRITORIES]
+            .iter()
+            .map(|kv| Ok(decode(&kv?.1)?))
+            .collect()
+    }
+
+    /// Open leads of a rep, oldest first.
+    pub fn open_leads_of(&self, rep: &RepId) -> Result<Vec<LeadId>> {
+        self.trees[REP_LEADS]
+            .scan_prefix(compound_key(rep.as_str(), &[]))
+            .map(|kv| {
+                let (k, _) = kv?;
+                LeadId::from_key(&k[rep.as_str().len() + 1..])
+                    .ok_or_else(|| EngineError::Internal("bad rep_leads key".into()))
+            })
+            .collect()
+    }
+
+    /// A territory's queue in order: (seq, lead).
+    pub fn queue(&self, territory: &TerritoryId) -> Result<Vec<(u64, LeadId)>> {
+        let prefix = compound_key(territory.as_str(), &[]);
+        self.trees[QUEUE]
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = k[prefix.len()..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| EngineError::Internal("bad queue key".into()))?;
+                let lead = LeadId::from_key(&v)
+                    .ok_or_else(|| EngineError::Internal("bad queue value".into()))?;
+                Ok((seq, lead))
+            })
+            .collect()
+    }
+
+    pub(crate) fn assignments(&self) -> Result<Vec<(LeadId, Assignment)>> {
+        self.trees[ASSIGNMENTS]
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let lead = LeadId::from_key(&k)
+                    .ok_or_else(|| EngineError::Internal("bad assignment key".into()))?;
+                Ok((lead, decode(&v)?))
+            })
+            .collect()
+    }
+
+    pub(crate) fn dedupe_entries(&self) -> Result<Vec<(String, LeadId)>> {
+        self.trees[DEDUPE]
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let lead = LeadId::from_key(&v)
+                    .ok_or_else(|| EngineError::Internal("bad dedupe value".into()))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), lead))
+            })
+            .collect()
+    }
+
+    /// Number of leads ever stored.
+    pub fn lead_count(&self) -> usize {
+        self.trees[LEADS].len()
+    }
+}

@@ -1,0 +1,420 @@
+//! Routing, queueing, de-duplication and lifecycle through the real actors and store.
+
+mod common;
+
+use common::*;
+use leadroute_engine::domain::{
+    HistoryEvent, LeadEventInput, LeadInput, LeadStatus, Outcome, Stage,
+};
+use leadroute_engine::{EngineError, RouteStatus};
+
+#[tokio::test]
+async fn leads_are_assigned_least_loaded_and_recorded() {
+    let f = fixture();
+    east_with_reps(&f.engine, 5).await;
+    let first = f.engine.route(lead(1, "CN-SH-PD")).await.unwrap();
+    assert_eq!(first.status, RouteStatus::Assigned);
+    assert_eq!(first.territory_id, tid("east"));
+    assert_eq!(first.decided_by.as_deref(), Some("builtin:least_loaded"));
+    let second = f.engine.route(lead(2, "CN-SH")).await.unwrap();
+    assert_ne!(first.rep_id, second.rep_id, "load spreads");
+
+    let view = f.engine.lead(first.lead_id).unwrap().unwrap();
+    assert_eq!(view.state.status, LeadStatus::Assigned);
+    let HistoryEvent::Routed {
+        candidates,
+        decided_by,
+        ..
+    } = &view.history[0].event
+    else {
+        panic!("first event is routed: {:?}", view.history);
+    };
+    assert_eq!(decided_by, "builtin:least_loaded");
+    assert_eq!(candidates.len(), 2, "both reps considered");
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn unmatched_regions_need_a_default_territory() {
+    let f = fixture();
+    f.engine
+        .upsert_territory(
+            tid("sh"),
+            territory(serde_json::json!({"name": "SH", "regions": ["CN-SH"]})),
+        )
+        .await
+        .unwrap();
+    f.engine.upsert_rep(rid("a"), rep("sh", 5)).await.unwrap();
+    let err = f.engine.route(lead(1, "CN-JS")).await.unwrap_err();
+    assert!(matches!(err, EngineError::NoTerritory { .. }), "{err:?}");
+    assert_eq!(err.code(), "no_territory");
+}
+
+#[tokio::test]
+async fn full_territories_queue_and_drain_oldest_first() {
+    let f = fixture();
+    east_with_reps(&f.engine, 1).await;
+    let a = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    let _b = f.engine.route(lead(2, "CN-SH")).await.unwrap();
+    let q1 = f.engine.route(lead(3, "CN-SH")).await.unwrap();
+    let q2 = f.engine.route(lead(4, "CN-SH")).await.unwrap();
+    assert_eq!(
+        (q1.status, q2.status),
+        (RouteStatus::Queued, RouteStatus::Queued)
+    );
+    assert_eq!(q1.rep_id, None);
+    let t = f.engine.territory(&tid("east")).await.unwrap();
+    assert_eq!(t.queue, vec![q1.lead_id, q2.lead_id]);
+
+    // Closing a's lead frees one slot: the oldest queued lead takes it.
+    f.engine
+        .record_event(
+            a.lead_id,
+            LeadEventInput::Closed {
+                outcome: Outcome::Lost,
+            },
+        )
+        .await
+        .unwrap();
+    f.engine.settle().await.unwrap();
+    let q1_state = f.engine.lead(q1.lead_id).unwrap().unwrap().state;
+    assert_eq!(q1_state.status, LeadStatus::Assigned);
+    assert_eq!(q1_state.rep, a.rep_id);
+    assert_eq!(
+        f.engine.lead(q2.lead_id).unwrap().unwrap().state.status,
+        LeadStatus::Queued
+    );
+
+    // Raising capacity drains the rest.
+    f.engine.upsert_rep(rid("b"), rep("east", 2)).await.unwrap();
+    f.engine.settle().await.unwrap();
+    assert_eq!(
+        f.engine.lead(q2.lead_id).unwrap().unwrap().state.rep,
+        Some(rid("b"))
+    );
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn a_rep_coming_back_or_joining_takes_queued_leads() {
+    let f = fixture();
+    f.engine
+        .upsert_territory(
+            tid("east"),
+            territory(serde_json::json!({"name": "E", "default": true})),
+        )
+        .await
+        .unwrap();
+    let mut away = rep("east", 3);
+    away.status = leadroute_engine::domain::RepStatus::Away;
+    f.engine.upsert_rep(rid("a"), away.clone()).await.unwrap();
+    let q = f.engine.route(lead(1, "CN")).await.unwrap();
+    assert_eq!(q.status, RouteStatus::Queued);
+    away.status = leadroute_engine::domain::RepStatus::Available;
+    f.engine.upsert_rep(rid("a"), away).await.unwrap();
+    f.engine.settle().await.unwrap();
+    assert_eq!(
+        f.engine.lead(q.lead_id).unwrap().unwrap().state.rep,
+        Some(rid("a"))
+    );
+
+    let q = f.engine.route(lead(2, "CN")).await.unwrap();
+    assert_eq!(q.status, RouteStatus::Assigned);
+    f.engine.upsert_rep(rid("a"), rep("east", 0)).await.unwrap();
+    let q = f.engine.route(lead(3, "CN")).await.unwrap();
+    assert_eq!(q.status, RouteStatus::Queued);
+    f.engine
+        .upsert_rep(rid("new"), rep("east", 1))
+        .await
+        .unwrap();
+    f.engine.settle().await.unwrap();
+    assert_eq!(
+        f.engine.lead(q.lead_id).unwrap().unwrap().state.rep,
+        Some(rid("new"))
+    );
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn duplicates_take_no_load_and_are_recorded_on_the_original() {
+    let f = fixture();
+    east_with_reps(&f.engine, 5).await;
+    let original = f.engine.route(lead(7, "CN-SH")).await.unwrap();
+    let mut again = lead(7, "CN-SH");
+    again.phone = Some("0086-139-0000-0007".into());
+    again.source = Some("ads".into());
+    let dup = f.engine.route(again).await.unwrap();
+    assert_eq!(dup.status, RouteStatus::Duplicate);
+    assert_eq!(dup.duplicate_of, Some(original.lead_id));
+    assert_eq!(dup.lead_id, original.lead_id);
+    assert_eq!(dup.rep_id, original.rep_id);
+    let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
+    assert_eq!(loads, 1);
+    let history = f.engine.lead(original.lead_id).unwrap().unwrap().history;
+    assert!(matches!(
+        &history.last().unwrap().event,
+        HistoryEvent::Duplicate { matched, source } if matched == &["phone"] && source.as_deref() == Some("ads")
+    ));
+
+    // Once closed, the same contact is a new lead.
+    f.engine
+        .record_event(
+            original.lead_id,
+            LeadEventInput::Closed {
+                outcome: Outcome::Won,
+            },
+        )
+        .await
+        .unwrap();
+    let fresh = f.engine.route(lead(7, "CN-SH")).await.unwrap();
+    assert_eq!(fresh.status, RouteStatus::Assigned);
+    assert_ne!(fresh.lead_id, original.lead_id);
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn racing_duplicates_in_one_batch_yield_one_lead() {
+    let f = fixture();
+    east_with_reps(&f.engine, 50).await;
+    let batch: Vec<LeadInput> = (0..20)
+        .map(|_| LeadInput {
+            email: Some("Same@Example.cn".into()),
+            region: Some("CN-SH".into()),
+            ..Default::default()
+        })
+        .collect();
+    let results = f.engine.route_batch(&batch).await;
+    let statuses: Vec<RouteStatus> = results.iter().map(|r| r.as_ref().unwrap().status).collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == RouteStatus::Assigned)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == RouteStatus::Duplicate)
+            .count(),
+        19
+    );
+    let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
+    assert_eq!(loads, 1);
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn stages_follow_the_documented_order() {
+    let f = fixture();
+    east_with_reps(&f.engine, 5).await;
+    let l = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    let err = f
+        .engine
+        .record_event(l.lead_id, LeadEventInput::Stage { stage: Stage::Demo })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::StageOrder {
+                got: Stage::Demo,
+                expected: Stage::FirstContact
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("expected first_contact"), "{err}");
+    f.engine
+        .record_event(l.lead_id, LeadEventInput::Touched)
+        .await
+        .unwrap();
+    for stage in &Stage::ALL[1..5] {
+        f.engine
+            .record_event(l.lead_id, LeadEventInput::Stage { stage: *stage })
+            .await
+            .unwrap();
+    }
+    // No going back.
+    let err = f
+        .engine
+        .record_event(l.lead_id, LeadEventInput::Stage { stage: Stage::Demo })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::StageOrder {
+                expected: Stage::ContractSigned,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let state = f
+        .engine
+        .record_event(
+            l.lead_id,
+            LeadEventInput::Stage {
+                stage: Stage::ContractSigned,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(state.status, LeadStatus::Closed(Outcome::Won));
+    let err = f
+        .engine
+        .record_event(l.lead_id, LeadEventInput::Touched)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::LeadClosed(_)), "{err:?}");
+    let history = f.engine.lead(l.lead_id).unwrap().unwrap().history;
+    assert_eq!(
+        history.len(),
+        1 + 6 + 1,
+        "routed, touched, 5 stages, closed: {history:#?}"
+    );
+    let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
+    assert_eq!(loads, 0, "closing released the load");
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn unknown_leads_and_queued_leads_refuse_events() {
+    let f = fixture();
+    east_with_reps(&f.engine, 0).await;
+    let q = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(q.status, RouteStatus::Queued);
+    let err = f
+        .engine
+        .record_event(q.lead_id, LeadEventInput::Touched)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::LeadNotAssigned(_)), "{err:?}");
+    // A queued lead can be closed; it leaves the queue.
+    f.engine
+        .record_event(
+            q.lead_id,
+            LeadEventInput::Closed {
+                outcome: Outcome::Lost,
+            },
+        )
+        .await
+        .unwrap();
+    f.engine.settle().await.unwrap();
+    assert!(
+        f.engine
+            .territory(&tid("east"))
+            .await
+            .unwrap()
+            .queue
+            .is_empty()
+    );
+    let unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+    let err = f
+        .engine
+        .record_event(unknown, LeadEventInput::Touched)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::LeadNotFound(_)), "{err:?}");
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn deleting_a_rep_needs_its_leads_reassigned() {
+    let f = fixture();
+    east_with_reps(&f.engine, 10).await;
+    let mut owned_by_a = Vec::new();
+    for n in 0..6 {
+        let o = f.engine.route(lead(n, "CN-SH")).await.unwrap();
+        if o.rep_id == Some(rid("a")) {
+            owned_by_a.push(o.lead_id);
+        }
+    }
+    assert!(!owned_by_a.is_empty());
+    let err = f.engine.delete_rep(&rid("a"), false).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::RepHasOpenLeads { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        f.engine.rep(&rid("a")).await.unwrap().load as usize,
+        owned_by_a.len()
+    );
+    // The refused delete changed nothing: a still takes leads.
+    let a = f.engine.rep(&rid("a")).await.unwrap();
+    assert!(a.has_room(), "{a:?}");
+
+    f.engine.delete_rep(&rid("a"), true).await.unwrap();
+    assert!(matches!(
+        f.engine.rep(&rid("a")).await,
+        Err(EngineError::RepNotFound(_))
+    ));
+    for id in owned_by_a {
+        let view = f.engine.lead(id).unwrap().unwrap();
+        assert_eq!(view.state.rep, Some(rid("b")));
+        assert_eq!(view.state.previous_reps, vec![rid("a")]);
+        assert!(view.history.iter().any(|h| matches!(
+            &h.event,
+            HistoryEvent::Reassigned { why, .. } if why == "rep_deleted"
+        )));
+    }
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn simulate_changes_nothing() {
+    let f = fixture();
+    east_with_reps(&f.engine, 5).await;
+    let sim = f.engine.simulate(&lead(1, "CN-SH"), None).await.unwrap();
+    assert_eq!(sim.territory_id, tid("east"));
+    assert_eq!(sim.decision.ranking.len(), 2);
+    assert!(!sim.decision.would_queue);
+    let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
+    assert_eq!(loads, 0);
+    // The simulated lead is not stored, so routing it is not a duplicate.
+    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(routed.status, RouteStatus::Assigned);
+    assert_eq!(routed.rep_id.as_ref(), Some(&sim.decision.ranking[0]));
+}
+
+#[tokio::test]
+async fn configuration_conflicts_are_refused() {
+    let f = fixture();
+    east_with_reps(&f.engine, 1).await;
+    let err = f
+        .engine
+        .upsert_territory(
+            tid("west"),
+            territory(serde_json::json!({"name": "W", "regions": ["cn-sh"]})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "territory_conflict");
+    let err = f
+        .engine
+        .upsert_territory(
+            tid("west"),
+            territory(serde_json::json!({"name": "W", "default": true})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "territory_conflict");
+    let err = f
+        .engine
+        .upsert_rep(rid("c"), rep("nowhere", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "territory_not_found");
+    let err = f
+        .engine
+        .upsert_territory(
+            tid("west"),
+            territory(serde_json::json!({"name": "W", "strategy": {"plugin": "vip-tier"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unknown_plugin");
+    assert_eq!(f.engine.territories().await.unwrap().len(), 1);
+}
