@@ -23,7 +23,7 @@ use crate::domain::{
     CandidateSnapshot, HistoryEntry, HistoryEvent, Lead, LeadId, LeadState, LeadStatus, RepId,
     Territory,
 };
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
 use crate::store::commit::{Change, Committer, Receipt, settle};
 use crate::strategy::{Candidate, Strategy};
@@ -418,7 +418,7 @@ impl TerritoryActor {
                     rep_addr.do_send(Release { lead });
                     return;
                 };
-                self.queue.remove(pos);
+                let queued = self.queue.remove(pos);
                 self.export_queue_depth();
                 self.strategy.on_assigned(&rep, snap.rep.weight);
                 let receipt = self.committer.submit(Change::AssignQueued {
@@ -429,15 +429,25 @@ impl TerritoryActor {
                     history: routed,
                 });
                 self.uncommitted += 1;
-                ctx.spawn(settle(receipt).into_actor(self).map(move |result, act, _| {
+                ctx.spawn(settle(receipt).into_actor(self).map(move |result, act, ctx| {
                     act.uncommitted -= 1;
-                    if let Err(e) = result {
-                        // Nothing was stored; the lead's own path (closed, or a store
-                        // failure that the next start repairs) owns it now.
-                        tracing::warn!(%lead, error = %e, "queued lead's assignment not stored");
-                        rep_addr.do_send(Release { lead });
+                    match result {
+                        Ok(_) => {}
+                        // Closed meanwhile: it has left the queue for good.
+                        Err(EngineError::LeadClosed(_) | EngineError::LeadNotFound(_)) => {
+                            rep_addr.do_send(Release { lead });
+                        }
+                        // Not stored, so still queued in the store: back to the front.
+                        Err(e) => {
+                            tracing::warn!(%lead, error = %e, "queued lead's assignment not stored");
+                            rep_addr.do_send(Release { lead });
+                            if let Some(queued) = queued {
+                                act.queue.push_front(queued);
+                                act.export_queue_depth();
+                            }
+                        }
                     }
-                    act.check_settled();
+                    act.pump(ctx);
                 }));
             }
         }

@@ -1,12 +1,10 @@
 //! Routing, queueing, de-duplication and lifecycle through the real actors and store.
 
-mod common;
-
-use common::*;
 use leadroute_engine::domain::{
     HistoryEvent, LeadEventInput, LeadInput, LeadStatus, Outcome, Stage,
 };
 use leadroute_engine::{EngineError, RouteStatus};
+use leadroute_tests::*;
 
 #[tokio::test]
 async fn leads_are_assigned_least_loaded_and_recorded() {

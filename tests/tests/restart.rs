@@ -1,0 +1,247 @@
+//! Durability across restarts on a real sled directory.
+
+use std::collections::BTreeMap;
+
+use leadroute_engine::domain::{LeadEventInput, LeadId, LeadStatus, Outcome};
+use leadroute_engine::{Engine, RouteOutcome, RouteStatus};
+use leadroute_tests::*;
+
+/// Everything observable about an engine's state, for before/after comparison.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    reps: Vec<(String, u32, u32, String)>,
+    territories: Vec<(String, Vec<LeadId>)>,
+    leads: BTreeMap<LeadId, String>,
+}
+
+async fn observe(engine: &Engine, leads: &[LeadId]) -> Observed {
+    engine.settle().await.unwrap();
+    let reps = engine
+        .reps()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.rep.id.to_string(),
+                r.load,
+                r.rep.capacity,
+                format!("{:?}", r.rep),
+            )
+        })
+        .collect();
+    let territories = engine
+        .territories()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.territory.id.to_string(), t.queue))
+        .collect();
+    let leads = leads
+        .iter()
+        .map(|id| (*id, format!("{:?}", engine.lead(*id).unwrap().unwrap())))
+        .collect();
+    Observed {
+        reps,
+        territories,
+        leads,
+    }
+}
+
+/// Two territories, uneven capacity, and leads in every state: assigned, queued,
+/// touched, advanced, closed, duplicated.
+async fn populate(engine: &Engine) -> Vec<LeadId> {
+    east_with_reps(engine, 3).await;
+    engine
+        .upsert_territory(
+            tid("north"),
+            territory(serde_json::json!({
+                "name": "North", "regions": ["CN-BJ"],
+                "strategy": {"builtin": "rules"}, "plugin_config": {"vip_threshold": 5000}
+            })),
+        )
+        .await
+        .unwrap();
+    engine.upsert_rep(rid("n1"), rep("north", 1)).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let region = if n % 3 == 0 { "CN-BJ" } else { "CN-SH-PD" };
+        let o = engine.route(lead(n, region)).await.unwrap();
+        ids.push(o.lead_id);
+    }
+    let dup = engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(dup.status, RouteStatus::Duplicate);
+    engine
+        .record_event(ids[1], LeadEventInput::Touched)
+        .await
+        .unwrap();
+    engine
+        .record_event(
+            ids[2],
+            LeadEventInput::Closed {
+                outcome: Outcome::Won,
+            },
+        )
+        .await
+        .unwrap();
+    ids
+}
+
+#[tokio::test]
+async fn graceful_shutdown_then_reopen_restores_identical_state() {
+    let f = fixture();
+    let ids = populate(&f.engine).await;
+    let before = observe(&f.engine, &ids).await;
+    assert!(
+        before.territories.iter().any(|(_, q)| !q.is_empty()),
+        "the scenario must leave a queue to restore: {before:#?}"
+    );
+    f.engine.shutdown().await.unwrap();
+    assert!(matches!(
+        f.engine.route(lead(99, "CN-SH")).await,
+        Err(leadroute_engine::EngineError::ShuttingDown)
+    ));
+    drop(f.engine);
+
+    let engine = open(f.dir.path(), &f.clock);
+    assert_eq!(engine.recovery_findings(), &[] as &[String]);
+    let after = observe(&engine, &ids).await;
+    assert_eq!(before, after);
+    assert_healthy(&engine).await;
+
+    // The restored engine keeps working: the duplicate index and queues came back.
+    let dup = engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(dup.status, RouteStatus::Duplicate);
+    engine
+        .record_event(
+            ids[0],
+            LeadEventInput::Closed {
+                outcome: Outcome::Lost,
+            },
+        )
+        .await
+        .unwrap();
+    assert_healthy(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_without_shutdown_keeps_every_acknowledged_lead() {
+    let f = fixture();
+    east_with_reps(&f.engine, 40).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RouteOutcome>();
+    let mut tasks = Vec::new();
+    for worker in 0..8u32 {
+        let engine = f.engine.clone();
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..1000u32 {
+                if let Ok(o) = engine.route(lead(worker * 10_000 + n, "CN-SH")).await {
+                    let _ = tx.send(o);
+                }
+            }
+        }));
+    }
+    drop(tx);
+    // Stop abruptly once enough leads are acknowledged (the rest are in flight).
+    let mut acked = Vec::new();
+    while acked.len() < 120 {
+        acked.push(rx.recv().await.expect("routes keep succeeding"));
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    while let Ok(o) = rx.try_recv() {
+        acked.push(o);
+    }
+    drop(f.engine);
+
+    let engine = open(f.dir.path(), &f.clock);
+    assert_eq!(engine.recovery_findings(), &[] as &[String]);
+    for o in &acked {
+        let view = engine
+            .lead(o.lead_id)
+            .unwrap()
+            .expect("acknowledged lead is stored");
+        match o.status {
+            RouteStatus::Assigned => {
+                assert_eq!(view.state.status, LeadStatus::Assigned);
+                assert_eq!(view.state.rep, o.rep_id);
+            }
+            RouteStatus::Queued => assert!(view.state.status.is_open()),
+            RouteStatus::Duplicate => unreachable!("every lead is unique"),
+        }
+    }
+    assert_healthy(&engine).await;
+}
+
+#[tokio::test]
+async fn broken_invariants_are_found_and_repaired_at_start() {
+    let f = fixture();
+    let ids = populate(&f.engine).await;
+    f.engine.shutdown().await.unwrap();
+    drop(f.engine);
+
+    // Damage the store behind the engine's back.
+    let assigned = {
+        let engine = open(f.dir.path(), &f.clock);
+        let a = ids
+            .iter()
+            .copied()
+            .find(|id| engine.lead(*id).unwrap().unwrap().state.status == LeadStatus::Assigned)
+            .unwrap();
+        engine.shutdown().await.unwrap();
+        a
+    };
+    {
+        let db = sled::open(f.dir.path()).unwrap();
+        db.open_tree("assignments")
+            .unwrap()
+            .remove(assigned.to_key())
+            .unwrap();
+        let stray = LeadId::from_key(&7u128.to_be_bytes()).unwrap();
+        db.open_tree("dedupe")
+            .unwrap()
+            .insert("phone:000", &stray.to_key())
+            .unwrap();
+        db.open_tree("queue")
+            .unwrap()
+            .insert(b"east\0garbage!", &stray.to_key())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let engine = open(f.dir.path(), &f.clock);
+    let findings = engine.recovery_findings().join("\n");
+    assert!(
+        findings.contains(&format!(
+            "open lead {assigned} is neither assigned nor queued"
+        )),
+        "{findings}"
+    );
+    assert!(findings.contains("stored load"), "{findings}");
+    assert!(findings.contains("rep_leads index entry"), "{findings}");
+    assert!(findings.contains("dedupe key \"phone:000\""), "{findings}");
+    assert!(
+        findings.contains("queue entry that is not a queued lead"),
+        "{findings}"
+    );
+    assert_healthy(&engine).await;
+    // The orphaned lead was put back in its queue and routed again.
+    assert!(
+        engine
+            .lead(assigned)
+            .unwrap()
+            .unwrap()
+            .state
+            .status
+            .is_open()
+    );
+    let text = engine.metrics().render();
+    assert!(
+        text.contains("leadroute_recovery_repairs_total 5"),
+        "{text}"
+    );
+}
