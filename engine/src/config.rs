@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
+use crate::plugins::PluginLimits;
 use crate::store::Durability;
 
 /// How to open an engine.
@@ -15,6 +16,8 @@ pub struct EngineConfig {
     pub durability: Durability,
     /// The time source; tests pass a [`ManualClock`](crate::clock::ManualClock).
     pub clock: Arc<dyn Clock>,
+    /// Limits on plugin modules and calls.
+    pub plugin_limits: PluginLimits,
 }
 
 impl EngineConfig {
@@ -24,12 +27,19 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
+            plugin_limits: PluginLimits::default(),
         }
     }
 
     /// Sets the durability.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Sets the plugin limits.
+    pub fn plugin_limits(mut self, limits: PluginLimits) -> Self {
+        self.plugin_limits = limits;
         self
     }
 
@@ -45,6 +55,7 @@ impl std::fmt::Debug for EngineConfig {
         f.debug_struct("EngineConfig")
             .field("data_dir", &self.data_dir)
             .field("durability", &self.durability)
+            .field("plugin_limits", &self.plugin_limits)
             .finish_non_exhaustive()
     }
 }

@@ -84,6 +84,34 @@ pub enum EngineError {
     /// A territory names a plugin the engine does not know.
     #[error("plugin {0:?} is not installed")]
     UnknownPlugin(String),
+    /// An uploaded plugin module was rejected; the message says which check failed.
+    #[error("plugin {name:?} rejected: {message}")]
+    PluginInvalid {
+        /// The plugin's name.
+        name: String,
+        /// What is wrong with the module, for the operator.
+        message: String,
+    },
+    /// No such plugin, or no such version of it.
+    #[error("{}", match version {
+        Some(v) => format!("plugin {name:?} has no version {v}"),
+        None => format!("plugin {name:?} not found"),
+    })]
+    PluginNotFound {
+        /// The plugin's name.
+        name: String,
+        /// The version asked for, if one was.
+        version: Option<u32>,
+    },
+    /// Deleting a plugin that territories still use.
+    #[error("plugin {name:?} is used by territory {}; switch them to another strategy first",
+        territories.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))]
+    PluginInUse {
+        /// The plugin's name.
+        name: String,
+        /// The territories using it.
+        territories: Vec<TerritoryId>,
+    },
     /// The store could not persist the change; nothing was acknowledged.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
@@ -110,6 +138,9 @@ impl EngineError {
             EngineError::RepHasOpenLeads { .. } => "rep_has_open_leads",
             EngineError::TerritoryConflict(_) => "territory_conflict",
             EngineError::UnknownPlugin(_) => "unknown_plugin",
+            EngineError::PluginInvalid { .. } => "plugin_invalid",
+            EngineError::PluginNotFound { .. } => "plugin_not_found",
+            EngineError::PluginInUse { .. } => "plugin_in_use",
             EngineError::StoreUnavailable(_) => "store_unavailable",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::Internal(_) => "internal",

@@ -8,6 +8,8 @@
 //! - `actors`: a `RepActor` per rep (sole owner of its load) and a `TerritoryActor`
 //!   per territory (members view, strategy, capacity queue).
 //! - [`strategy`]: built-in ranking strategies, one per file.
+//! - [`plugins`]: sandboxed WebAssembly routing plugins (wasmtime): registry,
+//!   sandbox, ABI host side, and the plugin strategy with its fallback.
 //! - [`dedupe`]: contact normalization and the open-lead index.
 //! - [`store`]: sled trees, the group committer, start-up audit and repair.
 //! - [`metrics`]: the Prometheus registry.
@@ -27,6 +29,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod plugins;
 pub mod store;
 pub mod strategy;
 
@@ -37,4 +40,7 @@ pub use engine::{
     Engine, LeadView, ReassignReason, RouteOutcome, RouteStatus, Simulation, Timings,
 };
 pub use error::{EngineError, Result, ValidationError};
+pub use plugins::{
+    CircuitState, FailureReason, PluginInfo, PluginLimits, PluginVersionInfo, VersionInfo,
+};
 pub use store::Durability;

@@ -13,6 +13,26 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Buckets from 1 µs to 100 ms: a plugin call is microseconds, its deadline 100 ms.
+const PLUGIN_CALL_BUCKETS: &[f64] = &[
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+];
+
 /// Handles to every engine metric; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -42,6 +62,14 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// `leadroute_recovery_repairs_total`: invariant repairs made at start.
     pub recovery_repairs: IntCounter,
+    /// `leadroute_plugin_call_duration_seconds{plugin}`: one plugin call, instantiation
+    /// to checked answer.
+    pub plugin_call_duration: HistogramVec,
+    /// `leadroute_plugin_failures_total{plugin,reason}`: calls whose fallback decided;
+    /// `reason` is a `FailureReason` label.
+    pub plugin_failures: IntCounterVec,
+    /// `leadroute_plugin_circuit_open{plugin}`: 1 while the plugin is bypassed.
+    pub plugin_circuit_open: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -169,6 +197,40 @@ impl Metrics {
                 IntCounter::new(
                     "leadroute_recovery_repairs_total",
                     "Store invariant violations found and repaired at start.",
+                )
+                .unwrap(),
+            ),
+            plugin_call_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "leadroute_plugin_call_duration_seconds",
+                        "One plugin call: fresh instance, run, checked answer.",
+                    )
+                    .buckets(PLUGIN_CALL_BUCKETS.to_vec()),
+                    &["plugin"],
+                )
+                .unwrap(),
+            ),
+            plugin_failures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leadroute_plugin_failures_total",
+                        "Plugin calls that failed (the territory's fallback decided), by reason.",
+                    ),
+                    &["plugin", "reason"],
+                )
+                .unwrap(),
+            ),
+            plugin_circuit_open: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "leadroute_plugin_circuit_open",
+                        "1 while a plugin is bypassed after repeated failures.",
+                    ),
+                    &["plugin"],
                 )
                 .unwrap(),
             ),

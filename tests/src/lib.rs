@@ -3,7 +3,9 @@
 //!
 //! The tests themselves live in `tests/`: `routing.rs` (behaviour through the real
 //! actors and store), `restart.rs` (durability across restarts and repair),
-//! `concurrency.rs` (property test of random concurrent interleavings).
+//! `concurrency.rs` (property test of random concurrent interleavings), and the
+//! plugin suites `plugins_*.rs` (example plugins through the real host, hostile
+//! modules, hot swap under load, restart).
 
 use leadroute_engine::domain::{LeadInput, RepId, RepInput, TerritoryId, TerritoryInput};
 use leadroute_engine::{Engine, EngineConfig, ManualClock};
@@ -25,9 +27,15 @@ pub fn open(dir: &std::path::Path, clock: &ManualClock) -> Engine {
 
 /// A fresh engine on a new temp dir.
 pub fn fixture() -> Fixture {
+    fixture_with(|config| config)
+}
+
+/// A fresh engine on a new temp dir, configured further by `configure`.
+pub fn fixture_with(configure: impl FnOnce(EngineConfig) -> EngineConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
-    let engine = open(dir.path(), &clock);
+    let config = configure(EngineConfig::new(dir.path()).clock(clock.clone()));
+    let engine = Engine::open(config).expect("engine opens");
     Fixture { engine, clock, dir }
 }
 
@@ -87,4 +95,30 @@ pub async fn assert_healthy(engine: &Engine) {
     engine.settle().await.unwrap();
     let problems = engine.check_invariants().await.unwrap();
     assert!(problems.is_empty(), "invariants broken: {problems:#?}");
+}
+
+/// Territory `east` (CN-SH, default) routed by plugin `name` (following its active
+/// version) with `config`, and reps `a`, `b` of the given capacity.
+pub async fn east_with_plugin(
+    engine: &Engine,
+    name: &str,
+    config: serde_json::Value,
+    capacity: u32,
+) {
+    engine
+        .upsert_territory(
+            tid("east"),
+            territory(
+                serde_json::json!({"name": "East", "regions": ["CN-SH"], "default": true,
+                "strategy": {"plugin": name}, "plugin_config": config}),
+            ),
+        )
+        .await
+        .unwrap();
+    for id in ["a", "b"] {
+        engine
+            .upsert_rep(rid(id), rep("east", capacity))
+            .await
+            .unwrap();
+    }
 }

@@ -67,6 +67,8 @@ pub struct SimulatedDecision {
     pub decided_by: String,
     /// The strategy's explanation.
     pub reason: String,
+    /// Why a fallback would decide instead of the configured strategy, if it would.
+    pub fallback: Option<String>,
     /// Every candidate considered.
     pub candidates: Vec<CandidateSnapshot>,
     /// Time spent ranking.
@@ -110,10 +112,11 @@ pub(crate) struct Route {
     pub reply: oneshot::Sender<Result<RouteReply>>,
 }
 
-/// Ranks reps for a lead without reserving or storing anything.
+/// Ranks reps for a lead without reserving or storing anything; with a strategy of
+/// its own, ranks with that one instead of the territory's (trying a plugin version).
 #[derive(Message)]
 #[rtype(result = "SimulatedDecision")]
-pub(crate) struct Simulate(pub Arc<Lead>);
+pub(crate) struct Simulate(pub Arc<Lead>, pub Option<Box<dyn Strategy>>);
 
 /// A member's state changed.
 #[derive(Message)]
@@ -172,6 +175,7 @@ struct Plan {
     order: Vec<(RepId, Addr<RepActor>)>,
     decided_by: String,
     reason: String,
+    fallback: Option<String>,
     candidates: Vec<CandidateSnapshot>,
     decide: Duration,
 }
@@ -236,8 +240,21 @@ impl TerritoryActor {
         self.members.values().any(|m| m.snap.has_room())
     }
 
-    /// Ranks the members with room for `lead`.
+    /// Ranks the members with room for `lead` with the territory's strategy.
     fn plan(&self, lead: &Lead, exclude: &[RepId]) -> Plan {
+        self.plan_with(&*self.strategy, lead, exclude, false)
+    }
+
+    /// Ranks the members with room for `lead` with `strategy`; `dry` for simulations.
+    /// A plugin strategy that fails has already let its fallback rank, so the plan is
+    /// as good as a built-in's and says why in `fallback`.
+    fn plan_with(
+        &self,
+        strategy: &dyn Strategy,
+        lead: &Lead,
+        exclude: &[RepId],
+        dry: bool,
+    ) -> Plan {
         let started = Instant::now();
         let members: Vec<&Member> = self
             .members
@@ -256,7 +273,11 @@ impl TerritoryActor {
                 last_assigned_at: m.snap.last_assigned_at,
             })
             .collect();
-        let ranking = self.strategy.rank(lead, &candidates);
+        let ranking = if dry {
+            strategy.rank_dry(lead, &candidates)
+        } else {
+            strategy.rank(lead, &candidates)
+        };
         let order = ranking
             .order
             .iter()
@@ -273,8 +294,9 @@ impl TerritoryActor {
             .collect();
         Plan {
             order,
-            decided_by: self.strategy.decided_by(),
+            decided_by: ranking.decided_by.unwrap_or_else(|| strategy.decided_by()),
             reason: ranking.reason,
+            fallback: ranking.fallback,
             candidates: snapshot,
             decide: started.elapsed(),
         }
@@ -373,7 +395,7 @@ impl TerritoryActor {
             placement: Placement::Rep(rep.clone()),
             decided_by: plan.decided_by,
             reason: plan.reason,
-            fallback: None,
+            fallback: plan.fallback,
             candidates: plan.candidates,
             decide: plan.decide,
             reserve,
@@ -493,15 +515,15 @@ impl TerritoryActor {
         });
         self.export_queue_depth();
         let receipt = self.committer.submit(change);
-        let (candidates, decide, decided_by) = match plan {
-            Some(p) => (p.candidates, p.decide, p.decided_by),
-            None => (Vec::new(), Duration::ZERO, self.strategy.decided_by()),
+        let (candidates, decide, decided_by, fallback) = match plan {
+            Some(p) => (p.candidates, p.decide, p.decided_by, p.fallback),
+            None => (Vec::new(), Duration::ZERO, self.strategy.decided_by(), None),
         };
         let decision = Decision {
             placement: Placement::Queued,
             decided_by,
             reason,
-            fallback: None,
+            fallback,
             candidates,
             decide,
             reserve: Duration::ZERO,
@@ -588,12 +610,14 @@ impl Handler<Simulate> for TerritoryActor {
     type Result = MessageResult<Simulate>;
 
     fn handle(&mut self, msg: Simulate, _ctx: &mut Context<Self>) -> Self::Result {
-        let plan = self.plan(&msg.0, &[]);
+        let strategy = msg.1.as_deref().unwrap_or(&*self.strategy);
+        let plan = self.plan_with(strategy, &msg.0, &[], true);
         MessageResult(SimulatedDecision {
             would_queue: plan.order.is_empty() || !self.queue.is_empty(),
             ranking: plan.order.into_iter().map(|(id, _)| id).collect(),
             decided_by: plan.decided_by,
             reason: plan.reason,
+            fallback: plan.fallback,
             candidates: plan.candidates,
             decide: plan.decide,
         })

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{Engine, ReassignReason, RepEntry, TerritoryEntry, strategy_for};
+use super::{Engine, ReassignReason, RepEntry, TerritoryEntry};
 use crate::actors::rep::{Reconfigure, Retire, Snapshot, Stop};
 use crate::actors::territory::{self, AddMember, Inspect, RemoveMember};
 use crate::actors::{RepSnapshot, TerritorySnapshot};
@@ -230,8 +230,11 @@ impl Engine {
     pub async fn upsert_territory(&self, id: TerritoryId, input: TerritoryInput) -> Result<bool> {
         let _permit = self.enter()?;
         let territory = input.validate(id)?;
-        let strategy = strategy_for(&territory)?;
+        // Under the admin lock, so a plugin cannot be deleted between this check and
+        // the territory's commit.
         let _admin = self.inner.admin.lock().await;
+        let strategy = self.strategy_for(&territory)?;
+        self.check_plugin_config(&territory)?;
         let mut regions = self.directory().regions.clone();
         regions
             .assign(&territory.id, &territory.regions, territory.default)

@@ -153,6 +153,19 @@ impl Engine {
         input: &LeadInput,
         territory: Option<&TerritoryId>,
     ) -> Result<Simulation> {
+        self.simulate_with(input, territory, None).await
+    }
+
+    /// Like [`Engine::simulate`], optionally ranking with plugin `(name, version)`
+    /// (`None` = its active version) and the territory's `plugin_config` instead of the
+    /// territory's own strategy: how would this version decide? Plugin statistics and
+    /// circuit breakers are left alone.
+    pub async fn simulate_with(
+        &self,
+        input: &LeadInput,
+        territory: Option<&TerritoryId>,
+        plugin: Option<(&str, Option<u32>)>,
+    ) -> Result<Simulation> {
         let _permit = self.enter()?;
         let lead = Arc::new(input.validate(self.next_lead_id(), self.now())?);
         let duplicate_of = self
@@ -160,21 +173,24 @@ impl Engine {
             .dedupe
             .lookup(&dedupe::keys(&lead))
             .map(|(id, _)| id);
-        let (territory_id, addr) = {
+        let (territory_id, addr, config) = {
             let dir = self.directory();
             let id = match territory {
                 Some(t) => t.clone(),
                 None => self.resolve(&dir, &lead)?,
             };
-            let addr = dir
+            let entry = dir
                 .territories
                 .get(&id)
-                .map(|e| e.addr.clone())
                 .ok_or_else(|| EngineError::TerritoryNotFound(id.clone()))?;
-            (id, addr)
+            (id, entry.addr.clone(), entry.territory.clone())
+        };
+        let strategy = match plugin {
+            Some((name, version)) => Some(self.plugin_strategy_for(name, version, &config)?),
+            None => None,
         };
         let decision = addr
-            .send(Simulate(lead))
+            .send(Simulate(lead, strategy))
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         Ok(Simulation {

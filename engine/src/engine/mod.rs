@@ -4,6 +4,7 @@
 //! - `intake.rs`: routing new leads, batches and simulations.
 //! - `leads.rs`: reading leads, lifecycle events, reassignment.
 //! - `admin.rs`: reps and territories.
+//! - `plugins.rs`: plugin uploads, versions, activation, deletion and simulation.
 //!
 //! Threads: the caller's (any async runtime), one actor thread (actix), and the
 //! store's committer. A route costs one hop to the actor thread and one wait for
@@ -12,6 +13,7 @@
 mod admin;
 mod intake;
 mod leads;
+mod plugins;
 
 pub use intake::{RouteOutcome, RouteStatus, Simulation, Timings};
 pub use leads::{LeadView, ReassignReason};
@@ -33,6 +35,7 @@ use crate::dedupe::DedupeIndex;
 use crate::domain::{LeadId, RegionTable, Rep, RepId, StrategySpec, Territory, TerritoryId};
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
+use crate::plugins::{PluginStrategy, Registry};
 use crate::store::Store;
 use crate::store::audit::{audit, repair};
 use crate::store::commit::{Change, Committer, settle};
@@ -81,16 +84,8 @@ struct Inner {
     /// One permit per call in flight; shutdown takes them all.
     gate: Semaphore,
     recovery: Vec<String>,
-}
-
-/// Builds the strategy a territory names.
-fn strategy_for(territory: &Territory) -> Result<Box<dyn Strategy>> {
-    match &territory.strategy {
-        StrategySpec::Builtin(which) => {
-            Ok(strategy::builtin(*which, &territory.plugin_config_value())?)
-        }
-        StrategySpec::Plugin { name, .. } => Err(EngineError::UnknownPlugin(name.clone())),
-    }
+    /// Installed routing plugins and their sandbox.
+    plugins: Arc<Registry>,
 }
 
 impl Engine {
@@ -105,6 +100,12 @@ impl Engine {
             repair(&store, &findings)?;
         }
         let recovery: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        // Before the actors: territories bound to plugins need them compiled.
+        let plugins = Arc::new(Registry::open(
+            &store,
+            config.plugin_limits.clone(),
+            metrics.clone(),
+        )?);
 
         let dedupe = Arc::new(DedupeIndex::default());
         dedupe.apply(&store.dedupe_entries()?, &[]);
@@ -148,6 +149,7 @@ impl Engine {
                 admin: tokio::sync::Mutex::new(()),
                 gate: Semaphore::new(MAX_IN_FLIGHT as usize),
                 recovery,
+                plugins,
             }),
         };
         engine.boot_actors()?;
@@ -159,7 +161,7 @@ impl Engine {
         let store = &self.inner.store;
         let mut dir = self.directory_mut();
         for territory in store.territories()? {
-            let strategy = strategy_for(&territory).unwrap_or_else(|e| {
+            let strategy = self.strategy_for(&territory).unwrap_or_else(|e| {
                 tracing::error!(territory = %territory.id, error = %e,
                     "territory strategy unavailable; using least_loaded");
                 Box::new(strategy::LeastLoaded)
@@ -187,6 +189,35 @@ impl Engine {
             dir.reps.insert(rep.id.clone(), RepEntry { addr, rep });
         }
         Ok(())
+    }
+
+    /// Builds the strategy a territory names. A plugin must be installed (and a pinned
+    /// version exist); its `plugin_config` may name the built-in fallback.
+    fn strategy_for(&self, territory: &Territory) -> Result<Box<dyn Strategy>> {
+        let config = territory.plugin_config_value();
+        match &territory.strategy {
+            StrategySpec::Builtin(which) => Ok(strategy::builtin(*which, &config)?),
+            StrategySpec::Plugin { name, version } => {
+                let entry = self
+                    .inner
+                    .plugins
+                    .get(name)
+                    .ok_or_else(|| EngineError::UnknownPlugin(name.clone()))?;
+                if let Some(v) = version
+                    && entry.version(Some(*v)).is_none()
+                {
+                    return Err(EngineError::UnknownPlugin(format!("{name}@{v}")));
+                }
+                Ok(Box::new(PluginStrategy::new(
+                    self.inner.plugins.clone(),
+                    name.clone(),
+                    *version,
+                    territory.id.clone(),
+                    &config,
+                    self.inner.clock.clone(),
+                )?))
+            }
+        }
     }
 
     fn start_territory(

@@ -75,6 +75,32 @@ pub(crate) struct Assignment {
     pub since: u64,
 }
 
+/// A plugin's versions and which one is active; the modules themselves are stored
+/// under their own keys (see the store's tree table).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct PluginRecord {
+    pub name: String,
+    /// The version territories with `version: null` follow.
+    pub active: u32,
+    /// The number the next upload gets; never reused while the plugin exists.
+    pub next_version: u32,
+    pub versions: Vec<PluginVersionRecord>,
+}
+
+/// One uploaded module's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct PluginVersionRecord {
+    pub version: u32,
+    /// Hex SHA-256 of the module bytes.
+    pub sha256: String,
+    pub size: u64,
+    pub uploaded_at: u64,
+}
+
+impl Record for PluginRecord {
+    const VERSION: u8 = 1;
+    const KIND: &'static str = "plugin";
+}
 impl Record for RepRecord {
     const VERSION: u8 = 1;
     const KIND: &'static str = "rep";

@@ -22,10 +22,10 @@ use sled::Transactional;
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::oneshot;
 
-use super::codec::{Assignment, CorruptRecord, Record, RepRecord, decode, encode};
+use super::codec::{Assignment, CorruptRecord, PluginRecord, Record, RepRecord, decode, encode};
 use super::{
-    ASSIGNMENTS, DEDUPE, Durability, HISTORY, LEADS, QUEUE, REP_LEADS, REPS, Store, TERRITORIES,
-    compound_key, history_key,
+    ASSIGNMENTS, DEDUPE, Durability, HISTORY, LEADS, PLUGINS, QUEUE, REP_LEADS, REPS, Store,
+    TERRITORIES, compound_key, history_key, plugin_wasm_key,
 };
 use crate::clock::UnixMillis;
 use crate::dedupe::{self, DedupeIndex};
@@ -90,6 +90,13 @@ pub(crate) enum Change {
     DeleteRep(RepId),
     /// Create or replace a territory.
     PutTerritory(Box<Territory>),
+    /// Store a plugin's record and, for an upload, the new version's module.
+    PutPlugin {
+        record: Box<PluginRecord>,
+        wasm: Option<(u32, Vec<u8>)>,
+    },
+    /// Delete a plugin: its record and every module.
+    DeletePlugin(String),
     /// Nothing; answered once everything submitted before it is durable.
     Barrier,
 }
@@ -414,6 +421,28 @@ impl Writer<'_> {
                 let created = self.t[TERRITORIES].get(territory.id.as_str())?.is_none();
                 self.put(TERRITORIES, territory.id.as_str(), &**territory)?;
                 Ok(Applied::TerritoryStored { created })
+            }
+            Change::PutPlugin { record, wasm } => {
+                if let Some((version, bytes)) = wasm {
+                    self.t[PLUGINS]
+                        .insert(plugin_wasm_key(&record.name, *version), bytes.as_slice())?;
+                }
+                self.put(PLUGINS, record.name.as_bytes(), &**record)?;
+                Ok(Applied::Done)
+            }
+            Change::DeletePlugin(name) => {
+                let record: PluginRecord =
+                    self.get(PLUGINS, name.as_bytes())?.ok_or_else(|| {
+                        EngineError::PluginNotFound {
+                            name: name.clone(),
+                            version: None,
+                        }
+                    })?;
+                for v in &record.versions {
+                    self.t[PLUGINS].remove(plugin_wasm_key(name, v.version))?;
+                }
+                self.t[PLUGINS].remove(name.as_bytes())?;
+                Ok(Applied::Done)
             }
             Change::Barrier => Ok(Applied::Done),
         }

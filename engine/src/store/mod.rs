@@ -16,6 +16,8 @@
 //! | `dedupe`      | `kind:normalized`            | lead id (open leads only) |
 //! | `queue`       | territory id, 0, seq (u64)   | lead id                   |
 //! | `history`     | lead id, seq (u64)           | `HistoryEntry`            |
+//! | `plugins`     | plugin name                  | `PluginRecord`            |
+//! | `plugins`     | plugin name, 0, version (u32)| the module's bytes, raw   |
 
 pub(crate) mod audit;
 pub(crate) mod codec;
@@ -28,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{HistoryEntry, LeadId, LeadState, RepId, Territory, TerritoryId};
 use crate::error::{EngineError, Result};
-use codec::{Assignment, CorruptRecord, RepRecord, decode};
+use codec::{Assignment, CorruptRecord, PluginRecord, RepRecord, decode};
 
 /// The schema version this build writes; a store with another one is refused.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -53,7 +55,8 @@ pub(crate) const REP_LEADS: usize = 4;
 pub(crate) const DEDUPE: usize = 5;
 pub(crate) const QUEUE: usize = 6;
 pub(crate) const HISTORY: usize = 7;
-const TREE_NAMES: [&str; 8] = [
+pub(crate) const PLUGINS: usize = 8;
+const TREE_NAMES: [&str; 9] = [
     "reps",
     "territories",
     "leads",
@@ -62,6 +65,7 @@ const TREE_NAMES: [&str; 8] = [
     "dedupe",
     "queue",
     "history",
+    "plugins",
 ];
 
 impl From<CorruptRecord> for EngineError {
@@ -79,6 +83,11 @@ pub(crate) fn compound_key(prefix: &str, suffix: &[u8]) -> Vec<u8> {
     key
 }
 
+/// The key of a plugin module's bytes.
+pub(crate) fn plugin_wasm_key(name: &str, version: u32) -> Vec<u8> {
+    compound_key(name, &version.to_be_bytes())
+}
+
 /// The history key of a lead's event number `seq`.
 pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
     let mut key = [0; 24];
@@ -92,7 +101,7 @@ pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
 pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) db: sled::Db,
-    pub(crate) trees: [sled::Tree; 8],
+    pub(crate) trees: [sled::Tree; 9],
 }
 
 impl Store {
@@ -225,6 +234,22 @@ impl Store {
                 Ok((String::from_utf8_lossy(&k).into_owned(), lead))
             })
             .collect()
+    }
+
+    /// Every stored plugin's record (keys without a zero byte are records).
+    pub(crate) fn plugin_records(&self) -> Result<Vec<PluginRecord>> {
+        self.trees[PLUGINS]
+            .iter()
+            .filter(|kv| kv.as_ref().map_or(true, |(k, _)| !k.contains(&0)))
+            .map(|kv| Ok(decode(&kv?.1)?))
+            .collect()
+    }
+
+    /// One stored module's bytes.
+    pub(crate) fn plugin_wasm(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>> {
+        Ok(self.trees[PLUGINS]
+            .get(plugin_wasm_key(name, version))?
+            .map(|v| v.to_vec()))
     }
 
     /// Number of leads ever stored.

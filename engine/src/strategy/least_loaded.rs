@@ -35,7 +35,7 @@ impl Strategy for LeastLoaded {
             Some(c) => format!("least loaded: {}/{} open", c.load, c.capacity),
             None => "no candidates".into(),
         };
-        Ranking { order, reason }
+        Ranking::new(order, reason)
     }
 }
 

@@ -43,6 +43,23 @@ pub struct Ranking {
     pub order: Vec<usize>,
     /// A short explanation for the audit trail.
     pub reason: String,
+    /// Who actually decided, when it differs from [`Strategy::decided_by`]: the plugin
+    /// version that ran (`plugin:NAME@3`), or the built-in that stood in for it.
+    pub decided_by: Option<String>,
+    /// Why a fallback decided instead of the configured strategy, if one did.
+    pub fallback: Option<String>,
+}
+
+impl Ranking {
+    /// A ranking decided by the strategy itself.
+    pub fn new(order: Vec<usize>, reason: impl Into<String>) -> Self {
+        Ranking {
+            order,
+            reason: reason.into(),
+            decided_by: None,
+            fallback: None,
+        }
+    }
 }
 
 /// Ranks candidates for a lead.
@@ -50,8 +67,15 @@ pub trait Strategy: Send + 'static {
     /// The name recorded as `decided_by` (`builtin:least_loaded`, …).
     fn decided_by(&self) -> String;
 
-    /// Ranks `candidates` for `lead`. Must not change state: simulations call it too.
+    /// Ranks `candidates` for `lead`. Must not change routing state: simulations call
+    /// it too (through [`Strategy::rank_dry`]).
     fn rank(&self, lead: &Lead, candidates: &[Candidate<'_>]) -> Ranking;
+
+    /// Ranks like [`Strategy::rank`] for a simulation: also leaves statistics alone
+    /// (call counts, failure counters, circuit breakers).
+    fn rank_dry(&self, lead: &Lead, candidates: &[Candidate<'_>]) -> Ranking {
+        self.rank(lead, candidates)
+    }
 
     /// Tells the strategy that `rep` got a lead, for strategies that keep rotation state.
     fn on_assigned(&mut self, _rep: &RepId, _weight: f64) {}

@@ -45,10 +45,7 @@ impl Strategy for RoundRobin {
                 .total_cmp(&passes[b])
                 .then_with(|| candidates[a].id.cmp(candidates[b].id))
         });
-        Ranking {
-            order,
-            reason: "round robin: next in weighted rotation".into(),
-        }
+        Ranking::new(order, "round robin: next in weighted rotation")
     }
 
     fn on_assigned(&mut self, rep: &RepId, weight: f64) {

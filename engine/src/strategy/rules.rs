@@ -72,7 +72,7 @@ impl Strategy for Rules {
                 format!("rules: {}", parts.join(", "))
             }
         };
-        Ranking { order, reason }
+        Ranking::new(order, reason)
     }
 }
 

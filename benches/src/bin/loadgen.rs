@@ -1,0 +1,546 @@
+//! `loadgen`: the HTTP load generator for leadroute.
+//!
+//! One run measures, against real processes on loopback:
+//! 1. the machine's ceiling: a minimal axum JSON echo server (this binary's `echo`
+//!    subcommand) under the same closed-loop load;
+//! 2. leadroute (`leadroute serve --demo`, started here on a temp data dir): closed-loop
+//!    maximum durable leads/s, then an open-loop run at half of that rate whose latency
+//!    is measured from each request's *intended* send time (so a stalled server cannot
+//!    hide its stall: no coordinated omission), then batch intake.
+//!
+//! Leads are realistic: the demo organisation's regions (and districts below them),
+//! its industries, log-uniform purchase amounts, and about 5% repeats of an earlier
+//! contact, which the engine answers as duplicates.
+//!
+//! ```text
+//! cargo build --release -p leadroute-admin-api -p leadroute-benches
+//! target/release/loadgen run --leadroute target/release/leadroute
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Parser)]
+#[command(about = "HTTP load generator for leadroute")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure the echo ceiling, then leadroute; print a markdown report.
+    Run(RunArgs),
+    /// Serve `POST /echo` (JSON in, the same JSON out) and print `listening on ADDR`.
+    Echo {
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// The `leadroute` binary to start.
+    #[arg(long)]
+    leadroute: PathBuf,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Connections for the closed-loop runs.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Connections available to the open-loop run.
+    #[arg(long, default_value_t = 64)]
+    open_connections: usize,
+    /// Leads per batch request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// `power` or `process`.
+    #[arg(long, default_value = "power")]
+    durability: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::Echo { listen } => runtime.block_on(echo(listen)),
+        Cmd::Run(args) => runtime.block_on(run(args)),
+    }
+}
+
+/// The ceiling: parse the JSON body and send it back, nothing else.
+async fn echo(listen: SocketAddr) -> Result<()> {
+    use axum::{Json, Router, routing::post};
+    let app = Router::new().route(
+        "/echo",
+        post(|Json(body): Json<serde_json::Value>| async move { Json(body) }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// A child process that is stopped (SIGTERM, then waited for) when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `cmd` and waits for its `listening on ADDR` line.
+    fn start(mut cmd: Command) -> Result<Server> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .parse()?;
+        Ok(Server { child, addr })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM lets leadroute drain and flush; `kill` would be SIGKILL.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection, speaking just enough of the protocol for
+/// JSON requests with `Content-Length` answers.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends one request and returns the status code and body.
+    async fn request(&mut self, method: &str, path: &str, body: &str) -> Result<(u16, Vec<u8>)> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: leadroute\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(body.as_bytes()).await?;
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                bail!("connection closed mid-response");
+            }
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])?;
+        let status: u16 = head
+            .get(9..12)
+            .context("status line")?
+            .parse()
+            .context("status code")?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .context("response without content-length")?;
+        while self.buf.len() < head_end + length {
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                bail!("connection closed mid-body");
+            }
+        }
+        Ok((status, self.buf[head_end..head_end + length].to_vec()))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A tiny xorshift generator: enough variety for synthetic leads, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const REGIONS: [&str; 12] = [
+    "CN-SH", "CN-SH-PD", "CN-SH-XH", "CN-JS", "CN-JS-NJ", "CN-ZJ", "CN-ZJ-HZ", "CN-SD", "CN-AH",
+    "CN-FJ", "CN-JX", "CN-BJ",
+];
+const INDUSTRIES: [&str; 5] = [
+    "hospital-lab",
+    "imaging",
+    "clinic",
+    "pharma",
+    "research-lab",
+];
+const SOURCES: [&str; 4] = ["webform", "ads", "crm", "expo"];
+
+/// Makes realistic leads; about 5% repeat an earlier contact.
+struct Leads {
+    next: Arc<AtomicU64>,
+    rng: Rng,
+}
+
+impl Leads {
+    fn new(next: Arc<AtomicU64>, seed: u64) -> Self {
+        Leads {
+            next,
+            rng: Rng(seed | 1),
+        }
+    }
+
+    fn one(&mut self) -> String {
+        let fresh = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = if fresh > 1000 && self.rng.below(100) < 5 {
+            fresh - 1 - self.rng.below(1000)
+        } else {
+            fresh
+        };
+        let amount = 10f64.powf(3.0 + 3.0 * (self.rng.below(1000) as f64 / 1000.0));
+        serde_json::json!({
+            "external_id": format!("crm-{n}"),
+            "name": "Dr. Wang",
+            "company": "Ruijin Hospital Lab",
+            "phone": format!("+86 139 {:04} {:04}", (n / 10_000) % 10_000, n % 10_000),
+            "email": format!("lead{n}@example.cn"),
+            "region": self.rng.pick(&REGIONS),
+            "industry": self.rng.pick(&INDUSTRIES),
+            "purchase_amount": amount.round(),
+            "source": self.rng.pick(&SOURCES),
+            "attributes": {"campaign": "q1-expo", "score": self.rng.below(100)}
+        })
+        .to_string()
+    }
+
+    fn batch(&mut self, size: usize) -> String {
+        let leads: Vec<String> = (0..size).map(|_| self.one()).collect();
+        format!("{{\"leads\":[{}]}}", leads.join(","))
+    }
+}
+
+/// What one measurement saw.
+struct Measured {
+    requests: u64,
+    items: u64,
+    errors: u64,
+    statuses: std::collections::BTreeMap<u16, u64>,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.items as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn micros(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Echo,
+    Lead,
+    Batch(usize),
+}
+
+impl Load {
+    fn path(self) -> &'static str {
+        match self {
+            Load::Echo => "/echo",
+            Load::Lead => "/v1/leads",
+            Load::Batch(_) => "/v1/leads/batch",
+        }
+    }
+
+    fn items(self) -> u64 {
+        match self {
+            Load::Batch(n) => n as u64,
+            _ => 1,
+        }
+    }
+
+    fn body(self, leads: &mut Leads) -> String {
+        match self {
+            Load::Batch(n) => leads.batch(n),
+            _ => leads.one(),
+        }
+    }
+}
+
+/// Pacing: closed loop (send when the last answer arrived) or open loop at a rate.
+#[derive(Clone, Copy)]
+enum Pace {
+    Closed,
+    Open { per_second: f64 },
+}
+
+async fn measure(
+    addr: SocketAddr,
+    load: Load,
+    pace: Pace,
+    connections: usize,
+    seconds: u64,
+    counter: Arc<AtomicU64>,
+) -> Result<Measured> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(connections);
+    for worker in 0..connections {
+        let counter = counter.clone();
+        let issued = issued.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let mut leads = Leads::new(counter, 0x9E37_79B9_7F4A_7C15 ^ worker as u64);
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut statuses = std::collections::BTreeMap::new();
+            let mut errors = 0;
+            loop {
+                let intended = match pace {
+                    Pace::Closed => Instant::now(),
+                    Pace::Open { per_second } => {
+                        let i = issued.fetch_add(1, Ordering::Relaxed);
+                        started + Duration::from_secs_f64(i as f64 / per_second)
+                    }
+                };
+                if intended >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                let body = load.body(&mut leads);
+                match conn.request("POST", load.path(), &body).await {
+                    Ok((status, _)) => *statuses.entry(status).or_insert(0) += 1,
+                    Err(_) => {
+                        errors += 1;
+                        conn = Conn::open(addr).await?;
+                    }
+                }
+                // From the intended send time: a late start counts as latency.
+                latency.saturating_record(intended.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok((latency, statuses, errors))
+        }));
+    }
+    let mut all = Measured {
+        requests: 0,
+        items: 0,
+        errors: 0,
+        statuses: Default::default(),
+        elapsed: Duration::ZERO,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
+    for task in tasks {
+        let (latency, statuses, errors) = task.await??;
+        all.latency.add(&latency)?;
+        all.errors += errors;
+        for (status, n) in statuses {
+            *all.statuses.entry(status).or_insert(0) += n;
+            all.requests += n;
+            if (200..300).contains(&status) {
+                all.items += n * load.items();
+            }
+        }
+    }
+    all.elapsed = started.elapsed();
+    Ok(all)
+}
+
+/// Lifts every demo rep's capacity so the run measures routing, not a full queue.
+async fn open_capacity(addr: SocketAddr) -> Result<usize> {
+    let mut conn = Conn::open(addr).await?;
+    let (status, body) = conn.request("GET", "/admin/reps", "").await?;
+    if status != 200 {
+        bail!("GET /admin/reps answered {status}");
+    }
+    let reps: serde_json::Value = serde_json::from_slice(&body)?;
+    let reps = reps
+        .as_array()
+        .or_else(|| reps.get("reps").and_then(|r| r.as_array()))
+        .context("rep list")?
+        .clone();
+    for rep in &reps {
+        let id = rep["rep_id"].as_str().context("rep id")?;
+        let body = serde_json::json!({
+            "name": rep["name"], "territories": rep["territories"], "skills": rep["skills"],
+            "tier": rep["tier"], "weight": rep["weight"], "capacity": 100_000,
+            "status": "available",
+        });
+        let (status, answer) = conn
+            .request("PUT", &format!("/admin/reps/{id}"), &body.to_string())
+            .await?;
+        if status != 200 {
+            bail!(
+                "PUT rep {id}: {status} {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    }
+    Ok(reps.len())
+}
+
+fn row(name: &str, m: &Measured) -> String {
+    format!(
+        "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:?} |",
+        m.per_second(),
+        m.requests as f64 / m.elapsed.as_secs_f64(),
+        m.micros(0.5),
+        m.micros(0.99),
+        m.micros(0.999),
+        m.errors,
+        m.statuses,
+    )
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let secs = args.seconds;
+
+    let mut echo_cmd = Command::new(std::env::current_exe()?);
+    echo_cmd.args(["echo", "--listen", "127.0.0.1:0"]);
+    let echo_server = Server::start(echo_cmd)?;
+    let echo = measure(
+        echo_server.addr,
+        Load::Echo,
+        Pace::Closed,
+        args.connections,
+        secs,
+        counter.clone(),
+    )
+    .await?;
+    drop(echo_server);
+
+    let data = tempfile::tempdir()?;
+    let mut cmd = Command::new(&args.leadroute);
+    cmd.args(["serve", "--demo", "--listen", "127.0.0.1:0", "--durability"])
+        .arg(&args.durability)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("LEADROUTE_ADMIN_TOKEN")
+        .env_remove("LEADROUTE_INTAKE_TOKEN")
+        .env_remove("LEADROUTE_CONFIG");
+    let server = Server::start(cmd)?;
+    let reps = open_capacity(server.addr).await?;
+    let closed = measure(
+        server.addr,
+        Load::Lead,
+        Pace::Closed,
+        args.connections,
+        secs,
+        counter.clone(),
+    )
+    .await?;
+    let half = closed.per_second() / 2.0;
+    let open = measure(
+        server.addr,
+        Load::Lead,
+        Pace::Open { per_second: half },
+        args.open_connections,
+        secs,
+        counter.clone(),
+    )
+    .await?;
+    let batch = measure(
+        server.addr,
+        Load::Batch(args.batch),
+        Pace::Closed,
+        args.connections.min(8),
+        secs,
+        counter.clone(),
+    )
+    .await?;
+    drop(server);
+
+    println!(
+        "leadroute load run: {secs} s per row, durability={}, {} closed-loop connections, \
+         {reps} demo reps with capacity lifted, generator and servers on this machine ({} cores)",
+        args.durability,
+        args.connections,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!();
+    println!("| run | items/s | requests/s | p50 µs | p99 µs | p99.9 µs | errors | statuses |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!("{}", row("echo ceiling (closed loop)", &echo));
+    println!(
+        "{}",
+        row("leadroute POST /v1/leads (closed loop, max)", &closed)
+    );
+    println!(
+        "{}",
+        row(
+            &format!("leadroute POST /v1/leads (open loop at {half:.0}/s)"),
+            &open
+        )
+    );
+    println!(
+        "{}",
+        row(
+            &format!(
+                "leadroute POST /v1/leads/batch ×{} (closed loop)",
+                args.batch
+            ),
+            &batch
+        )
+    );
+    println!();
+    println!(
+        "durable leads/s: {:.0} = {:.1}% of the echo ceiling; batch intake {:.1}× single",
+        closed.per_second(),
+        100.0 * closed.per_second() / echo.per_second(),
+        batch.per_second() / closed.per_second(),
+    );
+    Ok(())
+}

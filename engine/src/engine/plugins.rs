@@ -1,0 +1,204 @@
+//! Plugins through the engine: upload (validate, then store), activation and
+//! rollback, deletion, information, and the checks territories need.
+//!
+//! Every change is serialized by the admin lock, persisted through the committer,
+//! and only then applied in memory, so what a caller is told is what a restart sees.
+
+use tokio::sync::oneshot;
+
+use super::Engine;
+use crate::domain::{StrategySpec, Territory};
+use crate::error::{EngineError, Result, ValidationError};
+use crate::plugins::{PluginInfo, PluginStrategy, PluginVersionInfo, not_found, version_record};
+use crate::store::codec::PluginRecord;
+use crate::store::commit::{Change, settle};
+use crate::strategy::Strategy;
+
+impl Engine {
+    /// Uploads a plugin module as a new version of `name` and makes it the active one.
+    ///
+    /// The module is validated before anything is stored: size, compilation (within
+    /// a time limit), imports (only `leadroute.log`), exports, ABI version, and a smoke
+    /// run on a sample lead within the call limits. A rejection is
+    /// [`EngineError::PluginInvalid`] saying which check failed.
+    pub async fn put_plugin(&self, name: &str, wasm: Vec<u8>) -> Result<PluginVersionInfo> {
+        let _permit = self.enter()?;
+        let name = check_name(name)?;
+        let _admin = self.inner.admin.lock().await;
+        // Compiling and the smoke run block for milliseconds to seconds: keep them off
+        // the caller's async thread, without assuming a particular runtime.
+        let (tx, rx) = oneshot::channel();
+        let registry = self.inner.plugins.clone();
+        let plugin = name.clone();
+        std::thread::Builder::new()
+            .name("leadroute-plugin-validate".into())
+            .spawn(move || {
+                let result = registry.validate(&plugin, &wasm);
+                let _ = tx.send((result, wasm));
+            })
+            .map_err(|e| EngineError::Internal(format!("cannot start validation: {e}")))?;
+        let (result, wasm) = rx
+            .await
+            .map_err(|_| EngineError::Internal("plugin validation thread died".into()))?;
+        let compiled = result.map_err(|message| EngineError::PluginInvalid {
+            name: name.clone(),
+            message,
+        })?;
+
+        let mut record = self.inner.plugins.record(&name).unwrap_or(PluginRecord {
+            name: name.clone(),
+            active: 0,
+            next_version: 1,
+            versions: Vec::new(),
+        });
+        let version = record.next_version;
+        let stored = version_record(version, &wasm, self.now());
+        let info = PluginVersionInfo {
+            name: name.clone(),
+            version,
+            sha256: stored.sha256.clone(),
+            size: stored.size,
+        };
+        record.next_version += 1;
+        record.versions.push(stored);
+        record.active = version;
+        settle(self.inner.committer.submit(Change::PutPlugin {
+            record: Box::new(record.clone()),
+            wasm: Some((version, wasm)),
+        }))
+        .await?;
+        self.inner.plugins.install(record, compiled);
+        tracing::info!(plugin = %name, version, "plugin version uploaded and active");
+        Ok(info)
+    }
+
+    /// Every plugin with its versions, active version, call statistics and circuit.
+    pub fn plugins(&self) -> Result<Vec<PluginInfo>> {
+        Ok(self.inner.plugins.infos())
+    }
+
+    /// One plugin.
+    pub fn plugin(&self, name: &str) -> Result<PluginInfo> {
+        self.inner.plugins.info(name)
+    }
+
+    /// Makes `version` the active one (a rollback, or a roll forward) and closes the
+    /// plugin's circuit. Decisions in flight finish on the version they started with.
+    pub async fn activate_plugin(&self, name: &str, version: u32) -> Result<PluginInfo> {
+        let _permit = self.enter()?;
+        let _admin = self.inner.admin.lock().await;
+        let registry = &self.inner.plugins;
+        let entry = registry.get(name).ok_or_else(|| not_found(name, None))?;
+        let mut record = registry.record(name).ok_or_else(|| not_found(name, None))?;
+        if entry.version(Some(version)).is_none() {
+            return Err(not_found(name, Some(version)));
+        }
+        record.active = version;
+        settle(self.inner.committer.submit(Change::PutPlugin {
+            record: Box::new(record.clone()),
+            wasm: None,
+        }))
+        .await?;
+        registry.activate(record);
+        tracing::info!(plugin = %name, version, "plugin version activated");
+        registry.info(name)
+    }
+
+    /// Deletes a plugin and all its versions. Refused with
+    /// [`EngineError::PluginInUse`] while a territory uses it.
+    pub async fn delete_plugin(&self, name: &str) -> Result<()> {
+        let _permit = self.enter()?;
+        let _admin = self.inner.admin.lock().await;
+        if self.inner.plugins.get(name).is_none() {
+            return Err(not_found(name, None));
+        }
+        let mut users: Vec<_> = {
+            let dir = self.directory();
+            dir.territories
+                .values()
+                .filter(|e| matches!(&e.territory.strategy, StrategySpec::Plugin { name: n, .. } if n == name))
+                .map(|e| e.territory.id.clone())
+                .collect()
+        };
+        if !users.is_empty() {
+            users.sort();
+            return Err(EngineError::PluginInUse {
+                name: name.to_string(),
+                territories: users,
+            });
+        }
+        settle(
+            self.inner
+                .committer
+                .submit(Change::DeletePlugin(name.to_string())),
+        )
+        .await?;
+        self.inner.plugins.remove(name);
+        tracing::info!(plugin = %name, "plugin deleted");
+        Ok(())
+    }
+
+    /// A strategy running plugin `name` (`version`, or the active one) with
+    /// `territory`'s configuration, for simulations.
+    pub(super) fn plugin_strategy_for(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        territory: &Territory,
+    ) -> Result<Box<dyn Strategy>> {
+        let entry = self
+            .inner
+            .plugins
+            .get(name)
+            .ok_or_else(|| not_found(name, None))?;
+        if entry.version(version).is_none() {
+            return Err(not_found(name, version));
+        }
+        Ok(Box::new(PluginStrategy::new(
+            self.inner.plugins.clone(),
+            name.to_string(),
+            version,
+            territory.id.clone(),
+            &territory.plugin_config_value(),
+            self.inner.clock.clone(),
+        )?))
+    }
+
+    /// Rejects a plugin territory whose `plugin_config` its plugin refuses (a type
+    /// error, a range check), with the plugin's own message, before it is stored.
+    pub(super) fn check_plugin_config(&self, territory: &Territory) -> Result<()> {
+        let StrategySpec::Plugin { name, version } = &territory.strategy else {
+            return Ok(());
+        };
+        let Some(loaded) = self
+            .inner
+            .plugins
+            .get(name)
+            .and_then(|entry| entry.version(*version))
+        else {
+            return Err(EngineError::UnknownPlugin(name.clone()));
+        };
+        let (_, config, _) = crate::plugins::split_config(&territory.plugin_config_value())?;
+        match self.inner.plugins.config_error(&loaded, &config) {
+            None => Ok(()),
+            Some(message) => Err(ValidationError::field(
+                "plugin_config",
+                format!("rejected by plugin {}: {message}", loaded.decided_by),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Plugin names are tags (`[a-z0-9_.-]{1,64}`), as territories name them.
+fn check_name(name: &str) -> Result<String> {
+    let tag = crate::domain::check_tag("name", name)?;
+    if tag != name {
+        return Err(ValidationError::field(
+            "name",
+            format!("{name:?} must be lower-case: plugin names are tags (a-z 0-9 _ . -)"),
+        )
+        .into());
+    }
+    Ok(tag)
+}

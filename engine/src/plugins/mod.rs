@@ -1,0 +1,32 @@
+//! Routing plugins: sandboxed WebAssembly modules that rank reps for a territory.
+//!
+//! A plugin is a pure function (lead, candidates, config → ranking), uploaded as a
+//! core wasm module speaking the ABI defined in `leadroute-plugin-sdk`. Modules are
+//! validated at upload, compiled once per version, and instantiated afresh for every
+//! decision under a fuel budget, a wall-clock deadline and a memory cap. Whatever a
+//! plugin does wrong, the territory's built-in fallback decides and the lead is
+//! assigned; repeated failures open a circuit until an operator re-activates it.
+//!
+//! # Layout
+//! - `abi.rs`: encoding a question, checking an answer; [`FailureReason`].
+//! - `sandbox.rs`: wasmtime: compile under limits, one call per fresh instance;
+//!   [`PluginLimits`].
+//! - `registry.rs`: versions, activation, statistics, circuit breaker; persisted in
+//!   the store's `plugins` tree.
+//! - `strategy.rs`: a territory's plugin binding as a `Strategy`, with fallback.
+//! - `standalone.rs`: one module outside an engine, for benchmarks and tools.
+
+mod abi;
+mod registry;
+mod sandbox;
+mod standalone;
+mod strategy;
+
+pub use abi::FailureReason;
+pub use registry::{CircuitState, PluginInfo, PluginVersionInfo, VersionInfo};
+pub use sandbox::{EPOCH_TICK, PluginLimits};
+pub use standalone::{LiveInstance, Standalone};
+pub use strategy::FALLBACK_KEY;
+
+pub(crate) use registry::{Registry, not_found, version_record};
+pub(crate) use strategy::{PluginStrategy, split_config};
