@@ -1,0 +1,230 @@
+//! The `leadroute` command line: `serve`, and client subcommands that talk to a
+//! running server (`lead get`, `simulate`, `plugin ...`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, Output};
+use crate::config::{Flags, Settings};
+use crate::{logging, serve};
+
+/// Real-time lead routing: the server and its command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "leadroute", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Read leads from a running server.
+    Lead {
+        /// Which lead command.
+        #[command(subcommand)]
+        command: LeadCommand,
+        /// Where the server is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the decision a running server would make for a lead, without routing it.
+    Simulate {
+        /// A JSON file holding the lead, as for POST /v1/leads.
+        file: PathBuf,
+        /// Decide in this territory instead of the one the lead's region resolves to.
+        #[arg(long)]
+        territory: Option<String>,
+        /// Decide with this plugin, NAME or NAME@VERSION.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Where the server is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Manage routing plugins on a running server.
+    Plugin {
+        /// Which plugin command.
+        #[command(subcommand)]
+        command: PluginCommand,
+        /// Where the server is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `leadroute serve` flags. Each also has an environment variable and a config-file
+/// key; precedence is flags > env > file > defaults. Tokens have no flag: the
+/// command line is visible to every user of the machine.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, IP:PORT [env: LEADROUTE_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the store [env: LEADROUTE_DATA_DIR] [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file [env: LEADROUTE_CONFIG]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// What a 2xx survives: process or power [env: LEADROUTE_DURABILITY] [default: power]
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// Log filter when RUST_LOG is unset [env: LEADROUTE_LOG_LEVEL] [default: info]
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log format: text or json [env: LEADROUTE_LOG_FORMAT] [default: text]
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Load the demo organisation (7 territories, 63 reps) at start; idempotent.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Flags {
+        Flags {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            config: self.config.clone(),
+            durability: self.durability.clone(),
+            log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
+        }
+    }
+}
+
+/// How client subcommands reach the server. The token comes from
+/// `LEADROUTE_ADMIN_TOKEN` (or `LEADROUTE_INTAKE_TOKEN` for `lead get`).
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server base URL
+    #[arg(
+        long,
+        env = "LEADROUTE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+    /// Print the server's JSON instead of a summary
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `leadroute lead ...`
+#[derive(Debug, Subcommand)]
+pub enum LeadCommand {
+    /// Show a lead and its history.
+    Get {
+        /// The lead's id.
+        id: String,
+    },
+}
+
+/// `leadroute plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Upload a .wasm module as a new version of NAME (it becomes the active one).
+    Push {
+        /// The plugin's name.
+        name: String,
+        /// The compiled module.
+        file: PathBuf,
+    },
+    /// List plugins with their versions, active version and health.
+    List,
+    /// Make VERSION the active version of NAME (rollback).
+    Activate {
+        /// The plugin's name.
+        name: String,
+        /// The version to activate.
+        version: u32,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::resolve(&args.flags(), &|name| std::env::var(name).ok())?;
+            logging::init(&settings.log_level, settings.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("leadroute-http")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(serve::serve(settings, args.demo))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lead { command, client } => {
+            let (api, out) = connect(&client);
+            match command {
+                LeadCommand::Get { id } => api.lead_get(&id, out),
+            }
+        }
+        Command::Simulate {
+            file,
+            territory,
+            plugin,
+            client,
+        } => {
+            let (api, out) = connect(&client);
+            api.simulate(&file, territory.as_deref(), plugin.as_deref(), out)
+        }
+        Command::Plugin { command, client } => {
+            let (api, out) = connect(&client);
+            match command {
+                PluginCommand::Push { name, file } => api.plugin_push(&name, &file, out),
+                PluginCommand::List => api.plugin_list(out),
+                PluginCommand::Activate { name, version } => {
+                    api.plugin_activate(&name, version, out)
+                }
+            }
+        }
+    }
+}
+
+fn connect(args: &ClientArgs) -> (Client, Output) {
+    let token = std::env::var("LEADROUTE_ADMIN_TOKEN")
+        .ok()
+        .or_else(|| std::env::var("LEADROUTE_INTAKE_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let out = if args.json {
+        Output::Json
+    } else {
+        Output::Text
+    };
+    (Client::new(&args.server, token), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["leadroute", "serve", "--demo", "--listen", "127.0.0.1:0"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Serve(ServeArgs { demo: true, .. })
+        ));
+        let cli =
+            Cli::try_parse_from(["leadroute", "plugin", "activate", "vip", "3", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Plugin {
+                command: PluginCommand::Activate { version: 3, .. },
+                client: ClientArgs { json: true, .. }
+            }
+        ));
+    }
+}

@@ -1,0 +1,603 @@
+//! Configuration of `leadroute serve`: a TOML file, environment variables and flags,
+//! resolved once into [`Settings`] with the precedence flags > env > file > defaults.
+//!
+//! Every value is validated here, before anything starts, and an error names the key
+//! and where the bad value came from (`--listen`, `LEADROUTE_LISTEN`, or
+//! `` `listen` in leadroute.toml ``). An empty environment variable counts as unset.
+//! See `leadroute.example.toml` for a documented file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leadroute_engine::Durability;
+use serde::Deserialize;
+
+use crate::auth::{Auth, Token};
+
+/// Default listen address: loopback only, so an unconfigured server is not exposed.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default JSON body limit (API.md).
+pub const DEFAULT_JSON_BODY_BYTES: usize = 64 * 1024;
+/// Default batch body limit: 1000 leads of ~8 KiB each.
+pub const DEFAULT_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default plugin upload limit (API.md).
+pub const DEFAULT_PLUGIN_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default wait for in-flight requests at shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Shortest token accepted: shorter ones can be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The TOML file, as written. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on, `IP:PORT`. Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Directory of the store; created if missing. Default `./data`.
+    pub data_dir: Option<PathBuf>,
+    /// What a 2xx survives: `"process"` (a crash of the process) or `"power"` (also a
+    /// power cut; an extra `fdatasync` per group commit). Default `"power"`.
+    pub durability: Option<Durability>,
+    /// Log filter when `RUST_LOG` is unset, e.g. `"info"` or
+    /// `"leadroute_admin_api=debug,info"`. Default `"info"`.
+    pub log_level: Option<String>,
+    /// `"text"` (default) or `"json"` (one JSON object per line).
+    pub log_format: Option<LogFormat>,
+    /// Seconds to let in-flight requests finish at shutdown before connections are
+    /// closed. Default 30.
+    pub shutdown_timeout_secs: Option<u64>,
+    /// Bearer tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Request body limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Opens `/admin/*` and `/v1/*`. At least 16 characters.
+    pub admin_token: Option<String>,
+    /// Opens `/v1/*` only. At least 16 characters; needs an admin token too.
+    pub intake_token: Option<String>,
+}
+
+/// The `[limits]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest JSON body, in bytes. Default 65536 (64 KiB).
+    pub json_body_bytes: Option<usize>,
+    /// Largest `POST /v1/leads/batch` body, in bytes. Default 8388608 (8 MiB).
+    pub batch_body_bytes: Option<usize>,
+    /// Largest plugin upload, in bytes. Default 8388608 (8 MiB).
+    pub plugin_body_bytes: Option<usize>,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Values given as flags; `None` when the flag is absent.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--config`
+    pub config: Option<PathBuf>,
+    /// `--durability`
+    pub durability: Option<String>,
+    /// `--log-level`
+    pub log_level: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<String>,
+}
+
+/// Body limits in force, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// JSON bodies.
+    pub json_body_bytes: usize,
+    /// Batch intake bodies.
+    pub batch_body_bytes: usize,
+    /// Plugin uploads.
+    pub plugin_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            json_body_bytes: DEFAULT_JSON_BODY_BYTES,
+            batch_body_bytes: DEFAULT_BATCH_BODY_BYTES,
+            plugin_body_bytes: DEFAULT_PLUGIN_BODY_BYTES,
+        }
+    }
+}
+
+/// The resolved, validated configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Store directory.
+    pub data_dir: PathBuf,
+    /// What a 2xx survives.
+    pub durability: Durability,
+    /// Log filter used when `RUST_LOG` is unset.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Tokens.
+    pub auth: Auth,
+    /// Body limits.
+    pub limits: Limits,
+    /// Wait for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+    /// The file read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// A configuration problem, naming the key and the source of the bad value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl FileConfig {
+    /// Reads and parses a TOML file; unknown keys are errors.
+    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        FileConfig::parse(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+}
+
+/// One candidate value and where it came from.
+type Candidate<T> = Option<(Result<T, String>, String)>;
+
+/// The first value given, by precedence; `default` when none is.
+fn pick<T>(candidates: [Candidate<T>; 3], default: T) -> Result<(T, String), ConfigError> {
+    match candidates.into_iter().flatten().next() {
+        Some((Ok(v), from)) => Ok((v, from)),
+        Some((Err(message), from)) => Err(ConfigError(format!("{from}: {message}"))),
+        None => Ok((default, "the default".to_string())),
+    }
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "process" => Ok(Durability::Process),
+        "power" => Ok(Durability::Power),
+        _ => Err(format!(
+            "{s:?} is not a durability: use \"process\" or \"power\""
+        )),
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!(
+            "{s:?} is not a log format: use \"text\" or \"json\""
+        )),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+fn check_token(token: String, from: &str) -> Result<Token, ConfigError> {
+    if token.chars().count() < MIN_TOKEN_LEN {
+        return Err(ConfigError(format!(
+            "{from}: a token must be at least {MIN_TOKEN_LEN} characters \
+             (generate one with `openssl rand -hex 32`)"
+        )));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError(format!(
+            "{from}: a token may only hold visible ASCII characters (no spaces)"
+        )));
+    }
+    Ok(Token::new(token))
+}
+
+fn check_range(
+    value: u64,
+    from: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "{from}: {value} is out of range: use {} to {}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+impl Settings {
+    /// Resolves flags, the environment (looked up through `env`) and the config file
+    /// (from `--config` or `LEADROUTE_CONFIG`) into validated settings.
+    pub fn resolve(
+        flags: &Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        // Empty variables are unset: `FOO= leadroute serve` must not mean "empty token".
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let config_file = flags
+            .config
+            .clone()
+            .or_else(|| env("LEADROUTE_CONFIG").map(PathBuf::from));
+        let file = match &config_file {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        let in_file = |key: &str| match &config_file {
+            Some(path) => format!("`{key}` in {}", path.display()),
+            None => key.to_string(),
+        };
+        let flag = |value: Option<String>, name: &str| value.map(|v| (Ok(v), name.to_string()));
+        let var = |name: &str| env(name).map(|v| (Ok(v), name.to_string()));
+        let from_file = |value: Option<String>, key: &str| value.map(|v| (Ok(v), in_file(key)));
+
+        let (listen, from) = pick(
+            [
+                flag(flags.listen.clone(), "--listen"),
+                var("LEADROUTE_LISTEN"),
+                from_file(file.listen, "listen"),
+            ],
+            DEFAULT_LISTEN.to_string(),
+        )?;
+        let listen: SocketAddr = listen.trim().parse().map_err(|_| {
+            ConfigError(format!(
+                "{from}: {listen:?} is not an address: use IP:PORT, e.g. 127.0.0.1:8080"
+            ))
+        })?;
+
+        let (data_dir, from) = pick(
+            [
+                flags
+                    .data_dir
+                    .clone()
+                    .map(|v| (Ok(v), "--data-dir".to_string())),
+                env("LEADROUTE_DATA_DIR")
+                    .map(|v| (Ok(PathBuf::from(v)), "LEADROUTE_DATA_DIR".into())),
+                file.data_dir.map(|v| (Ok(v), in_file("data_dir"))),
+            ],
+            PathBuf::from(DEFAULT_DATA_DIR),
+        )?;
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError(format!(
+                "{from}: the data directory must not be empty"
+            )));
+        }
+
+        let (durability, _) = pick(
+            [
+                flags
+                    .durability
+                    .as_deref()
+                    .map(|v| (parse_durability(v), "--durability".to_string())),
+                env("LEADROUTE_DURABILITY")
+                    .map(|v| (parse_durability(&v), "LEADROUTE_DURABILITY".to_string())),
+                file.durability.map(|v| (Ok(v), in_file("durability"))),
+            ],
+            Durability::default(),
+        )?;
+
+        let (log_level, from) = pick(
+            [
+                flag(flags.log_level.clone(), "--log-level"),
+                var("LEADROUTE_LOG_LEVEL"),
+                from_file(file.log_level, "log_level"),
+            ],
+            "info".to_string(),
+        )?;
+        tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map_err(|e| ConfigError(format!("{from}: {log_level:?} is not a log filter: {e}")))?;
+
+        let (log_format, _) = pick(
+            [
+                flags
+                    .log_format
+                    .as_deref()
+                    .map(|v| (parse_log_format(v), "--log-format".to_string())),
+                env("LEADROUTE_LOG_FORMAT")
+                    .map(|v| (parse_log_format(&v), "LEADROUTE_LOG_FORMAT".to_string())),
+                file.log_format.map(|v| (Ok(v), in_file("log_format"))),
+            ],
+            LogFormat::default(),
+        )?;
+
+        let (shutdown_secs, from) = pick(
+            [
+                None,
+                env("LEADROUTE_SHUTDOWN_TIMEOUT_SECS").map(|v| {
+                    (
+                        parse_number(&v),
+                        "LEADROUTE_SHUTDOWN_TIMEOUT_SECS".to_string(),
+                    )
+                }),
+                file.shutdown_timeout_secs
+                    .map(|v| (Ok(v), in_file("shutdown_timeout_secs"))),
+            ],
+            DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+        )?;
+        check_range(shutdown_secs, &from, 0..=3600)?;
+
+        let limit = |env_name: &str, value: Option<usize>, key: &str, default: usize| {
+            let (n, from) = pick(
+                [
+                    None,
+                    env(env_name).map(|v| (parse_number::<usize>(&v), env_name.to_string())),
+                    value.map(|v| (Ok(v), in_file(key))),
+                ],
+                default,
+            )?;
+            check_range(n as u64, &from, 1024..=256 * 1024 * 1024)?;
+            Ok::<usize, ConfigError>(n)
+        };
+        let limits = Limits {
+            json_body_bytes: limit(
+                "LEADROUTE_JSON_BODY_BYTES",
+                file.limits.json_body_bytes,
+                "limits.json_body_bytes",
+                DEFAULT_JSON_BODY_BYTES,
+            )?,
+            batch_body_bytes: limit(
+                "LEADROUTE_BATCH_BODY_BYTES",
+                file.limits.batch_body_bytes,
+                "limits.batch_body_bytes",
+                DEFAULT_BATCH_BODY_BYTES,
+            )?,
+            plugin_body_bytes: limit(
+                "LEADROUTE_PLUGIN_BODY_BYTES",
+                file.limits.plugin_body_bytes,
+                "limits.plugin_body_bytes",
+                DEFAULT_PLUGIN_BODY_BYTES,
+            )?,
+        };
+
+        let token = |env_name: &str, value: Option<String>, key: &str| match pick(
+            [None, var(env_name), from_file(value, key)],
+            String::new(),
+        )? {
+            (t, _) if t.is_empty() => Ok(None),
+            (t, from) => check_token(t, &from).map(Some),
+        };
+        let auth = Auth {
+            admin: token(
+                "LEADROUTE_ADMIN_TOKEN",
+                file.auth.admin_token,
+                "auth.admin_token",
+            )?,
+            intake: token(
+                "LEADROUTE_INTAKE_TOKEN",
+                file.auth.intake_token,
+                "auth.intake_token",
+            )?,
+        };
+        if auth.admin.is_none() && auth.intake.is_some() {
+            return Err(ConfigError(
+                "an intake token is set but no admin token (LEADROUTE_ADMIN_TOKEN or \
+                 auth.admin_token): the admin API would be unreachable"
+                    .into(),
+            ));
+        }
+        if auth.admin.is_some() && auth.admin == auth.intake {
+            return Err(ConfigError(
+                "the admin and intake tokens are the same: intake clients would be admins".into(),
+            ));
+        }
+        if auth.is_open() && !listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "refusing to listen on {listen} without tokens: anyone who can reach it could \
+                 change the routing. Set LEADROUTE_ADMIN_TOKEN (and LEADROUTE_INTAKE_TOKEN) or \
+                 [auth] in the config file, or listen on a loopback address such as 127.0.0.1"
+            )));
+        }
+
+        Ok(Settings {
+            listen,
+            data_dir,
+            durability,
+            log_level,
+            log_format,
+            auth,
+            limits,
+            shutdown_timeout: Duration::from_secs(shutdown_secs),
+            config_file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(flags: &Flags, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::resolve(flags, &|name| vars.get(name).cloned())
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leadroute.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn nothing_configured_means_loopback_and_data() {
+        let s = resolve(&Flags::default(), &[]).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.durability, Durability::Power);
+        assert_eq!(s.limits, Limits::default());
+        assert!(s.auth.is_open());
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let (_dir, path) = file(
+            "listen = \"127.0.0.1:3\"\ndata_dir = \"/file\"\ndurability = \"process\"\n\
+             log_level = \"warn\"\n[limits]\njson_body_bytes = 2048\n",
+        );
+        let config = path.to_str().unwrap();
+        let vars = [
+            ("LEADROUTE_CONFIG", config),
+            ("LEADROUTE_LISTEN", "127.0.0.1:2"),
+            ("LEADROUTE_LOG_LEVEL", "debug"),
+        ];
+        let flags = Flags {
+            listen: Some("127.0.0.1:1".into()),
+            ..Flags::default()
+        };
+        let s = resolve(&flags, &vars).unwrap();
+        assert_eq!(s.listen.port(), 1, "flag wins");
+        assert_eq!(s.log_level, "debug", "env beats file");
+        assert_eq!(s.data_dir, PathBuf::from("/file"), "file beats default");
+        assert_eq!(s.durability, Durability::Process);
+        assert_eq!(s.limits.json_body_bytes, 2048);
+        assert_eq!(s.limits.batch_body_bytes, DEFAULT_BATCH_BODY_BYTES);
+        assert_eq!(s.config_file.as_deref(), Some(path.as_path()));
+
+        let s = resolve(&Flags::default(), &vars).unwrap();
+        assert_eq!(s.listen.port(), 2, "env beats file");
+        let s = resolve(&Flags::default(), &[("LEADROUTE_CONFIG", config)]).unwrap();
+        assert_eq!(s.listen.port(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_source() {
+        let err = |flags: &Flags, vars: &[(&str, &str)]| resolve(flags, vars).unwrap_err().0;
+        let e = err(&Flags::default(), &[("LEADROUTE_LISTEN", "localhost")]);
+        assert!(e.starts_with("LEADROUTE_LISTEN:"), "{e}");
+        let flags = Flags {
+            durability: Some("disk".into()),
+            ..Flags::default()
+        };
+        assert!(err(&flags, &[]).starts_with("--durability:"));
+        let e = err(&Flags::default(), &[("LEADROUTE_JSON_BODY_BYTES", "12")]);
+        assert!(
+            e.contains("LEADROUTE_JSON_BODY_BYTES") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = err(&Flags::default(), &[("LEADROUTE_ADMIN_TOKEN", "short")]);
+        assert!(e.starts_with("LEADROUTE_ADMIN_TOKEN:"), "{e}");
+        let e = err(&Flags::default(), &[("LEADROUTE_LOG_LEVEL", "debug=[")]);
+        assert!(e.starts_with("LEADROUTE_LOG_LEVEL:"), "{e}");
+
+        let (_dir, path) = file("listen = \"127.0.0.1:1\"\ncolour = \"red\"\n");
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let e = err(&flags, &[]);
+        assert!(e.contains("colour") && e.contains("leadroute.toml"), "{e}");
+
+        let (_dir, path) = file("[limits]\nbatch_body_bytes = 1\n");
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let e = err(&flags, &[]);
+        assert!(e.contains("`limits.batch_body_bytes` in"), "{e}");
+    }
+
+    #[test]
+    fn tokens_are_checked_and_open_mode_stays_on_loopback() {
+        let admin = "a".repeat(20);
+        let intake = "i".repeat(20);
+        let s = resolve(
+            &Flags::default(),
+            &[
+                ("LEADROUTE_ADMIN_TOKEN", &admin),
+                ("LEADROUTE_INTAKE_TOKEN", &intake),
+                ("LEADROUTE_LISTEN", "0.0.0.0:8080"),
+            ],
+        )
+        .unwrap();
+        assert!(!s.auth.is_open());
+
+        let e = resolve(&Flags::default(), &[("LEADROUTE_LISTEN", "0.0.0.0:8080")]).unwrap_err();
+        assert!(e.0.contains("refusing to listen on 0.0.0.0:8080"), "{e}");
+        let e = resolve(&Flags::default(), &[("LEADROUTE_INTAKE_TOKEN", &intake)]).unwrap_err();
+        assert!(e.0.contains("no admin token"), "{e}");
+        let e = resolve(
+            &Flags::default(),
+            &[
+                ("LEADROUTE_ADMIN_TOKEN", &admin),
+                ("LEADROUTE_INTAKE_TOKEN", &admin),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("the same"), "{e}");
+        // Empty variables are unset.
+        let s = resolve(&Flags::default(), &[("LEADROUTE_ADMIN_TOKEN", "")]).unwrap();
+        assert!(s.auth.is_open());
+        assert!(resolve(&Flags::default(), &[("LEADROUTE_LISTEN", "[::1]:9")]).is_ok());
+    }
+
+    #[test]
+    fn the_example_config_parses_and_sets_every_key() {
+        let text = include_str!("../leadroute.example.toml");
+        let f = FileConfig::parse(text).unwrap();
+        assert!(f.listen.is_some() && f.data_dir.is_some() && f.durability.is_some());
+        assert!(f.log_level.is_some() && f.log_format.is_some());
+        assert!(f.shutdown_timeout_secs.is_some());
+        let l = &f.limits;
+        assert!(l.json_body_bytes.is_some() && l.batch_body_bytes.is_some());
+        assert!(l.plugin_body_bytes.is_some());
+        // The tokens are there, commented out; uncommented they must be valid too.
+        let uncommented = text
+            .replace("# admin_token", "admin_token")
+            .replace("# intake_token", "intake_token");
+        let f = FileConfig::parse(&uncommented).unwrap();
+        assert!(f.auth.admin_token.is_some() && f.auth.intake_token.is_some());
+        let (_dir, path) = file(&uncommented);
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let s = resolve(&flags, &[]).unwrap();
+        assert!(!s.auth.is_open());
+    }
+}

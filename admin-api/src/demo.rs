@@ -1,0 +1,238 @@
+//! The demo organisation of `leadroute serve --demo`, after the origin case: an East
+//! China medical-device distributor with 63 reps over Shanghai and six provinces.
+//!
+//! Generated deterministically (no randomness), so every run and every reader sees
+//! the same organisation, and loaded with upserts, so loading it again is harmless.
+
+use leadroute_engine::domain::{BuiltinStrategy, StrategyInput};
+use leadroute_engine::domain::{RepId, RepInput, RepStatus, TerritoryId, TerritoryInput};
+use leadroute_engine::{Engine, Result};
+
+/// One demo territory.
+struct Province {
+    id: &'static str,
+    name: &'static str,
+    region: &'static str,
+    reps: u32,
+    strategy: BuiltinStrategy,
+    /// `vip_threshold` for the `rules` strategy.
+    vip_threshold: Option<u32>,
+}
+
+/// Shanghai first: it is the default territory, catching leads with no or an
+/// unmatched region.
+const PROVINCES: [Province; 7] = [
+    Province {
+        id: "east-sh",
+        name: "Shanghai",
+        region: "CN-SH",
+        reps: 12,
+        strategy: BuiltinStrategy::Rules,
+        vip_threshold: Some(200_000),
+    },
+    Province {
+        id: "east-js",
+        name: "Jiangsu",
+        region: "CN-JS",
+        reps: 11,
+        strategy: BuiltinStrategy::LeastLoaded,
+        vip_threshold: None,
+    },
+    Province {
+        id: "east-zj",
+        name: "Zhejiang",
+        region: "CN-ZJ",
+        reps: 10,
+        strategy: BuiltinStrategy::Rules,
+        vip_threshold: Some(150_000),
+    },
+    Province {
+        id: "east-sd",
+        name: "Shandong",
+        region: "CN-SD",
+        reps: 9,
+        strategy: BuiltinStrategy::Rules,
+        vip_threshold: Some(100_000),
+    },
+    Province {
+        id: "east-ah",
+        name: "Anhui",
+        region: "CN-AH",
+        reps: 8,
+        strategy: BuiltinStrategy::RoundRobin,
+        vip_threshold: None,
+    },
+    Province {
+        id: "east-fj",
+        name: "Fujian",
+        region: "CN-FJ",
+        reps: 7,
+        strategy: BuiltinStrategy::LeastLoaded,
+        vip_threshold: None,
+    },
+    Province {
+        id: "east-jx",
+        name: "Jiangxi",
+        region: "CN-JX",
+        reps: 6,
+        strategy: BuiltinStrategy::RoundRobin,
+        vip_threshold: None,
+    },
+];
+
+/// The industry tags of the origin case's customers.
+pub const SKILLS: [&str; 5] = [
+    "hospital-lab",
+    "imaging",
+    "clinic",
+    "pharma",
+    "research-lab",
+];
+
+const SURNAMES: [&str; 19] = [
+    "Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu", "Xu", "Sun", "Hu",
+    "Zhu", "Gao", "Lin", "He", "Guo", "Ma",
+];
+const GIVEN_NAMES: [&str; 11] = [
+    "Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Jun", "Hui", "Tao", "Ming", "Xin",
+];
+
+/// What [`load`] created or replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoSummary {
+    /// Territories upserted.
+    pub territories: usize,
+    /// Reps upserted.
+    pub reps: usize,
+}
+
+/// Returns the demo territories, the default (Shanghai) first.
+pub fn territories() -> Vec<(TerritoryId, TerritoryInput)> {
+    PROVINCES
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let plugin_config = p
+                .vip_threshold
+                .map(|t| serde_json::json!({ "vip_threshold": t }));
+            let input = TerritoryInput {
+                name: p.name.to_string(),
+                regions: vec![p.region.to_string()],
+                default: i == 0,
+                strategy: Some(StrategyInput::Builtin {
+                    builtin: p.strategy,
+                }),
+                plugin_config,
+                first_touch_sla_secs: Some(1800),
+            };
+            (TerritoryId::new(p.id).expect("valid demo id"), input)
+        })
+        .collect()
+}
+
+/// Returns the 63 demo reps, `rep-01` to `rep-63`, in territory order.
+pub fn reps() -> Vec<(RepId, RepInput)> {
+    let mut out = Vec::new();
+    let mut n: usize = 0;
+    for p in &PROVINCES {
+        for _ in 0..p.reps {
+            n += 1;
+            let mut skills = vec![SKILLS[n % SKILLS.len()].to_string()];
+            if n.is_multiple_of(3) {
+                skills.push(SKILLS[(n + 2) % SKILLS.len()].to_string());
+            }
+            let input = RepInput {
+                name: format!(
+                    "{} {}",
+                    SURNAMES[(n * 7) % SURNAMES.len()],
+                    GIVEN_NAMES[(n * 5) % GIVEN_NAMES.len()]
+                ),
+                territories: vec![p.id.to_string()],
+                skills,
+                tier: Some(if n % 4 == 1 { "senior" } else { "junior" }.to_string()),
+                // 10 to 30 open leads, spread by a stride coprime to 21.
+                capacity: 10 + ((n * 8) % 21) as u32,
+                status: RepStatus::Available,
+                weight: None,
+            };
+            out.push((
+                RepId::new(format!("rep-{n:02}")).expect("valid demo id"),
+                input,
+            ));
+        }
+    }
+    out
+}
+
+/// Creates or replaces the demo territories and reps in `engine`.
+pub async fn load(engine: &Engine) -> Result<DemoSummary> {
+    let territories = territories();
+    let reps = reps();
+    let summary = DemoSummary {
+        territories: territories.len(),
+        reps: reps.len(),
+    };
+    for (id, input) in territories {
+        engine.upsert_territory(id, input).await?;
+    }
+    for (id, input) in reps {
+        engine.upsert_rep(id, input).await?;
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_matches_the_origin_case() {
+        let territories = territories();
+        let reps = reps();
+        assert_eq!(territories.len(), 7);
+        assert_eq!(reps.len(), 63);
+        assert_eq!(territories.iter().filter(|(_, t)| t.default).count(), 1);
+        assert_eq!(territories[0].0.as_str(), "east-sh");
+        for (id, t) in &territories {
+            let members: Vec<_> = reps
+                .iter()
+                .filter(|(_, r)| r.territories == [id.to_string()])
+                .collect();
+            assert!(members.len() >= 6, "{id}");
+            assert!(
+                members
+                    .iter()
+                    .any(|(_, r)| r.tier.as_deref() == Some("senior")),
+                "{id} has a senior"
+            );
+            assert!(t.regions[0].starts_with("CN-"));
+        }
+        for (_, r) in &reps {
+            assert!((10..=30).contains(&r.capacity));
+        }
+        for skill in SKILLS {
+            assert!(
+                reps.iter()
+                    .any(|(_, r)| r.skills.iter().any(|s| s == skill))
+            );
+        }
+        let strategies: std::collections::HashSet<_> = territories
+            .iter()
+            .map(|(_, t)| format!("{:?}", t.strategy))
+            .collect();
+        assert_eq!(strategies.len(), 3, "a mix of the three built-ins");
+    }
+
+    #[test]
+    fn the_demo_is_deterministic() {
+        let a: Vec<_> = reps()
+            .into_iter()
+            .map(|(id, r)| (id, r.name, r.capacity))
+            .collect();
+        let b: Vec<_> = reps()
+            .into_iter()
+            .map(|(id, r)| (id, r.name, r.capacity))
+            .collect();
+        assert_eq!(a, b);
+    }
+}

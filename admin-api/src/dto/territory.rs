@@ -1,0 +1,228 @@
+//! Territories: the body of `PUT /admin/territories/{territory_id}` and the view with
+//! members' load and queue depth.
+
+use leadroute_engine::TerritorySnapshot;
+use leadroute_engine::domain::{BuiltinStrategy, StrategyInput, StrategySpec, TerritoryInput};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::RepStatusView;
+use crate::error::AppError;
+
+/// The strategies compiled into the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinView {
+    /// Lowest load relative to capacity; ties go to the rep idle longest.
+    LeastLoaded,
+    /// Weighted fair rotation.
+    RoundRobin,
+    /// Industry skill first, senior tier for big buyers (`plugin_config.vip_threshold`),
+    /// then least loaded.
+    Rules,
+}
+
+impl From<BuiltinView> for BuiltinStrategy {
+    fn from(b: BuiltinView) -> Self {
+        match b {
+            BuiltinView::LeastLoaded => BuiltinStrategy::LeastLoaded,
+            BuiltinView::RoundRobin => BuiltinStrategy::RoundRobin,
+            BuiltinView::Rules => BuiltinStrategy::Rules,
+        }
+    }
+}
+
+impl From<BuiltinStrategy> for BuiltinView {
+    fn from(b: BuiltinStrategy) -> Self {
+        match b {
+            BuiltinStrategy::LeastLoaded => BuiltinView::LeastLoaded,
+            BuiltinStrategy::RoundRobin => BuiltinView::RoundRobin,
+            BuiltinStrategy::Rules => BuiltinView::Rules,
+        }
+    }
+}
+
+/// How a territory picks a rep: `{"builtin": NAME}` or `{"plugin": NAME, "version": N |
+/// null}` (null follows the plugin's active version). Exactly one of `builtin` and
+/// `plugin`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyBody {
+    /// A built-in strategy.
+    #[serde(default)]
+    pub builtin: Option<BuiltinView>,
+    /// A plugin's name.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// The plugin version to pin; absent or null follows the active version.
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+impl StrategyBody {
+    fn into_input(self) -> Result<StrategyInput, AppError> {
+        match (self.builtin, self.plugin, self.version) {
+            (Some(builtin), None, None) => Ok(StrategyInput::Builtin {
+                builtin: builtin.into(),
+            }),
+            (None, Some(plugin), version) => Ok(StrategyInput::Plugin { plugin, version }),
+            (Some(_), None, Some(_)) => Err(AppError::invalid(
+                "invalid_field",
+                "strategy.version",
+                "`version` goes with `plugin`, not with `builtin`",
+            )),
+            _ => Err(AppError::invalid(
+                "invalid_field",
+                "strategy",
+                "give exactly one of {\"builtin\": NAME} or {\"plugin\": NAME, \"version\": N}",
+            )),
+        }
+    }
+}
+
+/// A territory as sent to `PUT /admin/territories/{territory_id}`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Shanghai", "regions": ["CN-SH"], "default": true,
+    "strategy": {"builtin": "rules"}, "plugin_config": {"vip_threshold": 200000},
+    "first_touch_sla_secs": 1800
+}))]
+pub struct TerritoryBody {
+    /// Display name.
+    pub name: String,
+    /// Region prefixes it owns (no overlap with another territory's).
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Whether leads with no or an unmatched region land here (one territory at most).
+    #[serde(default)]
+    pub default: bool,
+    /// `{"builtin": "least_loaded"}` when absent.
+    #[serde(default)]
+    pub strategy: Option<StrategyBody>,
+    /// Strategy configuration, a JSON object (at most 16 KiB).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub plugin_config: Option<serde_json::Value>,
+    /// Seconds a rep has for first contact before the lead is re-routed (60–2592000;
+    /// 1800 when absent).
+    #[serde(default)]
+    pub first_touch_sla_secs: Option<u64>,
+}
+
+impl TerritoryBody {
+    /// Converts into the engine's input; the engine validates the rest.
+    pub fn into_input(self) -> Result<TerritoryInput, AppError> {
+        Ok(TerritoryInput {
+            name: self.name,
+            regions: self.regions,
+            default: self.default,
+            strategy: self.strategy.map(StrategyBody::into_input).transpose()?,
+            plugin_config: self.plugin_config,
+            first_touch_sla_secs: self.first_touch_sla_secs,
+        })
+    }
+}
+
+/// A territory's strategy, in the same form it is configured.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum StrategyView {
+    /// `{"builtin": NAME}`
+    Builtin {
+        /// The built-in.
+        builtin: BuiltinView,
+    },
+    /// `{"plugin": NAME, "version": N | null}`
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// The pinned version; null follows the active version.
+        version: Option<u32>,
+    },
+}
+
+impl From<&StrategySpec> for StrategyView {
+    fn from(s: &StrategySpec) -> Self {
+        match s {
+            StrategySpec::Builtin(b) => StrategyView::Builtin {
+                builtin: (*b).into(),
+            },
+            StrategySpec::Plugin { name, version } => StrategyView::Plugin {
+                plugin: name.clone(),
+                version: *version,
+            },
+        }
+    }
+}
+
+/// A member rep as its territory sees it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct MemberView {
+    /// The rep.
+    pub rep_id: String,
+    /// Display name.
+    pub name: String,
+    /// Whether it takes new leads.
+    pub status: RepStatusView,
+    /// Open leads.
+    pub load: u32,
+    /// Most open leads.
+    pub capacity: u32,
+    /// Whether it can take one more lead now.
+    pub has_room: bool,
+}
+
+/// A territory with its members' load and its queue depth.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct TerritoryView {
+    /// The territory's id.
+    pub territory_id: String,
+    /// Display name.
+    pub name: String,
+    /// Region prefixes it owns, upper-cased.
+    pub regions: Vec<String>,
+    /// Whether unmatched leads land here.
+    pub default: bool,
+    /// How it picks a rep.
+    pub strategy: StrategyView,
+    /// Strategy configuration.
+    #[schema(value_type = Object)]
+    pub plugin_config: serde_json::Value,
+    /// Seconds to first touch before re-routing.
+    pub first_touch_sla_secs: u64,
+    /// Leads waiting for capacity.
+    pub queue_depth: usize,
+    /// Member reps, by id.
+    pub members: Vec<MemberView>,
+}
+
+impl From<TerritorySnapshot> for TerritoryView {
+    fn from(s: TerritorySnapshot) -> Self {
+        let t = &s.territory;
+        let mut members: Vec<MemberView> = s
+            .members
+            .iter()
+            .map(|m| MemberView {
+                rep_id: m.rep.id.to_string(),
+                name: m.rep.name.clone(),
+                status: m.rep.status.into(),
+                load: m.load,
+                capacity: m.rep.capacity,
+                has_room: m.has_room(),
+            })
+            .collect();
+        members.sort_by(|a, b| a.rep_id.cmp(&b.rep_id));
+        TerritoryView {
+            territory_id: t.id.to_string(),
+            name: t.name.clone(),
+            regions: t.regions.iter().map(|r| r.as_str().to_string()).collect(),
+            default: t.default,
+            strategy: (&t.strategy).into(),
+            plugin_config: t.plugin_config_value(),
+            first_touch_sla_secs: t.first_touch_sla_secs,
+            queue_depth: s.queue.len(),
+            members,
+        }
+    }
+}

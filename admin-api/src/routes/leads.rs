@@ -1,0 +1,81 @@
+//! Leads after intake: `GET /v1/leads/{lead_id}` and
+//! `POST /v1/leads/{lead_id}/events`.
+
+use axum::extract::State;
+use leadroute_engine::domain::LeadId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::dto::{EventBody, LeadView};
+use crate::error::{AppError, ErrorBody};
+use crate::extract::{Json, Path};
+use crate::state::AppState;
+
+/// Returns the lead routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_lead))
+        .routes(routes!(post_event))
+}
+
+/// Parses a lead id from the path. A malformed id names no lead, so it is a 404
+/// like any other unknown lead.
+fn lead_id(raw: &str) -> Result<LeadId, AppError> {
+    raw.parse()
+        .map_err(|_| AppError::not_found("lead_not_found", format!("lead {raw} not found")))
+}
+
+/// Reads the lead and its whole history.
+fn view(state: &AppState, id: LeadId) -> Result<LeadView, AppError> {
+    state
+        .engine
+        .lead(id)?
+        .map(Into::into)
+        .ok_or_else(|| AppError::not_found("lead_not_found", format!("lead {id} not found")))
+}
+
+/// Returns a lead: status, rep, territory, stage and every event in order.
+#[utoipa::path(
+    get, path = "/v1/leads/{lead_id}", tag = "leads",
+    params(("lead_id" = String, Path, description = "The lead's id.")),
+    responses(
+        (status = 200, description = "The lead with its history.", body = LeadView),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 404, description = "`lead_not_found`.", body = ErrorBody),
+    ),
+    security(("intake_token" = []), ("admin_token" = []))
+)]
+pub async fn get_lead(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<LeadView>, AppError> {
+    let id = lead_id(&raw)?;
+    Ok(Json(view(&state, id)?))
+}
+
+/// Records a lifecycle event: `touched`, the next `stage`, or `closed`. Closing (or
+/// `contract_signed`) frees the rep's load, which may assign a queued lead.
+#[utoipa::path(
+    post, path = "/v1/leads/{lead_id}/events", tag = "leads",
+    params(("lead_id" = String, Path, description = "The lead's id.")),
+    request_body = EventBody,
+    responses(
+        (status = 200, description = "Recorded (durably); the lead as it is now.", body = LeadView),
+        (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 404, description = "`lead_not_found`.", body = ErrorBody),
+        (status = 409, description = "`stage_order` (the message names the expected stage), \
+            `lead_closed`, or `lead_not_assigned` (the lead is queued).", body = ErrorBody),
+        (status = 422, description = "Unknown event type or stage, or stray fields.", body = ErrorBody),
+    ),
+    security(("intake_token" = []), ("admin_token" = []))
+)]
+pub async fn post_event(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Json(event): Json<EventBody>,
+) -> Result<Json<LeadView>, AppError> {
+    let id = lead_id(&raw)?;
+    state.engine.record_event(id, event.into_input()?).await?;
+    Ok(Json(view(&state, id)?))
+}

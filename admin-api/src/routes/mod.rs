@@ -1,0 +1,67 @@
+//! The routes, one group per file, each with its OpenAPI annotations, so the
+//! document at `/openapi.json` is built from the same registrations as the router.
+//!
+//! - `intake.rs`: `POST /v1/leads`, `POST /v1/leads/batch`.
+//! - `leads.rs`: `GET /v1/leads/{lead_id}`, `POST /v1/leads/{lead_id}/events`.
+//! - `reps.rs`: `/admin/reps`.
+//! - `territories.rs`: `/admin/territories`.
+//! - `simulate.rs`: `POST /admin/simulate`.
+//! - `plugins.rs`: `/admin/plugins`.
+//! - `ops.rs`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (no token).
+//!
+//! Auth is a route layer per group: the intake token (or the admin token) for
+//! `/v1/*`, the admin token for `/admin/*`.
+
+mod intake;
+mod leads;
+mod ops;
+mod plugins;
+mod reps;
+mod simulate;
+mod territories;
+
+pub use intake::MAX_BATCH;
+pub use ops::OpenApiJson;
+
+use axum::Extension;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth;
+use crate::extract::BodyLimit;
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+/// Returns the layers that cap a route's body at `bytes` and tell the extractors so.
+pub(crate) fn body_limit(
+    bytes: usize,
+) -> ServiceBuilder<Stack<Extension<BodyLimit>, Stack<DefaultBodyLimit, Identity>>> {
+    ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(bytes))
+        .layer(Extension(BodyLimit(bytes)))
+}
+
+/// Returns every route with its documentation. Auth and body limits are applied
+/// here; cross-cutting layers (metrics, request ids, tracing) in [`crate::app`].
+pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let json_limit = state.limits.json_body_bytes;
+    let v1 = OpenApiRouter::new()
+        .merge(intake::routes(state))
+        .merge(leads::routes())
+        .route_layer(from_fn_with_state(state.clone(), auth::require_intake));
+    let admin = OpenApiRouter::new()
+        .merge(reps::routes())
+        .merge(territories::routes())
+        .merge(simulate::routes())
+        .merge(plugins::routes(state))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(v1)
+        .merge(admin)
+        .layer(body_limit(json_limit))
+        .merge(ops::routes())
+}

@@ -1,0 +1,102 @@
+//! Operations, open without a token: `/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{AppError, ErrorBody};
+use crate::metrics;
+use crate::state::AppState;
+
+/// Returns the operations routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi_json))
+}
+
+/// A liveness or readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// Answers 200 while the process lives.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive.", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Answers 200 once the store is open and the actors run, 503 while shutting down.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready for traffic.", body = Health),
+        (status = 503, description = "`draining`: shutting down.", body = ErrorBody),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
+    if state.is_ready() {
+        Ok(Json(Health { status: "ready" }))
+    } else {
+        Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the server is shutting down",
+        ))
+    }
+}
+
+/// Returns the engine's and the server's metrics in the Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", content_type = "text/plain", body = String))
+)]
+pub async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        metrics::render(&state.engine, &state.http_metrics),
+    )
+}
+
+/// Returns this API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object))
+)]
+pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.to_string(),
+    )
+}
+
+/// The OpenAPI document, serialized once when the app is built.
+#[derive(Clone, Debug)]
+pub struct OpenApiJson(pub Arc<str>);
+
+impl OpenApiJson {
+    /// Serializes `doc`.
+    pub fn new(doc: &OpenApi) -> Self {
+        OpenApiJson(
+            doc.to_json()
+                .expect("the OpenAPI document serializes")
+                .into(),
+        )
+    }
+}

@@ -1,0 +1,104 @@
+//! `leadroute serve`: bind, open the engine, optionally load the demo organisation,
+//! announce the address, serve until SIGTERM/SIGINT, drain, exit.
+
+use std::io::Write;
+
+use anyhow::Context;
+use leadroute_engine::{Engine, EngineConfig};
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::state::AppState;
+use crate::{demo, run};
+
+/// Runs the server with validated `settings`; with `demo`, loads the sample
+/// organisation first (idempotent). Returns once shut down cleanly.
+pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    // Bind before opening the store: a taken port fails fast, before recovery work.
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+
+    let config = EngineConfig::new(&settings.data_dir).durability(settings.durability);
+    let data_dir = settings.data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    for finding in engine.recovery_findings() {
+        tracing::warn!(%finding, "store repaired at start");
+    }
+    if demo {
+        let summary = demo::load(&engine)
+            .await
+            .context("cannot load the demo organisation")?;
+        tracing::info!(
+            territories = summary.territories,
+            reps = summary.reps,
+            "demo organisation loaded"
+        );
+    }
+    if settings.auth.is_open() {
+        tracing::warn!(
+            %addr,
+            "NO TOKENS CONFIGURED: every route, admin included, is open to anyone who can \
+             reach this address. Set LEADROUTE_ADMIN_TOKEN and LEADROUTE_INTAKE_TOKEN before \
+             exposing it"
+        );
+    }
+    tracing::info!(
+        %addr,
+        data_dir = %settings.data_dir.display(),
+        durability = ?settings.durability,
+        config = ?settings.config_file,
+        "leadroute serving"
+    );
+    let state = AppState::new(engine, settings.auth.clone(), settings.limits);
+    let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
+    // The one line on stdout, for scripts and tests that bind port 0.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()?;
+    drop(stdout);
+
+    run(listener, state, signals.recv(), settings.shutdown_timeout).await
+}
+
+/// SIGTERM and SIGINT handlers, installed before the address is announced so a
+/// signal sent right after cannot hit the default action (death with no drain).
+pub struct ShutdownSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    /// Completes on the first SIGTERM or SIGINT.
+    pub async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

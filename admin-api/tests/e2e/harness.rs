@@ -1,0 +1,426 @@
+//! Runs the real `leadroute` binary on 127.0.0.1:0 with a temp data dir, and talks
+//! to it with a plain HTTP client.
+//!
+//! The server announces `listening on ADDR` on stdout; the harness reads that line
+//! (no readiness polling). Every wait is bounded, and a server still running when its
+//! [`Server`] is dropped is killed and reaped.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Longest a server may take to start or to stop.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A token long enough to be accepted.
+pub const ADMIN: &str = "admin-secret-0123456789abcdef";
+/// Another one.
+pub const INTAKE: &str = "intake-secret-0123456789abcdef";
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_leadroute")
+}
+
+/// A command for the binary with no `LEADROUTE_*` or `RUST_LOG` from the outside.
+pub fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LEADROUTE_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    /// Its address.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// How to start a server.
+pub struct Options<'a> {
+    /// Extra arguments after `serve --listen 127.0.0.1:0 --data-dir DIR`.
+    pub args: &'a [&'a str],
+    /// Environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Server {
+    /// Starts a server on `data_dir` with no tokens.
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(
+            data_dir,
+            Options {
+                args: &[],
+                env: &[],
+            },
+        )
+    }
+
+    /// Starts a server on `data_dir` with both tokens set.
+    pub fn start_with_tokens(data_dir: &Path) -> Server {
+        Server::start_with(
+            data_dir,
+            Options {
+                args: &[],
+                env: &[
+                    ("LEADROUTE_ADMIN_TOKEN", ADMIN),
+                    ("LEADROUTE_INTAKE_TOKEN", INTAKE),
+                ],
+            },
+        )
+    }
+
+    /// Starts a server and waits for its `listening on` line.
+    pub fn start_with(data_dir: &Path, options: Options<'_>) -> Server {
+        let mut cmd = command();
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(options.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the binary starts");
+        let stderr = collect(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+        };
+        match rx.recv_timeout(DEADLINE) {
+            Ok(addr) => server.addr = addr.parse().expect("a socket address"),
+            Err(_) => {
+                let status = server.kill();
+                panic!(
+                    "the server did not announce its address ({status:?}); stderr:\n{}",
+                    server.stderr()
+                );
+            }
+        }
+        server
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let child = self.child.take().expect("running");
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = wait(child, DEADLINE);
+        status.unwrap_or_else(|| panic!("no exit within {DEADLINE:?}; stderr:\n{}", self.stderr()))
+    }
+
+    fn kill(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits for `child` at most `deadline`; kills it (and returns `None`) past that.
+pub fn wait(mut child: Child, deadline: Duration) -> Option<ExitStatus> {
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(status) => {
+            let _ = waiter.join();
+            status.ok()
+        }
+        Err(_) => {
+            // SAFETY: the waiter thread has not reaped it (it would have answered).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            None
+        }
+    }
+}
+
+/// Collects a pipe into a string, in the background.
+pub fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+/// Runs the binary with `args` to completion (bounded); returns status, stdout, stderr.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut cmd = command();
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().unwrap()));
+    let err = read_all(Box::new(child.stderr.take().unwrap()));
+    let status = wait(child, DEADLINE).expect("the command finishes");
+    // The pipes close when the process exits, so these end.
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// A temp data dir.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// The body as text.
+    pub text: String,
+    /// Headers we look at.
+    pub www_authenticate: Option<String>,
+    /// `x-request-id`.
+    pub request_id: Option<String>,
+}
+
+impl Resp {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    /// The error code of a JSON error body.
+    pub fn code(&self) -> String {
+        let body = self.json();
+        assert!(
+            body["error"]["message"].is_string(),
+            "an error body: {body}"
+        );
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The error's field.
+    pub fn field(&self) -> Option<String> {
+        self.json()["error"]["field"].as_str().map(String::from)
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// Sends a request with a raw body.
+pub fn raw(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Option<&[u8]>,
+) -> Resp {
+    let mut req = agent().request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        req = req.set("Content-Type", ct);
+    }
+    let result = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    Resp {
+        status: response.status(),
+        www_authenticate: response.header("www-authenticate").map(String::from),
+        request_id: response.header("x-request-id").map(String::from),
+        text: response.into_string().unwrap(),
+    }
+}
+
+/// Sends only the head of a request that declares a `len`-byte body and
+/// `Expect: 100-continue`, and returns the server's first answer. The body is never
+/// sent: a server that wants it answers `100`, which the caller's assertions reject.
+/// (Sending megabytes to a server that has already refused them races its close.)
+pub fn head_only(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    len: usize,
+) -> Resp {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {len}\r\nExpect: 100-continue\r\nConnection: close\r\n",
+        server.addr
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {line:?}"));
+    let (mut length, mut www_authenticate, mut request_id) = (0, None, None);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap();
+        let value = value.trim().to_string();
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.parse().unwrap(),
+            "www-authenticate" => www_authenticate = Some(value),
+            "x-request-id" => request_id = Some(value),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    Resp {
+        status,
+        text: String::from_utf8(body).unwrap(),
+        www_authenticate,
+        request_id,
+    }
+}
+
+/// Sends a request with an optional JSON body.
+pub fn call(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
+    let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+    let ct = body.map(|_| "application/json");
+    raw(method, url, token, ct, bytes.as_deref())
+}
+
+/// Shorthands against one server, optionally with a token.
+pub struct Api<'a> {
+    /// The server.
+    pub server: &'a Server,
+    /// The token sent.
+    pub token: Option<&'a str>,
+}
+
+impl Api<'_> {
+    /// GET.
+    pub fn get(&self, path: &str) -> Resp {
+        call("GET", &self.server.url(path), self.token, None)
+    }
+    /// POST JSON.
+    pub fn post(&self, path: &str, body: Value) -> Resp {
+        call("POST", &self.server.url(path), self.token, Some(&body))
+    }
+    /// PUT JSON.
+    pub fn put(&self, path: &str, body: Value) -> Resp {
+        call("PUT", &self.server.url(path), self.token, Some(&body))
+    }
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> Resp {
+        call("DELETE", &self.server.url(path), self.token, None)
+    }
+
+    /// Creates territory `id` owning `regions`.
+    pub fn territory(&self, id: &str, regions: &[&str], default: bool) {
+        let r = self.put(
+            &format!("/admin/territories/{id}"),
+            serde_json::json!({"name": id, "regions": regions, "default": default}),
+        );
+        assert!(matches!(r.status, 200 | 201), "{r:?}");
+    }
+
+    /// Creates rep `id` in `territory` with `capacity`.
+    pub fn rep(&self, id: &str, territory: &str, capacity: u32) {
+        let r = self.put(
+            &format!("/admin/reps/{id}"),
+            serde_json::json!({"name": id, "territories": [territory], "capacity": capacity}),
+        );
+        assert!(matches!(r.status, 200 | 201), "{r:?}");
+    }
+
+    /// Posts a lead with phone number `n` in `region`; returns the answer.
+    pub fn lead(&self, n: u32, region: &str) -> Resp {
+        self.post(
+            "/v1/leads",
+            serde_json::json!({"phone": format!("+86 139 {:04} {:04}", n / 10_000, n % 10_000),
+                "region": region}),
+        )
+    }
+}

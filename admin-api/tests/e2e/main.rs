@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `leadroute` binary on 127.0.0.1:0 with a temp data
+//! dir, driven over HTTP (and through its CLI client subcommands).
+//!
+//! One test binary with a module per area, so the suite links once.
+
+mod admin;
+mod auth;
+mod cli;
+mod harness;
+mod intake;
+mod plugins;
+mod quickstart;
+mod restart;

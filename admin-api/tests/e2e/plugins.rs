@@ -1,0 +1,303 @@
+//! Plugin routes with real modules (built from `plugins/` by
+//! `leadroute-plugin-builds`): upload, list, activate, route, simulate, delete,
+//! restart, and the CLI's `plugin` subcommands.
+
+use serde_json::json;
+
+use crate::harness::{ADMIN, Api, Resp, Server, data_dir, head_only, raw, run};
+
+const WASM: &str = "application/wasm";
+
+fn upload(server: &Server, name: &str, bytes: &[u8]) -> Resp {
+    raw(
+        "PUT",
+        &server.url(&format!("/admin/plugins/{name}")),
+        Some(ADMIN),
+        Some(WASM),
+        Some(bytes),
+    )
+}
+
+/// Territory `east` (default) with a junior and a senior rep, deciding with vip-tier.
+fn vip_territory(api: &Api<'_>) {
+    let r = api.put(
+        "/admin/territories/east",
+        json!({"name": "East", "regions": ["CN-SH"], "default": true,
+            "strategy": {"plugin": "vip-tier", "version": null},
+            "plugin_config": {"bands": [{"min_amount": 100000, "tier": "senior"}]}}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    for (id, tier) in [("junior-1", "junior"), ("senior-1", "senior")] {
+        let r = api.put(
+            &format!("/admin/reps/{id}"),
+            json!({"name": id, "territories": ["east"], "tier": tier, "capacity": 10}),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+}
+
+#[test]
+fn plugins_are_uploaded_activated_used_and_deleted() {
+    let dir = data_dir();
+    let server = Server::start_with_tokens(dir.path());
+    let api = Api {
+        server: &server,
+        token: Some(ADMIN),
+    };
+    let module = leadroute_plugin_builds::VIP_TIER;
+
+    let r = upload(&server, "vip-tier", module);
+    assert_eq!(r.status, 201, "{r:?}");
+    let v1 = r.json();
+    assert_eq!(v1["name"], "vip-tier");
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["size"], module.len());
+    assert_eq!(v1["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(upload(&server, "vip-tier", module).json()["version"], 2);
+
+    let list = api.get("/admin/plugins").json();
+    let plugin = &list[0];
+    assert_eq!(plugin["name"], "vip-tier");
+    assert_eq!(plugin["active_version"], 2);
+    assert_eq!(plugin["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(plugin["circuit"]["state"], "closed");
+    assert!(
+        plugin["versions"][0]["uploaded_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+
+    let r = api.post("/admin/plugins/vip-tier/activate", json!({"version": 1}));
+    assert_eq!(
+        (r.status, r.json()["active_version"].clone()),
+        (200, json!(1))
+    );
+    let r = api.post("/admin/plugins/vip-tier/activate", json!({"version": 9}));
+    assert_eq!((r.status, r.code().as_str()), (422, "unknown_version"));
+    let r = api.post("/admin/plugins/nope/activate", json!({"version": 1}));
+    assert_eq!((r.status, r.code().as_str()), (404, "plugin_not_found"));
+    let r = api.get("/admin/plugins/nope");
+    assert_eq!((r.status, r.code().as_str()), (404, "plugin_not_found"));
+
+    // Routing through the plugin: a big buyer goes to the senior rep.
+    vip_territory(&api);
+    let r = api.post(
+        "/v1/leads",
+        json!({"phone": "+86 139 0000 0001", "purchase_amount": 250000}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let routed = r.json();
+    assert_eq!(routed["decided_by"], "plugin:vip-tier@1");
+    assert_eq!(routed["rep_id"], "senior-1");
+    assert!(routed["fallback"].is_null());
+    assert_eq!(api.get("/admin/plugins/vip-tier").json()["calls"], 1);
+
+    // Simulate with another version than the active one.
+    let lead = json!({"phone": "+86 139 0000 0002", "purchase_amount": 250000});
+    let r = api.post(
+        "/admin/simulate",
+        json!({"lead": lead, "plugin": {"name": "vip-tier", "version": 2}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["decided_by"], "plugin:vip-tier@2");
+    assert_eq!(r.json()["rep_id"], "senior-1");
+    let r = api.post(
+        "/admin/simulate",
+        json!({"lead": lead, "plugin": {"name": "nope"}}),
+    );
+    assert_eq!((r.status, r.field().as_deref()), (422, Some("plugin.name")));
+    let r = api.post(
+        "/admin/simulate",
+        json!({"lead": lead, "plugin": {"name": "vip-tier", "version": 7}}),
+    );
+    assert_eq!(
+        (r.status, r.field().as_deref()),
+        (422, Some("plugin.version"))
+    );
+    assert_eq!(
+        api.get("/admin/plugins/vip-tier").json()["calls"],
+        1,
+        "simulations are not counted"
+    );
+
+    let r = api.delete("/admin/plugins/vip-tier");
+    assert_eq!((r.status, r.code().as_str()), (409, "plugin_in_use"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("east")
+    );
+    let r = api.put(
+        "/admin/territories/east",
+        json!({"name": "East", "regions": ["CN-SH"], "default": true}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(api.delete("/admin/plugins/vip-tier").status, 204);
+    assert_eq!(api.get("/admin/plugins/vip-tier").status, 404);
+    assert_eq!(api.get("/admin/plugins").json(), json!([]));
+}
+
+#[test]
+fn bad_uploads_are_refused_with_the_reason() {
+    let dir = data_dir();
+    let server = Server::start_with_tokens(dir.path());
+    let api = Api {
+        server: &server,
+        token: Some(ADMIN),
+    };
+    let r = upload(&server, "junk", b"\0asm\x01\0\0\0garbage");
+    assert_eq!((r.status, r.code().as_str()), (422, "plugin_invalid"));
+    assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+    let r = upload(&server, "junk", b"not wasm at all");
+    assert_eq!((r.status, r.code().as_str()), (422, "plugin_invalid"));
+    let r = raw(
+        "PUT",
+        &server.url("/admin/plugins/junk"),
+        Some(ADMIN),
+        Some("application/json"),
+        Some(b"{}"),
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "wrong_content_type"));
+    let r = upload(&server, "junk", b"");
+    assert_eq!((r.status, r.code().as_str()), (400, "empty_body"));
+    let r = upload(&server, "Bad_Name", leadroute_plugin_builds::RULES);
+    assert_eq!(r.status, 422, "{r:?}");
+    // Past the 8 MiB plugin limit.
+    let limit = 8 * 1024 * 1024;
+    let r = head_only(
+        &server,
+        "PUT",
+        "/admin/plugins/huge",
+        Some(ADMIN),
+        WASM,
+        limit + 1,
+    );
+    assert_eq!((r.status, r.code().as_str()), (413, "body_too_large"));
+    // Past the JSON limit but within the plugin limit: the limits are per route.
+    let module = leadroute_plugin_builds::RULES;
+    assert!(
+        module.len() > 64 * 1024,
+        "the test needs a module over 64 KiB"
+    );
+    assert_eq!(upload(&server, "rules", module).status, 201);
+    // Nothing was stored for the refused uploads.
+    let names: Vec<String> = api
+        .get("/admin/plugins")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["rules"]);
+
+    // The intake token cannot upload (refused before the body is read).
+    let r = head_only(
+        &server,
+        "PUT",
+        "/admin/plugins/rules",
+        Some(crate::harness::INTAKE),
+        WASM,
+        module.len(),
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+}
+
+#[test]
+fn plugins_survive_a_restart() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    let r = raw(
+        "PUT",
+        &server.url("/admin/plugins/vip-tier"),
+        None,
+        Some(WASM),
+        Some(leadroute_plugin_builds::VIP_TIER),
+    );
+    assert_eq!(r.status, 201);
+    vip_territory(&api);
+    let before = api.get("/admin/plugins/vip-tier").json();
+    assert!(server.terminate().success());
+
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    let after = api.get("/admin/plugins/vip-tier").json();
+    assert_eq!(after["versions"], before["versions"]);
+    assert_eq!(after["active_version"], before["active_version"]);
+    let r = api.post(
+        "/v1/leads",
+        json!({"phone": "+86 139 0000 0001", "purchase_amount": 250000}),
+    );
+    assert_eq!(r.json()["decided_by"], "plugin:vip-tier@1");
+    assert_eq!(r.json()["rep_id"], "senior-1");
+}
+
+#[test]
+fn the_cli_pushes_lists_and_activates_plugins() {
+    let dir = data_dir();
+    let server = Server::start_with_tokens(dir.path());
+    let file = dir.path().join("vip-tier.wasm");
+    std::fs::write(&file, leadroute_plugin_builds::VIP_TIER).unwrap();
+    let file = file.to_str().unwrap();
+    let base = server.url("");
+    let env = [
+        ("LEADROUTE_ADMIN_TOKEN", ADMIN),
+        ("LEADROUTE_SERVER", base.as_str()),
+    ];
+
+    let (status, out, err) = run(&["plugin", "push", "vip-tier", file], &env);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("uploaded vip-tier version 1"), "{out}");
+    let (status, out, _) = run(&["plugin", "push", "vip-tier", file, "--json"], &env);
+    assert!(status.success());
+    let pushed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pushed["version"], 2);
+
+    let (status, out, _) = run(&["plugin", "list"], &env);
+    assert!(status.success());
+    assert!(
+        out.contains("vip-tier  active v2  versions [1, 2]"),
+        "{out}"
+    );
+    assert!(out.contains("circuit closed"), "{out}");
+
+    let (status, out, err) = run(&["plugin", "activate", "vip-tier", "1"], &env);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("vip-tier now runs version 1"), "{out}");
+    let (status, out, _) = run(&["plugin", "list", "--json"], &env);
+    assert!(status.success());
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["active_version"], 1);
+
+    let (status, _, err) = run(&["plugin", "activate", "vip-tier", "5"], &env);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("unknown_version"), "{err}");
+
+    let api = Api {
+        server: &server,
+        token: Some(ADMIN),
+    };
+    vip_territory(&api);
+    let lead = dir.path().join("lead.json");
+    std::fs::write(
+        &lead,
+        r#"{"phone": "+86 139 1234 5678", "purchase_amount": 300000}"#,
+    )
+    .unwrap();
+    let (status, out, err) = run(
+        &["simulate", lead.to_str().unwrap(), "--plugin", "vip-tier@2"],
+        &env,
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("would assign to senior-1"), "{out}");
+    assert!(out.contains("plugin:vip-tier@2"), "{out}");
+}

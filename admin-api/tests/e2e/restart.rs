@@ -1,0 +1,152 @@
+//! SIGTERM drains and exits 0; a restart on the same data dir has everything back.
+
+use serde_json::json;
+
+use crate::harness::{Api, Options, Server, data_dir};
+
+/// Drops `last_assigned_at`: the engine stamps it in memory at reservation and in the
+/// store at commit, which may be a millisecond apart (an engine detail, not a loss).
+fn without_stamps(mut reps: serde_json::Value) -> serde_json::Value {
+    for rep in reps.as_array_mut().unwrap() {
+        assert!(rep["last_assigned_at"].is_string());
+        rep.as_object_mut().unwrap().remove("last_assigned_at");
+    }
+    reps
+}
+
+#[test]
+fn a_restart_keeps_reps_territories_leads_and_queues() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    api.territory("east", &["CN-SH"], true);
+    api.territory("north", &["CN-SD"], false);
+    api.rep("a", "east", 1);
+    api.rep("n", "north", 5);
+
+    let assigned = api.lead(1, "CN-SH").json();
+    assert_eq!(assigned["status"], "assigned");
+    let queued = api.lead(2, "CN-SH").json();
+    assert_eq!(queued["status"], "queued");
+    let north = api.lead(3, "CN-SD").json();
+    assert_eq!(north["rep_id"], "n");
+    let north_id = north["lead_id"].as_str().unwrap().to_string();
+    for event in [
+        json!({"type": "touched"}),
+        json!({"type": "stage", "stage": "needs_diagnosis"}),
+    ] {
+        assert_eq!(
+            api.post(&format!("/v1/leads/{north_id}/events"), event)
+                .status,
+            200
+        );
+    }
+    let before_lead = api.get(&format!("/v1/leads/{north_id}")).json();
+    let before_reps = without_stamps(api.get("/admin/reps").json());
+    let before_territories = api.get("/admin/territories").json();
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    assert_eq!(without_stamps(api.get("/admin/reps").json()), before_reps);
+    assert_eq!(api.get("/admin/territories").json(), before_territories);
+    let territory = api.get("/admin/territories/east").json();
+    assert_eq!(territory["queue_depth"], 1);
+    assert_eq!(territory["members"][0]["load"], 1);
+    assert_eq!(
+        api.get(&format!("/v1/leads/{north_id}")).json(),
+        before_lead
+    );
+    assert_eq!(before_lead["stage"], "needs_diagnosis");
+    let q = api
+        .get(&format!(
+            "/v1/leads/{}",
+            queued["lead_id"].as_str().unwrap()
+        ))
+        .json();
+    assert_eq!(q["status"], "queued");
+
+    // The de-duplication index came back too, and routing goes on.
+    let dup = api.lead(1, "CN-SH");
+    assert_eq!(dup.status, 200);
+    assert_eq!(dup.json()["duplicate_of"], assigned["lead_id"]);
+    let next = api.lead(4, "CN-SD");
+    assert_eq!(
+        (next.status, next.json()["rep_id"].clone()),
+        (201, json!("n"))
+    );
+    // The stage order survived: the next stage is `demo`.
+    let r = api.post(
+        &format!("/v1/leads/{north_id}/events"),
+        json!({"type": "stage", "stage": "quote_sent"}),
+    );
+    assert_eq!(r.status, 409);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("demo")
+    );
+
+    let status = server.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn the_demo_loads_idempotently_across_restarts() {
+    let dir = data_dir();
+    let demo = Options {
+        args: &["--demo"],
+        env: &[],
+    };
+    let server = Server::start_with(dir.path(), demo);
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    let reps = api.get("/admin/reps").json();
+    assert_eq!(reps.as_array().unwrap().len(), 63);
+    let territories = api.get("/admin/territories").json();
+    let ids: Vec<&str> = territories
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["territory_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "east-ah", "east-fj", "east-js", "east-jx", "east-sd", "east-sh", "east-zj"
+        ]
+    );
+    let lead = api.lead(1, "CN-ZJ").json();
+    assert_eq!(lead["territory_id"], "east-zj");
+    assert!(server.terminate().success());
+
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: &["--demo"],
+            env: &[],
+        },
+    );
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    assert_eq!(api.get("/admin/reps").json().as_array().unwrap().len(), 63);
+    let rep = lead["rep_id"].as_str().unwrap();
+    assert_eq!(
+        api.get(&format!("/admin/reps/{rep}")).json()["load"],
+        1,
+        "reloading the demo keeps loads"
+    );
+}

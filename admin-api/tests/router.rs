@@ -1,0 +1,337 @@
+//! Router-level tests without a socket (`oneshot`): the OpenAPI document against the
+//! routes served, extractor rejections, readiness, and `run`'s shutdown.
+
+use std::collections::BTreeSet;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use leadroute_admin_api::auth::{Auth, Token};
+use leadroute_admin_api::config::Limits;
+use leadroute_admin_api::{AppState, app};
+use leadroute_engine::{Engine, EngineConfig};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Every route of API.md, plus the operations routes.
+const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/leads"),
+    ("POST", "/v1/leads/batch"),
+    ("GET", "/v1/leads/{lead_id}"),
+    ("POST", "/v1/leads/{lead_id}/events"),
+    ("GET", "/admin/reps"),
+    ("PUT", "/admin/reps/{rep_id}"),
+    ("GET", "/admin/reps/{rep_id}"),
+    ("DELETE", "/admin/reps/{rep_id}"),
+    ("GET", "/admin/territories"),
+    ("PUT", "/admin/territories/{territory_id}"),
+    ("GET", "/admin/territories/{territory_id}"),
+    ("POST", "/admin/simulate"),
+    ("GET", "/admin/plugins"),
+    ("PUT", "/admin/plugins/{name}"),
+    ("GET", "/admin/plugins/{name}"),
+    ("DELETE", "/admin/plugins/{name}"),
+    ("POST", "/admin/plugins/{name}/activate"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+struct Fixture {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(auth: Auth, limits: Limits) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+    Fixture {
+        state: AppState::new(engine, auth, limits),
+        _dir: dir,
+    }
+}
+
+fn open() -> Fixture {
+    fixture(Auth::default(), Limits::default())
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn request(method: &str, uri: &str, content_type: Option<&str>, body: &str) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(ct) = content_type {
+        b = b.header(header::CONTENT_TYPE, ct);
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_exactly_the_routes_served() {
+    let f = open();
+    let app = app(f.state.clone());
+    let (status, doc) = send(&app, request("GET", "/openapi.json", None, "")).await;
+    assert_eq!(status, 200);
+
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+
+    // Every documented operation is served (the router's own 404/405 never answer),
+    // and on a documented path no undocumented method is.
+    for (method, path) in &documented {
+        let uri = path
+            .replace("{lead_id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .replace("{rep_id}", "r")
+            .replace("{territory_id}", "t")
+            .replace("{name}", "p");
+        let (_, body) = send(&app, request(method, &uri, Some("application/json"), "{}")).await;
+        assert!(
+            !matches!(code(&body), "route_not_found" | "method_not_allowed"),
+            "{method} {path} is documented but not served: {body}"
+        );
+        for other in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if documented.contains(&(other.to_string(), path.clone())) {
+                continue;
+            }
+            let (status, body) = send(&app, request(other, &uri, None, "")).await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+                "{other} {path} is served but not documented"
+            );
+        }
+    }
+
+    // Every operation says what it answers, errors included.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"]["200"].is_object()
+                    || op["responses"]["201"].is_object()
+                    || op["responses"]["204"].is_object(),
+                "{method} {path}"
+            );
+            if path.starts_with("/v1") || path.starts_with("/admin") {
+                assert!(
+                    op["responses"]["401"].is_object(),
+                    "{method} {path} documents 401"
+                );
+                assert!(
+                    op["security"].is_array(),
+                    "{method} {path} documents its token"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn extractor_rejections_are_json_errors() {
+    let f = fixture(
+        Auth::default(),
+        Limits {
+            json_body_bytes: 1024,
+            ..Limits::default()
+        },
+    );
+    let app = app(f.state.clone());
+    let json = Some("application/json");
+
+    let (status, body) = send(&app, request("POST", "/v1/leads", json, "{\"phone\":")).await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "malformed_json"));
+    let (status, body) = send(&app, request("POST", "/v1/leads", json, "{} []")).await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "malformed_json"));
+    let (status, body) = send(&app, request("POST", "/v1/leads", None, "{}")).await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "wrong_content_type"));
+    let (status, body) = send(
+        &app,
+        request(
+            "POST",
+            "/v1/leads",
+            Some("application/x-www-form-urlencoded"),
+            "a=b",
+        ),
+    )
+    .await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "wrong_content_type"));
+
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(2000));
+    let (status, body) = send(&app, request("POST", "/v1/leads", json, &big)).await;
+    assert_eq!((status.as_u16(), code(&body)), (413, "body_too_large"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("1024"));
+
+    let (status, body) = send(
+        &app,
+        request(
+            "PUT",
+            "/admin/territories/t",
+            json,
+            r#"{"name":"T","strategy":{"builtin":"rules","x":1}}"#,
+        ),
+    )
+    .await;
+    assert_eq!((status.as_u16(), code(&body)), (422, "unknown_field"));
+    assert_eq!(body["error"]["field"], "strategy.x");
+
+    let (status, body) = send(&app, request("GET", "/admin/reps/%FF", None, "")).await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "invalid_path"));
+    let (status, body) = send(
+        &app,
+        request("DELETE", "/admin/reps/r?reassign=yes", None, ""),
+    )
+    .await;
+    assert_eq!((status.as_u16(), code(&body)), (400, "invalid_query"));
+    let (status, body) = send(&app, request("GET", "/nowhere", None, "")).await;
+    assert_eq!((status.as_u16(), code(&body)), (404, "route_not_found"));
+}
+
+#[tokio::test]
+async fn auth_rejections_are_json_errors() {
+    let f = fixture(
+        Auth {
+            admin: Some(Token::new("admin-token-0123456789")),
+            intake: Some(Token::new("intake-token-0123456789")),
+        },
+        Limits::default(),
+    );
+    let app = app(f.state.clone());
+    let (status, body) = send(&app, request("GET", "/admin/reps", None, "")).await;
+    assert_eq!((status.as_u16(), code(&body)), (401, "unauthorized"));
+    let req = Request::builder()
+        .uri("/admin/reps")
+        .header(header::AUTHORIZATION, "Bearer intake-token-0123456789")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = send(&app, req).await;
+    assert_eq!((status.as_u16(), code(&body)), (403, "forbidden"));
+}
+
+#[tokio::test]
+async fn readyz_turns_503_while_draining() {
+    let f = open();
+    let app = app(f.state.clone());
+    let (status, _) = send(&app, request("GET", "/readyz", None, "")).await;
+    assert_eq!(status, 200);
+    f.state.set_ready(false);
+    let (status, body) = send(&app, request("GET", "/readyz", None, "")).await;
+    assert_eq!((status.as_u16(), code(&body)), (503, "draining"));
+    let (status, _) = send(&app, request("GET", "/healthz", None, "")).await;
+    assert_eq!(status, 200, "alive while draining");
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_finishes_in_flight_then_stops_the_engine() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::time::timeout;
+    let bound = std::time::Duration::from_secs(10);
+
+    let f = open();
+    let state = f.state.clone();
+    let engine = state.engine.clone();
+    engine
+        .upsert_territory(
+            "east".parse().unwrap(),
+            serde_json::from_value(serde_json::json!({"name": "East", "default": true})).unwrap(),
+        )
+        .await
+        .unwrap();
+    engine
+        .upsert_rep(
+            "a".parse().unwrap(),
+            serde_json::from_value(serde_json::json!({"name": "A", "territories": ["east"],
+                "capacity": 5}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(leadroute_admin_api::run(
+        listener,
+        state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(30),
+    ));
+
+    // A request in flight: its handler has started reading the body (hyper answers
+    // `100 Continue` exactly then), and half the body is still to come.
+    let body = br#"{"phone": "+86 139 0000 0001"}"#;
+    let mut conn = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let head = format!(
+        "POST /v1/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+    conn.get_mut().write_all(&body[..10]).await.unwrap();
+    let mut line = String::new();
+    timeout(bound, conn.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+
+    stop.send(()).unwrap();
+    // Draining: not ready, and no new connection is accepted.
+    timeout(bound, async {
+        while state.is_ready() {
+            tokio::task::yield_now().await;
+        }
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the listener closes");
+
+    // The request in flight still completes, durably.
+    conn.get_mut().write_all(&body[10..]).await.unwrap();
+    let mut answer = String::new();
+    timeout(bound, conn.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.contains("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains("\"status\":\"assigned\""), "{answer}");
+
+    timeout(bound, server).await.unwrap().unwrap().unwrap();
+    let after = engine
+        .route(leadroute_engine::domain::LeadInput {
+            phone: Some("+86 139 0000 0002".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(after, Err(leadroute_engine::EngineError::ShuttingDown)),
+        "the engine was shut down: {after:?}"
+    );
+}
