@@ -1,4 +1,4 @@
-//! Runs the quick start of `admin-api/README.md` as written: the serve command's
+//! Runs the quick start of the top-level `README.md` as written: the serve command's
 //! arguments, then each `curl` line, parsed and sent with a plain HTTP client. Only
 //! the address changes (port 0, so tests never collide on 8080), and `LEAD_ID` is the
 //! id the first answer gave.
@@ -10,7 +10,7 @@ const RUN_PREFIX: &str = "cargo run --release -p leadroute-admin-api -- ";
 
 /// The `## Quick start` section of the README.
 fn quick_start() -> String {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let start = readme
         .find("## Quick start")
         .expect("a quick start section");
