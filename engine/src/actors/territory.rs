@@ -389,7 +389,9 @@ impl TerritoryActor {
         };
         let rep = snap.rep.id.clone();
         self.update_view(snap.clone());
-        let now = self.clock.now();
+        // The rep stamped the reservation; the store records the same instant, so
+        // memory and store agree on `last_assigned_at` across a restart.
+        let now = snap.last_assigned_at.unwrap_or_else(|| self.clock.now());
         let from_queue = matches!(job, Job::Drain(_));
         let decision = Decision {
             placement: Placement::Rep(rep.clone()),

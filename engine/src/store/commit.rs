@@ -470,7 +470,8 @@ impl Writer<'_> {
         // Validated; now write.
         let queue_seq = match rep_record {
             Some(record) => {
-                self.open_assignment(id, record, &state.territory, state.lead.received_at)?;
+                let at = state.assigned_at.unwrap_or(state.lead.received_at);
+                self.open_assignment(id, record, &state.territory, at)?;
                 None
             }
             None => Some(self.enqueue(&state.territory, id)?),
