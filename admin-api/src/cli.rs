@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::{Client, Output};
 use crate::config::{Flags, Settings};
-use crate::{logging, serve};
+use crate::{logging, plugin_test, serve};
 
 /// Real-time lead routing: the server and its command-line client.
 #[derive(Debug, Parser)]
@@ -146,6 +146,13 @@ pub enum PluginCommand {
         /// The version to activate.
         version: u32,
     },
+    /// Run a built module on fixture leads in the engine's sandbox, without a server.
+    Test {
+        /// The compiled module.
+        file: PathBuf,
+        /// JSON with `plugin_config`, `candidates` and `leads`.
+        fixtures: PathBuf,
+    },
 }
 
 /// Runs a parsed command line.
@@ -185,6 +192,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PluginCommand::Activate { name, version } => {
                     api.plugin_activate(&name, version, out)
                 }
+                // Offline: the module runs in this process's own sandbox.
+                PluginCommand::Test { file, fixtures } => plugin_test::run(&file, &fixtures, out),
             }
         }
     }

@@ -17,7 +17,7 @@
 //! - [`serve`]: `leadroute serve` (open the engine, bind, signals); [`demo`]: the
 //!   sample organisation of `--demo`; [`logging`]: tracing set-up.
 //! - [`cli`]: the command line; [`client`]: the subcommands that talk to a running
-//!   server.
+//!   server; [`plugin_test`]: `leadroute plugin test`, a module on fixtures, offline.
 
 pub mod auth;
 pub mod cli;
@@ -30,6 +30,7 @@ pub mod extract;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
+pub mod plugin_test;
 pub mod routes;
 pub mod serve;
 pub mod state;

@@ -301,3 +301,49 @@ fn the_cli_pushes_lists_and_activates_plugins() {
     assert!(out.contains("would assign to senior-1"), "{out}");
     assert!(out.contains("plugin:vip-tier@2"), "{out}");
 }
+
+#[test]
+fn plugin_test_runs_a_module_on_fixtures_without_a_server() {
+    let dir = data_dir();
+    let module = dir.path().join("vip-tier.wasm");
+    std::fs::write(&module, leadroute_plugin_builds::VIP_TIER).unwrap();
+    let fixtures = |config: serde_json::Value| {
+        let path = dir.path().join("fixtures.json");
+        let body = json!({
+            "plugin_config": config,
+            "candidates": [
+                {"id": "junior-1", "capacity": 10},
+                {"id": "senior-1", "capacity": 10, "tier": "senior", "load": 3}
+            ],
+            "leads": [
+                {"phone": "+86 139 0000 0001", "purchase_amount": 250000},
+                {"phone": "+86 139 0000 0002", "purchase_amount": 10}
+            ]
+        });
+        std::fs::write(&path, body.to_string()).unwrap();
+        path
+    };
+    let module = module.to_str().unwrap();
+
+    let good = fixtures(json!({"bands": [{"min_amount": 100000, "tier": "senior"}]}));
+    let (status, out, err) = run(&["plugin", "test", module, good.to_str().unwrap()], &[]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("lead 0: senior-1 > junior-1"), "{out}");
+    assert!(out.contains("lead 1: no preference"), "{out}");
+    assert!(out.contains("2 lead(s), 0 failed"), "{out}");
+
+    let (status, out, _) = run(
+        &["plugin", "test", module, good.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(status.success());
+    let answers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answers[0]["ranked"], json!(["senior-1", "junior-1"]));
+
+    // A config the plugin refuses: every decision fails, and the exit status says so.
+    let bad = fixtures(json!({"bands": "lots"}));
+    let (status, out, _) = run(&["plugin", "test", module, bad.to_str().unwrap()], &[]);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("lead 0: FAILED"), "{out}");
+    assert!(out.contains("2 lead(s), 2 failed"), "{out}");
+}

@@ -62,7 +62,8 @@ impl Standalone {
     }
 
     /// Ranks in a fresh instance, exactly as the engine does: encode, instantiate,
-    /// call, check the answer. `Err` describes a failure (`reason: detail`).
+    /// call, check the answer. "No preference" is an empty order; `Err` describes a
+    /// failure (`reason: detail`).
     pub fn rank(&self, lead: &Lead, candidates: &[Candidate<'_>]) -> Result<Ranking, String> {
         let called = self
             .with_input(lead, candidates, |i| {
@@ -102,9 +103,11 @@ impl LiveInstance<'_> {
     }
 }
 
+/// "No preference" is an answer, not a failure: an empty order (in a territory the
+/// fallback would then decide).
 fn ranking(answer: Answer) -> Result<Ranking, String> {
     match answer {
         Answer::Ranked { order, reason } => Ok(Ranking::new(order, reason)),
-        Answer::NoPreference { reason } => Err(format!("no preference: {reason}")),
+        Answer::NoPreference { reason } => Ok(Ranking::new(Vec::new(), reason)),
     }
 }
