@@ -3,9 +3,12 @@
 //!
 //! The tests themselves live in `tests/`: `routing.rs` (behaviour through the real
 //! actors and store), `restart.rs` (durability across restarts and repair),
-//! `concurrency.rs` (property test of random concurrent interleavings), and the
-//! plugin suites `plugins_*.rs` (example plugins through the real host, hostile
-//! modules, hot swap under load, restart).
+//! `concurrency.rs` (property test of random concurrent interleavings), the plugin
+//! suites `plugins_*.rs` (example plugins through the real host, hostile modules, hot
+//! swap under load, restart), and `fuzz_corpus.rs`, which replays the saved inputs of
+//! the fuzz targets in `fuzz/` through the checks in [`fuzz`].
+
+pub mod fuzz;
 
 use leadroute_engine::domain::{LeadInput, RepId, RepInput, TerritoryId, TerritoryInput};
 use leadroute_engine::{Engine, EngineConfig, ManualClock};

@@ -25,7 +25,7 @@ mod strategy;
 pub use abi::FailureReason;
 pub use registry::{CircuitState, PluginInfo, PluginVersionInfo, VersionInfo};
 pub use sandbox::{EPOCH_TICK, PluginLimits};
-pub use standalone::{LiveInstance, Standalone};
+pub use standalone::{LiveInstance, Standalone, decode_answer};
 pub use strategy::FALLBACK_KEY;
 
 pub(crate) use registry::{Registry, not_found, version_record};

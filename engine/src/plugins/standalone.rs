@@ -103,6 +103,13 @@ impl LiveInstance<'_> {
     }
 }
 
+/// Checks a module's raw answer for `candidates` candidates exactly as the host does
+/// after a call (layout, bounds, indices in range, no repeats, not empty): for fuzzing
+/// and tools. "No preference" is an empty order; `Err` says what is wrong.
+pub fn decode_answer(bytes: &[u8], candidates: usize) -> Result<Ranking, String> {
+    ranking(decode_output(bytes, candidates).map_err(|f| f.to_string())?)
+}
+
 /// "No preference" is an answer, not a failure: an empty order (in a territory the
 /// fallback would then decide).
 fn ranking(answer: Answer) -> Result<Ranking, String> {
