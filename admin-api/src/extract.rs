@@ -125,6 +125,15 @@ fn is_json(value: Option<&header::HeaderValue>) -> bool {
 
 /// Parses JSON text into `T`; errors name the offending field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    // serde also accepts a struct written as an array of its fields in order, so
+    // `["crm-1"]` would pass as a lead; every body of the API is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the body must be a JSON object, not an array",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e, ""))?;
     // Trailing garbage after the document is malformed JSON too.

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod cli;
 mod harness;
+mod hostile;
 mod intake;
 mod plugins;
 mod quickstart;
