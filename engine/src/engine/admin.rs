@@ -4,6 +4,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Message};
+
 use super::{Engine, ReassignReason, RepEntry, TerritoryEntry};
 use crate::actors::rep::{Reconfigure, Retire, Snapshot, Stop};
 use crate::actors::territory::{self, AddMember, Inspect, RemoveMember};
@@ -195,21 +198,14 @@ impl Engine {
 
     /// Every rep with its current load, by id.
     pub async fn reps(&self) -> Result<Vec<RepSnapshot>> {
-        let mut addrs: Vec<_> = {
+        let addrs: Vec<_> = {
             let dir = self.directory();
             dir.reps
                 .iter()
                 .map(|(id, e)| (id.clone(), e.addr.clone()))
                 .collect()
         };
-        addrs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut reps = Vec::with_capacity(addrs.len());
-        for (_, addr) in addrs {
-            if let Ok(snap) = addr.send(Snapshot).await {
-                reps.push(snap);
-            }
-        }
-        Ok(reps)
+        Ok(ask_all(addrs, || Snapshot).await)
     }
 
     /// One rep with its current load.
@@ -271,21 +267,14 @@ impl Engine {
 
     /// Every territory with its members' load and queue, by id.
     pub async fn territories(&self) -> Result<Vec<TerritorySnapshot>> {
-        let mut addrs: Vec<_> = {
+        let addrs: Vec<_> = {
             let dir = self.directory();
             dir.territories
                 .iter()
                 .map(|(id, e)| (id.clone(), e.addr.clone()))
                 .collect()
         };
-        addrs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::with_capacity(addrs.len());
-        for (_, addr) in addrs {
-            if let Ok(snap) = addr.send(Inspect).await {
-                out.push(snap);
-            }
-        }
-        Ok(out)
+        Ok(ask_all(addrs, || Inspect).await)
     }
 
     /// One territory with its members' load and queue.
@@ -300,4 +289,26 @@ impl Engine {
             .await
             .map_err(|_| EngineError::TerritoryNotFound(id.clone()))
     }
+}
+
+/// Asks every actor the same question and returns the answers in key order. Every
+/// request is sent before any answer is awaited, so the actor thread serves them in
+/// one wake-up rather than one cross-thread round trip each. Actors stopped meanwhile
+/// are left out.
+async fn ask_all<K: Ord, A, M>(mut addrs: Vec<(K, Addr<A>)>, msg: impl Fn() -> M) -> Vec<M::Result>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    addrs.sort_by(|a, b| a.0.cmp(&b.0));
+    let pending: Vec<_> = addrs.iter().map(|(_, addr)| addr.send(msg())).collect();
+    let mut answers = Vec::with_capacity(pending.len());
+    for request in pending {
+        if let Ok(answer) = request.await {
+            answers.push(answer);
+        }
+    }
+    answers
 }
