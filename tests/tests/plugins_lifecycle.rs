@@ -162,7 +162,15 @@ async fn plugins_survive_a_restart() {
 async fn hot_swap_under_load_loses_and_doubles_nothing() {
     const LEADS: u32 = 10_000;
     const SWAPS: u32 = 10;
-    let f = fixture();
+    // This test is about swaps, not time: on a loaded machine the actor thread can be
+    // descheduled past the 100 ms wall-clock backstop in the middle of a call, which
+    // would count as a (correctly handled) timeout. Fuel still bounds every call.
+    let f = fixture_with(|config| {
+        config.plugin_limits(leadroute_engine::PluginLimits {
+            deadline: std::time::Duration::from_secs(10),
+            ..Default::default()
+        })
+    });
     f.engine.put_plugin("rules", RULES.to_vec()).await.unwrap();
     // Room for every lead whatever the run's length: none may queue.
     east_with_plugin(&f.engine, "rules", serde_json::json!({}), 100_000).await;
