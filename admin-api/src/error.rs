@@ -156,12 +156,14 @@ pub fn engine_status(e: &EngineError) -> StatusCode {
         EngineError::LeadNotFound(_)
         | EngineError::RepNotFound(_)
         | EngineError::TerritoryNotFound(_)
+        | EngineError::WebhookNotFound(_)
         | EngineError::PluginNotFound { .. } => StatusCode::NOT_FOUND,
         EngineError::StageOrder { .. }
         | EngineError::LeadClosed(_)
         | EngineError::LeadNotAssigned(_)
         | EngineError::RepHasOpenLeads { .. }
         | EngineError::TerritoryConflict(_)
+        | EngineError::SlaNotBreached(_)
         | EngineError::PluginInUse { .. } => StatusCode::CONFLICT,
         EngineError::StoreUnavailable(_) | EngineError::ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE

@@ -14,6 +14,8 @@
 //!   are JSON; [`error`]: [`error::AppError`] and the engine-error → status map.
 //! - [`auth`]: bearer tokens; [`config`]: TOML + env + flags → [`config::Settings`].
 //! - [`metrics`]: HTTP metrics and `/metrics`; [`openapi`]: the document's frame.
+//! - [`sla`]: the timer that enforces first-touch deadlines while serving.
+//! - [`webhooks`]: signed event delivery from the engine's outbox, with retries.
 //! - [`serve`]: `leadroute serve` (open the engine, bind, signals); [`demo`]: the
 //!   sample organisation of `--demo`; [`logging`]: tracing set-up.
 //! - [`cli`]: the command line; [`client`]: the subcommands that talk to a running
@@ -33,7 +35,9 @@ pub mod openapi;
 pub mod plugin_test;
 pub mod routes;
 pub mod serve;
+pub mod sla;
 pub mod state;
+pub mod webhooks;
 
 use std::future::Future;
 use std::time::Duration;
@@ -127,6 +131,20 @@ pub async fn run(
     drain_timeout: Duration,
 ) -> anyhow::Result<()> {
     let engine = state.engine.clone();
+    // Background work on the engine: SLA deadlines and webhook deliveries. Both stop
+    // before the engine shuts down.
+    let (stop_background, stopped) = tokio::sync::watch::channel(false);
+    let sweeps = tokio::spawn(sla::sweep_until(
+        engine.clone(),
+        sla::SWEEP_INTERVAL,
+        stopped.clone(),
+    ));
+    let dispatcher = webhooks::Dispatcher::new(
+        engine.clone(),
+        webhooks::Policy::default(),
+        std::sync::Arc::new(webhooks::TokioSleeper),
+    )?;
+    let deliveries = tokio::spawn(dispatcher.run(stopped));
     let draining = state.clone();
     let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
     let signal = async move {
@@ -147,6 +165,9 @@ pub async fn run(
             tracing::warn!(?drain_timeout, "requests still in flight after the drain timeout; closing");
         }
     }
+    let _ = stop_background.send(true);
+    let _ = sweeps.await;
+    let _ = deliveries.await;
     engine.shutdown().await?;
     tracing::info!("engine stopped; everything acknowledged is durable");
     Ok(())

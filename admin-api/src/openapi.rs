@@ -27,6 +27,7 @@ use crate::error::ErrorBody;
         (name = "territories", description = "Territories; admin token."),
         (name = "simulate", description = "Dry runs; admin token."),
         (name = "plugins", description = "Routing plugins (WebAssembly); admin token."),
+        (name = "webhooks", description = "Signed event deliveries with retries and dead letters; admin token."),
         (name = "operations", description = "Health, readiness, metrics, this document; no token."),
     )
 )]

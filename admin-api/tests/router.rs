@@ -33,6 +33,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/plugins/{name}"),
     ("DELETE", "/admin/plugins/{name}"),
     ("POST", "/admin/plugins/{name}/activate"),
+    ("GET", "/admin/webhooks"),
+    ("PUT", "/admin/webhooks/{webhook_id}"),
+    ("GET", "/admin/webhooks/{webhook_id}"),
+    ("DELETE", "/admin/webhooks/{webhook_id}"),
+    ("GET", "/admin/webhooks/{webhook_id}/dead_letters"),
+    ("POST", "/admin/webhooks/{webhook_id}/dead_letters/redrive"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -108,7 +114,8 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
             .replace("{lead_id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
             .replace("{rep_id}", "r")
             .replace("{territory_id}", "t")
-            .replace("{name}", "p");
+            .replace("{name}", "p")
+            .replace("{webhook_id}", "w");
         let (_, body) = send(&app, request(method, &uri, Some("application/json"), "{}")).await;
         assert!(
             !matches!(code(&body), "route_not_found" | "method_not_allowed"),
@@ -133,6 +140,7 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
             assert!(
                 op["responses"]["200"].is_object()
                     || op["responses"]["201"].is_object()
+                    || op["responses"]["202"].is_object()
                     || op["responses"]["204"].is_object(),
                 "{method} {path}"
             );

@@ -95,8 +95,7 @@ impl Fixture {
             regions: vec![REGION.into()],
             default: true,
             strategy: Some(StrategyInput::Builtin { builtin: strategy }),
-            plugin_config: None,
-            first_touch_sla_secs: None,
+            ..Default::default()
         };
         engine
             .upsert_territory(TerritoryId::new(TERRITORY)?, territory)

@@ -112,6 +112,13 @@ pub enum EngineError {
         /// The territories using it.
         territories: Vec<TerritoryId>,
     },
+    /// No such webhook subscription.
+    #[error("webhook {0} not found")]
+    WebhookNotFound(crate::domain::WebhookId),
+    /// An SLA re-route found the lead touched, moved or closed since its deadline was
+    /// read; nothing changed.
+    #[error("lead {0} no longer misses its first-touch deadline")]
+    SlaNotBreached(LeadId),
     /// The store could not persist the change; nothing was acknowledged.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
@@ -141,6 +148,8 @@ impl EngineError {
             EngineError::PluginInvalid { .. } => "plugin_invalid",
             EngineError::PluginNotFound { .. } => "plugin_not_found",
             EngineError::PluginInUse { .. } => "plugin_in_use",
+            EngineError::SlaNotBreached(_) => "sla_not_breached",
+            EngineError::WebhookNotFound(_) => "webhook_not_found",
             EngineError::StoreUnavailable(_) => "store_unavailable",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::Internal(_) => "internal",

@@ -11,6 +11,8 @@
 //! - [`plugins`]: sandboxed WebAssembly routing plugins (wasmtime): registry,
 //!   sandbox, ABI host side, and the plugin strategy with its fallback.
 //! - [`dedupe`]: contact normalization and the open-lead index.
+//! - [`sla`]: first-touch deadlines of assigned, untouched leads.
+//! - [`outbox`]: which events webhooks want, and the signal that new ones are durable.
 //! - [`store`]: sled trees, the group committer, start-up audit and repair.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: injected time.
@@ -29,7 +31,9 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod outbox;
 pub mod plugins;
+pub mod sla;
 pub mod store;
 pub mod strategy;
 
@@ -37,7 +41,7 @@ pub use actors::{Decision, Placement, RepSnapshot, SimulatedDecision, TerritoryS
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use config::EngineConfig;
 pub use engine::{
-    Engine, LeadView, ReassignReason, RouteOutcome, RouteStatus, Simulation, Timings,
+    Engine, LeadView, ReassignReason, RouteOutcome, RouteStatus, Simulation, SlaSweep, Timings,
 };
 pub use error::{EngineError, Result, ValidationError};
 pub use plugins::{

@@ -33,6 +33,12 @@ const PLUGIN_CALL_BUCKETS: &[f64] = &[
     0.1,
 ];
 
+/// Buckets from a minute to two days: the first-touch SLA is minutes, and the origin
+/// case reports the 30-minute and the 24-hour touch rates (1800 and 86400 are bounds).
+const FIRST_TOUCH_BUCKETS: &[f64] = &[
+    60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0, 172800.0,
+];
+
 /// Handles to every engine metric; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -54,6 +60,16 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// `leadroute_reassignments_total{reason}`
     pub reassignments: IntCounterVec,
+    /// `leadroute_sla_breaches_total{territory}`: first-touch deadlines missed.
+    pub sla_breaches: IntCounterVec,
+    /// `leadroute_sla_escalations_total{territory}`: breaches past the allowed re-routes.
+    pub sla_escalations: IntCounterVec,
+    /// `leadroute_first_touch_seconds`: assignment (to the rep who touched) to first touch.
+    pub first_touch: Histogram,
+    /// `leadroute_touched_within_sla_total{territory}`: first touches inside the SLA.
+    pub touched_within_sla: IntCounterVec,
+    /// `leadroute_sla_pending`: assigned leads waiting for a first touch with a deadline.
+    pub sla_pending: prometheus::IntGauge,
     /// `leadroute_store_commit_group_size`: changes per group commit.
     pub commit_group_size: Histogram,
     /// `leadroute_store_commit_seconds`: apply + flush of one group.
@@ -160,6 +176,58 @@ impl Metrics {
                         "Leads moved to another rep.",
                     ),
                     &["reason"],
+                )
+                .unwrap(),
+            ),
+            sla_breaches: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leadroute_sla_breaches_total",
+                        "Assigned leads not touched by their first-touch deadline.",
+                    ),
+                    &["territory"],
+                )
+                .unwrap(),
+            ),
+            sla_escalations: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leadroute_sla_escalations_total",
+                        "SLA breaches past the territory's allowed re-routes, sent to escalation.",
+                    ),
+                    &["territory"],
+                )
+                .unwrap(),
+            ),
+            first_touch: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "leadroute_first_touch_seconds",
+                        "Assignment to first touch, for the rep who touched.",
+                    )
+                    .buckets(FIRST_TOUCH_BUCKETS.to_vec()),
+                )
+                .unwrap(),
+            ),
+            touched_within_sla: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leadroute_touched_within_sla_total",
+                        "First touches inside the territory's first-touch SLA.",
+                    ),
+                    &["territory"],
+                )
+                .unwrap(),
+            ),
+            sla_pending: register(
+                &r,
+                prometheus::IntGauge::new(
+                    "leadroute_sla_pending",
+                    "Assigned leads waiting for a first touch, with a deadline.",
                 )
                 .unwrap(),
             ),

@@ -376,6 +376,18 @@ async fn slow_compilation_is_cut_off() {
 #[tokio::test]
 async fn repeated_failures_open_the_circuit_until_an_operator_acts() {
     let f = hostile_fixture();
+    // Operations subscribe to circuit events only.
+    let ops = leadroute_engine::domain::WebhookId::new("ops").unwrap();
+    let subscription = leadroute_engine::domain::WebhookInput {
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec![leadroute_engine::domain::EventKind::PluginCircuitOpen],
+        secret: "0123456789abcdef".into(),
+    };
+    f.engine
+        .put_webhook(ops.clone(), subscription)
+        .await
+        .unwrap();
+    let cursor = f.engine.webhook_cursor(&ops).unwrap();
     f.engine
         .put_plugin("hostile", module(1, "(unreachable)", ""))
         .await
@@ -397,6 +409,16 @@ async fn repeated_failures_open_the_circuit_until_an_operator_acts() {
             .render()
             .contains(r#"leadroute_plugin_circuit_open{plugin="hostile"} 1"#)
     );
+    // One event for the webhook, and none for the leads it does not subscribe to.
+    f.engine.settle().await.unwrap();
+    let events = f.engine.outbox_after(cursor, 100).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].kind,
+        leadroute_engine::domain::EventKind::PluginCircuitOpen
+    );
+    assert_eq!(events[0].plugin.as_deref(), Some("hostile"));
+    assert!(events[0].reason.as_deref().unwrap().contains("trap"));
     // Bypassed now, even for leads it would handle: nothing is called.
     let out = f.engine.route(lead(100, "CN-SH")).await.unwrap();
     assert_eq!(out.status, RouteStatus::Assigned);

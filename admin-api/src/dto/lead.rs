@@ -277,6 +277,9 @@ pub struct LeadView {
     pub assigned_at: Option<String>,
     /// First contact.
     pub touched_at: Option<String>,
+    /// While assigned and untouched: when the first-touch SLA runs out and the lead is
+    /// re-routed (RFC 3339). Null once touched, while queued, and after escalation.
+    pub first_touch_deadline: Option<String>,
     /// When it closed.
     pub closed_at: Option<String>,
     /// Reps that owned it before the current one, oldest first.
@@ -316,6 +319,7 @@ impl From<EngineLeadView> for LeadView {
             received_at_ms: lead.received_at,
             assigned_at: s.assigned_at.map(rfc3339),
             touched_at: s.touched_at.map(rfc3339),
+            first_touch_deadline: None,
             closed_at: s.closed_at.map(rfc3339),
             previous_rep_ids: s.previous_reps.into_iter().map(String::from).collect(),
             history: v.history.into_iter().map(Into::into).collect(),
@@ -387,7 +391,8 @@ pub enum HistoryEventView {
         from_rep_id: String,
         /// The new rep; null when the lead went back to the queue.
         to_rep_id: Option<String>,
-        /// Why (`rep_deleted`, `sla_breach`, `manual`).
+        /// Why: `sla_breach` (first-touch deadline missed), `sla_escalation` (missed
+        /// again after the allowed re-routes), `rep_away`, `rep_deleted`, `manual`.
         why: String,
     },
     /// The lead closed.

@@ -9,6 +9,7 @@
 //! - `rep.rs`, `territory.rs`: admin bodies and views.
 //! - `simulate.rs`: dry-run requests and answers.
 //! - `plugin.rs`: plugin uploads, versions and health.
+//! - `webhook.rs`: webhook subscriptions, dead letters, and the delivered JSON.
 
 mod lead;
 mod outcome;
@@ -16,6 +17,7 @@ mod plugin;
 mod rep;
 mod simulate;
 mod territory;
+mod webhook;
 
 pub use lead::{
     EventBody, EventType, HistoryEntryView, HistoryEventView, LeadBody, LeadStatusView, LeadView,
@@ -30,6 +32,10 @@ pub use rep::{RepBody, RepStatusView, RepView};
 pub use simulate::{PluginRef, SimulateBody, SimulationTimings, SimulationView};
 pub use territory::{
     BuiltinView, MemberView, StrategyBody, StrategyView, TerritoryBody, TerritoryView,
+};
+pub use webhook::{
+    DeadLetterView, EventKindView, RedriveView, WebhookBody, WebhookData, WebhookPayload,
+    WebhookView,
 };
 
 use std::time::{Duration, UNIX_EPOCH};

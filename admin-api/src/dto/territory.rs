@@ -108,6 +108,17 @@ pub struct TerritoryBody {
     /// 1800 when absent).
     #[serde(default)]
     pub first_touch_sla_secs: Option<u64>,
+    /// SLA re-routes a lead gets before the next breach escalates it (0–10; 2 when
+    /// absent).
+    #[serde(default)]
+    pub sla_max_reroutes: Option<u32>,
+    /// Rep an escalated lead goes to when it has room; absent: the territory's queue
+    /// (the next rep with room, no further deadline).
+    #[serde(default)]
+    pub sla_escalation_rep: Option<String>,
+    /// Re-route a rep's untouched leads as soon as it turns away or offline.
+    #[serde(default)]
+    pub sla_reroute_when_away: bool,
 }
 
 impl TerritoryBody {
@@ -120,6 +131,9 @@ impl TerritoryBody {
             strategy: self.strategy.map(StrategyBody::into_input).transpose()?,
             plugin_config: self.plugin_config,
             first_touch_sla_secs: self.first_touch_sla_secs,
+            sla_max_reroutes: self.sla_max_reroutes,
+            sla_escalation_rep: self.sla_escalation_rep,
+            sla_reroute_when_away: self.sla_reroute_when_away,
         })
     }
 }
@@ -191,6 +205,12 @@ pub struct TerritoryView {
     pub plugin_config: serde_json::Value,
     /// Seconds to first touch before re-routing.
     pub first_touch_sla_secs: u64,
+    /// SLA re-routes before escalation.
+    pub sla_max_reroutes: u32,
+    /// Where escalated leads go; null: the queue.
+    pub sla_escalation_rep: Option<String>,
+    /// Whether a rep turning away or offline re-routes its untouched leads.
+    pub sla_reroute_when_away: bool,
     /// Leads waiting for capacity.
     pub queue_depth: usize,
     /// Member reps, by id.
@@ -221,6 +241,9 @@ impl From<TerritorySnapshot> for TerritoryView {
             strategy: (&t.strategy).into(),
             plugin_config: t.plugin_config_value(),
             first_touch_sla_secs: t.first_touch_sla_secs,
+            sla_max_reroutes: t.sla_max_reroutes,
+            sla_escalation_rep: t.sla_escalation_rep.as_ref().map(|r| r.to_string()),
+            sla_reroute_when_away: t.sla_reroute_when_away,
             queue_depth: s.queue.len(),
             members,
         }

@@ -27,11 +27,13 @@ fn lead_id(raw: &str) -> Result<LeadId, AppError> {
 
 /// Reads the lead and its whole history.
 fn view(state: &AppState, id: LeadId) -> Result<LeadView, AppError> {
-    state
+    let mut view: LeadView = state
         .engine
         .lead(id)?
         .map(Into::into)
-        .ok_or_else(|| AppError::not_found("lead_not_found", format!("lead {id} not found")))
+        .ok_or_else(|| AppError::not_found("lead_not_found", format!("lead {id} not found")))?;
+    view.first_touch_deadline = state.engine.sla_deadline(id).map(crate::dto::rfc3339);
+    Ok(view)
 }
 
 /// Returns a lead: status, rep, territory, stage and every event in order.

@@ -7,6 +7,7 @@
 //! - `territories.rs`: `/admin/territories`.
 //! - `simulate.rs`: `POST /admin/simulate`.
 //! - `plugins.rs`: `/admin/plugins`.
+//! - `webhooks.rs`: `/admin/webhooks` and their dead letters.
 //! - `ops.rs`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (no token).
 //!
 //! Auth is a route layer per group: the intake token (or the admin token) for
@@ -19,6 +20,7 @@ mod plugins;
 mod reps;
 mod simulate;
 mod territories;
+mod webhooks;
 
 pub use intake::MAX_BATCH;
 pub use ops::OpenApiJson;
@@ -58,6 +60,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(territories::routes())
         .merge(simulate::routes())
         .merge(plugins::routes(state))
+        .merge(webhooks::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)

@@ -12,3 +12,8 @@ mod intake;
 mod plugins;
 mod quickstart;
 mod restart;
+mod sla;
+mod webhooks;
+
+#[path = "../common/receiver.rs"]
+mod receiver;

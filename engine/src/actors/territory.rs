@@ -23,9 +23,10 @@ use crate::domain::{
     CandidateSnapshot, HistoryEntry, HistoryEvent, Lead, LeadId, LeadState, LeadStatus, RepId,
     Territory,
 };
+use crate::engine::ReassignReason;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
-use crate::store::commit::{Change, Committer, Receipt, settle};
+use crate::store::commit::{Change, Committer, Reassignment, Receipt, settle};
 use crate::strategy::{Candidate, Strategy};
 
 /// Where a decision put the lead.
@@ -92,7 +93,18 @@ pub(crate) enum RouteKind {
     /// A new lead from intake, with its de-duplication keys.
     New { keys: Vec<String> },
     /// An assigned lead moving away from `from`.
-    Reassign { from: RepId, why: String },
+    Reassign { from: RepId, why: ReassignReason },
+}
+
+/// Who a routed lead may go to.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Target {
+    /// The members with room, as the strategy ranks them.
+    Ranked,
+    /// Only this rep (an SLA escalation target); the queue if it has no room.
+    Rep(RepId),
+    /// The queue (an SLA escalation with no target rep).
+    Queue,
 }
 
 /// The answer to [`Route`]: the decision, and the receipt of its durable commit.
@@ -109,6 +121,8 @@ pub(crate) struct Route {
     pub kind: RouteKind,
     /// Reps that must not get the lead (earlier owners).
     pub exclude: Vec<RepId>,
+    /// Who may get the lead.
+    pub target: Target,
     pub reply: oneshot::Sender<Result<RouteReply>>,
 }
 
@@ -245,6 +259,41 @@ impl TerritoryActor {
         self.plan_with(&*self.strategy, lead, exclude, false)
     }
 
+    /// Plans a route to its target: ranked by the strategy, or an escalation's.
+    fn plan_route(&self, route: &Route) -> Plan {
+        let (member, reason) = match &route.target {
+            Target::Ranked => return self.plan(&route.lead, &route.exclude),
+            Target::Rep(rep) => (
+                self.members.get(rep).filter(|m| m.snap.has_room()),
+                format!("escalated to {rep}"),
+            ),
+            Target::Queue => (None, "escalated to the queue".to_string()),
+        };
+        Plan {
+            order: member
+                .map(|m| vec![(m.snap.rep.id.clone(), m.addr.clone())])
+                .unwrap_or_default(),
+            decided_by: "sla_escalation".into(),
+            reason,
+            fallback: None,
+            candidates: member
+                .map(|m| {
+                    vec![CandidateSnapshot {
+                        rep: m.snap.rep.id.clone(),
+                        load: m.snap.load,
+                        capacity: m.snap.rep.capacity,
+                    }]
+                })
+                .unwrap_or_default(),
+            decide: Duration::ZERO,
+        }
+    }
+
+    /// The territory's first-touch SLA in milliseconds.
+    fn sla_ms(&self) -> u64 {
+        self.territory.first_touch_sla_secs.saturating_mul(1000)
+    }
+
     /// Ranks the members with room for `lead` with `strategy`; `dry` for simulations.
     /// A plugin strategy that fails has already let its fallback rank, so the plan is
     /// as good as a built-in's and says why in `fallback`.
@@ -325,9 +374,13 @@ impl TerritoryActor {
                 self.enqueue(route, None, reason);
                 continue;
             }
-            let plan = self.plan(&route.lead, &route.exclude);
+            let plan = self.plan_route(&route);
             if plan.order.is_empty() {
-                self.enqueue(route, Some(plan), "no rep has capacity".into());
+                let reason = match route.target {
+                    Target::Ranked => "no rep has capacity".into(),
+                    _ => plan.reason.clone(),
+                };
+                self.enqueue(route, Some(plan), reason);
                 continue;
             }
             self.start(ctx, Job::Route(route), plan);
@@ -414,8 +467,9 @@ impl TerritoryActor {
                         state: Box::new(new_state(&route.lead, &self.territory, Some(rep), now)),
                         keys,
                         history: vec![routed],
+                        sla_ms: self.sla_ms(),
                     },
-                    RouteKind::Reassign { from, why } => Change::Reassign {
+                    RouteKind::Reassign { from, why } => Change::Reassign(Reassignment {
                         lead: route.lead.id,
                         history: vec![
                             HistoryEntry {
@@ -423,7 +477,7 @@ impl TerritoryActor {
                                 event: HistoryEvent::Reassigned {
                                     from: from.clone(),
                                     to: Some(rep),
-                                    why,
+                                    why: why.as_str().to_string(),
                                 },
                             },
                             routed,
@@ -431,7 +485,9 @@ impl TerritoryActor {
                         from,
                         to: Some(snap.rep.id.clone()),
                         at: now,
-                    },
+                        why,
+                        sla_ms: self.sla_ms(),
+                    }),
                 };
                 let receipt = self.committer.submit(change);
                 let _ = route.reply.send(Ok(RouteReply { decision, receipt }));
@@ -451,6 +507,7 @@ impl TerritoryActor {
                     rep,
                     at: now,
                     history: routed,
+                    sla_ms: self.sla_ms(),
                 });
                 self.uncommitted += 1;
                 ctx.spawn(settle(receipt).into_actor(self).map(move |result, act, ctx| {
@@ -492,8 +549,9 @@ impl TerritoryActor {
                 state: Box::new(new_state(&route.lead, &self.territory, None, now)),
                 keys,
                 history: vec![queued],
+                sla_ms: self.sla_ms(),
             },
-            RouteKind::Reassign { from, why } => Change::Reassign {
+            RouteKind::Reassign { from, why } => Change::Reassign(Reassignment {
                 lead: route.lead.id,
                 history: vec![
                     HistoryEntry {
@@ -501,7 +559,7 @@ impl TerritoryActor {
                         event: HistoryEvent::Reassigned {
                             from: from.clone(),
                             to: None,
-                            why,
+                            why: why.as_str().to_string(),
                         },
                     },
                     queued,
@@ -509,7 +567,9 @@ impl TerritoryActor {
                 from,
                 to: None,
                 at: now,
-            },
+                why,
+                sla_ms: self.sla_ms(),
+            }),
         };
         self.queue.push_back(Queued {
             lead: route.lead.clone(),

@@ -83,6 +83,12 @@ slug_id!(
     "territory"
 );
 
+slug_id!(
+    /// A webhook subscription's client-chosen id, e.g. `crm-sync`.
+    WebhookId,
+    "webhook"
+);
+
 /// A lead's id: a ULID, so ids sort by arrival time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

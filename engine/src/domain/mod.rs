@@ -10,9 +10,10 @@ mod lead;
 mod region;
 mod rep;
 mod territory;
+mod webhook;
 
 pub use history::{CandidateSnapshot, HistoryEntry, HistoryEvent};
-pub use ids::{LeadId, RepId, TerritoryId};
+pub use ids::{LeadId, RepId, TerritoryId, WebhookId};
 pub use lead::{
     Contact, Lead, LeadEventInput, LeadInput, LeadState, LeadStatus, MAX_ATTRIBUTES_BYTES, Outcome,
     Stage,
@@ -20,9 +21,10 @@ pub use lead::{
 pub use region::{RegionCode, RegionTable};
 pub use rep::{MAX_CAPACITY, Rep, RepInput, RepStatus};
 pub use territory::{
-    BuiltinStrategy, DEFAULT_FIRST_TOUCH_SLA_SECS, StrategyInput, StrategySpec, Territory,
-    TerritoryInput,
+    BuiltinStrategy, DEFAULT_FIRST_TOUCH_SLA_SECS, DEFAULT_SLA_MAX_REROUTES, MAX_SLA_REROUTES,
+    StrategyInput, StrategySpec, Territory, TerritoryInput,
 };
+pub use webhook::{EventKind, OutboxEvent, Webhook, WebhookInput};
 
 use crate::error::ValidationError;
 

@@ -2,12 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{RegionCode, TerritoryId, check_text};
+use super::{RegionCode, RepId, TerritoryId, check_text};
 use crate::error::ValidationError;
 
 /// First-touch SLA when a territory does not set one: 30 minutes, the origin case's
 /// conversion cliff.
 pub const DEFAULT_FIRST_TOUCH_SLA_SECS: u64 = 1800;
+
+/// SLA re-routes a lead gets before it goes to the escalation target, by default.
+pub const DEFAULT_SLA_MAX_REROUTES: u32 = 2;
+
+/// Most SLA re-routes a territory may allow before escalating.
+pub const MAX_SLA_REROUTES: u32 = 10;
 
 /// Largest `plugin_config` accepted, as JSON text.
 pub const MAX_PLUGIN_CONFIG_BYTES: usize = 16 * 1024;
@@ -66,6 +72,12 @@ pub struct Territory {
     pub plugin_config: String,
     /// Seconds an assigned rep has to record first contact.
     pub first_touch_sla_secs: u64,
+    /// SLA re-routes before a breach escalates instead.
+    pub sla_max_reroutes: u32,
+    /// Where an escalated lead goes: this rep if it has room, else the queue.
+    pub sla_escalation_rep: Option<RepId>,
+    /// Whether a rep turning away or offline re-routes its untouched leads at once.
+    pub sla_reroute_when_away: bool,
 }
 
 impl Territory {
@@ -109,7 +121,7 @@ impl From<&StrategySpec> for StrategyInput {
 }
 
 /// The body clients send to create or replace a territory.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TerritoryInput {
     /// Display name.
@@ -129,6 +141,15 @@ pub struct TerritoryInput {
     /// Seconds to first touch; 1800 when absent.
     #[serde(default)]
     pub first_touch_sla_secs: Option<u64>,
+    /// SLA re-routes before escalation; 2 when absent.
+    #[serde(default)]
+    pub sla_max_reroutes: Option<u32>,
+    /// Rep that escalated leads go to; the queue when absent.
+    #[serde(default)]
+    pub sla_escalation_rep: Option<String>,
+    /// Re-route a rep's untouched leads as soon as it turns away or offline.
+    #[serde(default)]
+    pub sla_reroute_when_away: bool,
 }
 
 impl TerritoryInput {
@@ -178,6 +199,19 @@ impl TerritoryInput {
                 "must be between 60 and 2592000 (30 days)",
             ));
         }
+        let sla_max_reroutes = self.sla_max_reroutes.unwrap_or(DEFAULT_SLA_MAX_REROUTES);
+        if sla_max_reroutes > MAX_SLA_REROUTES {
+            return Err(ValidationError::field(
+                "sla_max_reroutes",
+                format!("must be at most {MAX_SLA_REROUTES}"),
+            ));
+        }
+        let sla_escalation_rep = self
+            .sla_escalation_rep
+            .map(|r| {
+                RepId::new(&r).map_err(|e| ValidationError::field("sla_escalation_rep", e.message))
+            })
+            .transpose()?;
         Ok(Territory {
             id,
             name,
@@ -186,6 +220,9 @@ impl TerritoryInput {
             strategy,
             plugin_config,
             first_touch_sla_secs: sla,
+            sla_max_reroutes,
+            sla_escalation_rep,
+            sla_reroute_when_away: self.sla_reroute_when_away,
         })
     }
 }
@@ -199,6 +236,9 @@ impl From<&Territory> for TerritoryInput {
             strategy: Some(StrategyInput::from(&t.strategy)),
             plugin_config: Some(t.plugin_config_value()),
             first_touch_sla_secs: Some(t.first_touch_sla_secs),
+            sla_max_reroutes: Some(t.sla_max_reroutes),
+            sla_escalation_rep: t.sla_escalation_rep.as_ref().map(|r| r.to_string()),
+            sla_reroute_when_away: t.sla_reroute_when_away,
         }
     }
 }

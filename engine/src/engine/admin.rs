@@ -114,6 +114,11 @@ impl Engine {
                 }
             }
         };
+        // Leads this rep has not touched leave with it, where the territory asks.
+        let moved = self.reroute_away(&snap.rep.id, snap.rep.status).await?;
+        if moved > 0 {
+            tracing::info!(rep = %snap.rep.id, moved, "rep away; untouched leads re-routed");
+        }
         Ok((snap, created))
     }
 

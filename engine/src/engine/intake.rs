@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::Engine;
 use crate::actors::rep::Release;
-use crate::actors::territory::{Route, RouteKind, RouteReply, Simulate, Unqueue};
+use crate::actors::territory::{Route, RouteKind, RouteReply, Simulate, Target, Unqueue};
 use crate::actors::{Decision, Placement, SimulatedDecision};
 use crate::dedupe;
 use crate::domain::{CandidateSnapshot, Lead, LeadId, LeadInput, RepId, TerritoryId};
@@ -255,6 +255,7 @@ impl Engine {
             lead: lead.clone(),
             kind: RouteKind::New { keys },
             exclude: Vec::new(),
+            target: Target::Ranked,
             reply,
         });
         Ok(Begun::Routing {

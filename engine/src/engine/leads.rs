@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use super::Engine;
 use crate::actors::Decision;
 use crate::actors::rep::Release;
-use crate::actors::territory::{Route, RouteKind, Unqueue};
+use crate::actors::territory::{Route, RouteKind, Target, Unqueue};
 use crate::domain::{
     HistoryEntry, LeadEventInput, LeadId, LeadState, LeadStatus, RepId, Stage, TerritoryId,
 };
@@ -21,6 +21,11 @@ pub enum ReassignReason {
     RepDeleted,
     /// Its rep did not touch it within the territory's first-touch SLA.
     SlaBreach,
+    /// It breached the SLA again after the territory's allowed re-routes; it goes to
+    /// the escalation target and stays.
+    SlaEscalation,
+    /// Its rep turned away or offline before touching it (when the territory asks).
+    RepAway,
     /// An operator asked.
     Manual,
 }
@@ -31,8 +36,18 @@ impl ReassignReason {
         match self {
             ReassignReason::RepDeleted => "rep_deleted",
             ReassignReason::SlaBreach => "sla_breach",
+            ReassignReason::SlaEscalation => "sla_escalation",
+            ReassignReason::RepAway => "rep_away",
             ReassignReason::Manual => "manual",
         }
+    }
+
+    /// Whether the lead is moving because its first-touch deadline passed.
+    pub fn is_sla_breach(self) -> bool {
+        matches!(
+            self,
+            ReassignReason::SlaBreach | ReassignReason::SlaEscalation
+        )
     }
 }
 
@@ -82,6 +97,9 @@ impl Engine {
         match settle(self.inner.committer.submit(change)).await? {
             Applied::Advanced { state, released } => {
                 self.released(id, released.as_ref(), None);
+                if state.stage == Some(Stage::FirstContact) {
+                    self.observe_first_touch(&state);
+                }
                 Ok(*state)
             }
             Applied::Closed {
@@ -135,13 +153,19 @@ impl Engine {
                 .territories
                 .get(&state.territory)
                 .ok_or_else(|| EngineError::TerritoryNotFound(state.territory.clone()))?;
+            let target = match (why, &entry.territory.sla_escalation_rep) {
+                (ReassignReason::SlaEscalation, Some(rep)) => Target::Rep(rep.clone()),
+                (ReassignReason::SlaEscalation, None) => Target::Queue,
+                _ => Target::Ranked,
+            };
             entry.addr.do_send(Route {
                 lead: Arc::new(state.lead.clone()),
                 kind: RouteKind::Reassign {
                     from: from.clone(),
-                    why: why.as_str().to_string(),
+                    why,
                 },
                 exclude,
+                target,
                 reply,
             });
         }

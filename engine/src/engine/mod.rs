@@ -5,6 +5,8 @@
 //! - `leads.rs`: reading leads, lifecycle events, reassignment.
 //! - `admin.rs`: reps and territories.
 //! - `plugins.rs`: plugin uploads, versions, activation, deletion and simulation.
+//! - `sla.rs`: first-touch deadlines: re-routing, escalation, touch metrics.
+//! - `webhooks.rs`: webhook subscriptions and the outbox the dispatcher reads.
 //!
 //! Threads: the caller's (any async runtime), one actor thread (actix), and the
 //! store's committer. A route costs one hop to the actor thread and one wait for
@@ -14,9 +16,12 @@ mod admin;
 mod intake;
 mod leads;
 mod plugins;
+mod sla;
+mod webhooks;
 
 pub use intake::{RouteOutcome, RouteStatus, Simulation, Timings};
 pub use leads::{LeadView, ReassignReason};
+pub use sla::SlaSweep;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,10 +37,14 @@ use crate::actors::territory::{AddMember, Queued, Settle, TerritoryActor};
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::dedupe::DedupeIndex;
-use crate::domain::{LeadId, RegionTable, Rep, RepId, StrategySpec, Territory, TerritoryId};
+use crate::domain::{
+    EventKind, LeadId, OutboxEvent, RegionTable, Rep, RepId, StrategySpec, Territory, TerritoryId,
+};
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::plugins::{PluginStrategy, Registry};
+use crate::sla::SlaIndex;
 use crate::store::Store;
 use crate::store::audit::{audit, repair};
 use crate::store::commit::{Change, Committer, settle};
@@ -86,6 +95,12 @@ struct Inner {
     recovery: Vec<String>,
     /// Installed routing plugins and their sandbox.
     plugins: Arc<Registry>,
+    /// First-touch deadlines, kept by the committer.
+    sla: Arc<SlaIndex>,
+    /// One SLA sweep at a time.
+    sla_sweep: tokio::sync::Mutex<()>,
+    /// Which events are written, and the signal that new ones are durable.
+    outbox: Arc<Outbox>,
 }
 
 impl Engine {
@@ -109,13 +124,34 @@ impl Engine {
 
         let dedupe = Arc::new(DedupeIndex::default());
         dedupe.apply(&store.dedupe_entries()?, &[]);
+        let sla = Arc::new(SlaIndex::default());
+        let deadlines: Vec<_> = store
+            .sla_records()?
+            .into_iter()
+            .map(|(lead, record)| (lead, record.deadline))
+            .collect();
+        sla.apply(&deadlines);
+        metrics.sla_pending.set(sla.len() as i64);
+        let outbox = Arc::new(Outbox::new(&store.webhooks()?));
         let (committer, commit_thread) = Committer::start(
             store.clone(),
             config.durability,
             dedupe.clone(),
+            sla.clone(),
+            outbox.clone(),
             metrics.clone(),
         )?;
         let committer = Arc::new(committer);
+        {
+            // An opened circuit is news for webhooks; nobody waits for its commit.
+            let (committer, clock) = (committer.clone(), config.clock.clone());
+            plugins.on_circuit_open(Box::new(move |name, failure| {
+                let mut event = OutboxEvent::new(EventKind::PluginCircuitOpen, clock.now());
+                event.plugin = Some(name.to_string());
+                event.reason = Some(failure.to_string());
+                drop(committer.submit(Change::Event(Box::new(event))));
+            }));
+        }
 
         let (tx, rx) = std::sync::mpsc::channel();
         let actor_thread = std::thread::Builder::new()
@@ -150,6 +186,9 @@ impl Engine {
                 gate: Semaphore::new(MAX_IN_FLIGHT as usize),
                 recovery,
                 plugins,
+                sla,
+                sla_sweep: tokio::sync::Mutex::new(()),
+                outbox,
             }),
         };
         engine.boot_actors()?;

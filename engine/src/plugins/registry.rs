@@ -185,7 +185,12 @@ pub(crate) struct Registry {
     sandbox: Sandbox,
     plugins: RwLock<BTreeMap<String, Arc<PluginEntry>>>,
     metrics: Metrics,
+    /// Told (plugin name, last failure) when a circuit opens.
+    circuit_listener: std::sync::OnceLock<CircuitListener>,
 }
+
+/// Called with a plugin's name and its last failure when its circuit opens.
+pub(crate) type CircuitListener = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 impl Registry {
     /// Loads and compiles every stored plugin version. A version that no longer
@@ -224,7 +229,13 @@ impl Registry {
             sandbox,
             plugins: RwLock::new(plugins),
             metrics,
+            circuit_listener: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets who hears of opened circuits (once; later calls are ignored).
+    pub(crate) fn on_circuit_open(&self, listener: CircuitListener) {
+        let _ = self.circuit_listener.set(listener);
     }
 
     /// The limits in force.
@@ -422,6 +433,9 @@ impl Registry {
                 .with_label_values(&[entry.name.as_str()])
                 .set(1);
             tracing::error!(plugin = %version.label, consecutive, "plugin circuit opened: bypassed until a version is activated");
+            if let Some(listener) = self.circuit_listener.get() {
+                listener(&entry.name, &format!("{}: {failure}", version.label));
+            }
         }
     }
 

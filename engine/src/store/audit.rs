@@ -5,15 +5,17 @@
 //! - the `rep_leads` index mirrors the assignments;
 //! - each rep's stored load equals its open assignments;
 //! - every queue entry is a queued lead, and every open lead is assigned or queued;
-//! - de-duplication keys point only at open leads.
+//! - de-duplication keys point only at open leads;
+//! - every assigned, untouched lead has a first-touch deadline (unless escalated), and
+//!   SLA records belong only to open, untouched leads.
 //!
 //! The assignments are the source of truth: where records disagree, the others are
 //! repaired from them. Every finding is logged; none is silently ignored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::codec::{Assignment, RepRecord, decode, encode};
-use super::{ASSIGNMENTS, DEDUPE, LEADS, QUEUE, REP_LEADS, REPS, Store, compound_key};
+use super::codec::{Assignment, RepRecord, SlaRecord, decode, encode};
+use super::{ASSIGNMENTS, DEDUPE, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
 use crate::domain::{LeadId, LeadState, LeadStatus, RepId, TerritoryId};
 use crate::error::{EngineError, Result};
 
@@ -36,6 +38,10 @@ pub(crate) enum Finding {
     Orphan(LeadId, TerritoryId),
     /// A de-duplication key pointing at a missing or closed lead.
     StrayDedupeKey(String),
+    /// An assigned, untouched lead without a first-touch deadline; it gets this one.
+    MissingDeadline(LeadId, u64),
+    /// An SLA record of a missing, closed or touched lead.
+    StraySla(LeadId),
 }
 
 impl std::fmt::Display for Finding {
@@ -67,6 +73,13 @@ impl std::fmt::Display for Finding {
                 write!(f, "open lead {l} is neither assigned nor queued in {t}")
             }
             Finding::StrayDedupeKey(k) => write!(f, "dedupe key {k:?} points at no open lead"),
+            Finding::MissingDeadline(l, _) => {
+                write!(
+                    f,
+                    "assigned, untouched lead {l} has no first-touch deadline"
+                )
+            }
+            Finding::StraySla(l) => write!(f, "SLA record of lead {l}, which is not waiting"),
         }
     }
 }
@@ -179,6 +192,30 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
             findings.push(Finding::Orphan(id, s.territory));
         }
     }
+
+    // First-touch deadlines.
+    let slas: HashMap<LeadId, SlaRecord> = store.sla_records()?.into_iter().collect();
+    let sla_ms: HashMap<TerritoryId, u64> = store
+        .territories()?
+        .into_iter()
+        .map(|t| (t.id, t.first_touch_sla_secs.saturating_mul(1000)))
+        .collect();
+    for &id in &assigned_leads {
+        let Some(s) = lead(id)? else { continue };
+        let waiting = slas
+            .get(&id)
+            .is_some_and(|r| r.escalated || r.deadline.is_some());
+        if s.stage.is_none() && !waiting {
+            let since = s.assigned_at.unwrap_or(s.lead.received_at);
+            let sla = sla_ms.get(&s.territory).copied().unwrap_or(0);
+            findings.push(Finding::MissingDeadline(id, since.saturating_add(sla)));
+        }
+    }
+    for &id in slas.keys() {
+        if !matches!(lead(id)?, Some(s) if s.status.is_open() && s.stage.is_none()) {
+            findings.push(Finding::StraySla(id));
+        }
+    }
     Ok(findings)
 }
 
@@ -222,12 +259,25 @@ pub(crate) fn repair(store: &Store, findings: &[Finding]) -> Result<()> {
             Finding::StrayDedupeKey(key) => {
                 t[DEDUPE].remove(key.as_bytes())?;
             }
+            Finding::MissingDeadline(id, deadline) => {
+                let mut record: SlaRecord = store.sla(*id)?.unwrap_or_default();
+                record.deadline = Some(*deadline);
+                t[SLA].insert(id.to_key(), encode(&record))?;
+            }
+            Finding::StraySla(id) => {
+                t[SLA].remove(id.to_key())?;
+            }
         }
     }
-    if findings
-        .iter()
-        .any(|f| !matches!(f, Finding::StrayDedupeKey(_) | Finding::StrayQueueEntry(_)))
-    {
+    if findings.iter().any(|f| {
+        !matches!(
+            f,
+            Finding::StrayDedupeKey(_)
+                | Finding::StrayQueueEntry(_)
+                | Finding::MissingDeadline(..)
+                | Finding::StraySla(_)
+        )
+    }) {
         recount_loads(store)?;
     }
     store.db.flush()?;

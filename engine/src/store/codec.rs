@@ -8,7 +8,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::{HistoryEntry, LeadState, Rep, RepId, Territory, TerritoryId};
+use crate::domain::{
+    HistoryEntry, LeadState, OutboxEvent, Rep, RepId, Territory, TerritoryId, Webhook,
+};
 
 /// A stored record type and the schema version it is written with.
 pub(crate) trait Record: Serialize + DeserializeOwned {
@@ -16,6 +18,13 @@ pub(crate) trait Record: Serialize + DeserializeOwned {
     const VERSION: u8;
     /// Named in errors.
     const KIND: &'static str;
+
+    /// Reads a value written by an older build with schema version `version`; `None`
+    /// when that version is unknown.
+    fn upgrade(version: u8, body: &[u8]) -> Option<Result<Self, String>> {
+        let _ = (version, body);
+        None
+    }
 }
 
 /// A value that could not be read back.
@@ -51,10 +60,13 @@ pub(crate) fn decode<R: Record>(bytes: &[u8]) -> Result<R, CorruptRecord> {
         Some((&v, rest)) if v == R::VERSION => bincode::serde::decode_from_slice(rest, config())
             .map(|(r, _)| r)
             .map_err(|e| corrupt(e.to_string())),
-        Some((&v, _)) => Err(corrupt(format!(
-            "schema version {v}, this build reads {}",
-            R::VERSION
-        ))),
+        Some((&v, rest)) => match R::upgrade(v, rest) {
+            Some(upgraded) => upgraded.map_err(corrupt),
+            None => Err(corrupt(format!(
+                "schema version {v}, this build reads {}",
+                R::VERSION
+            ))),
+        },
         None => Err(corrupt("empty value".into())),
     }
 }
@@ -106,8 +118,93 @@ impl Record for RepRecord {
     const KIND: &'static str = "rep";
 }
 impl Record for Territory {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     const KIND: &'static str = "territory";
+
+    fn upgrade(version: u8, body: &[u8]) -> Option<Result<Self, String>> {
+        (version == 1).then(|| decode_body::<TerritoryV1>(body).map(Territory::from))
+    }
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice(body, config())
+        .map(|(r, _)| r)
+        .map_err(|e| e.to_string())
+}
+
+/// A territory as schema version 1 stored it: before the SLA escalation settings.
+#[derive(Serialize, serde::Deserialize)]
+struct TerritoryV1 {
+    id: TerritoryId,
+    name: String,
+    regions: Vec<crate::domain::RegionCode>,
+    default: bool,
+    strategy: crate::domain::StrategySpec,
+    plugin_config: String,
+    first_touch_sla_secs: u64,
+}
+
+impl From<TerritoryV1> for Territory {
+    fn from(t: TerritoryV1) -> Self {
+        Territory {
+            id: t.id,
+            name: t.name,
+            regions: t.regions,
+            default: t.default,
+            strategy: t.strategy,
+            plugin_config: t.plugin_config,
+            first_touch_sla_secs: t.first_touch_sla_secs,
+            sla_max_reroutes: crate::domain::DEFAULT_SLA_MAX_REROUTES,
+            sla_escalation_rep: None,
+            sla_reroute_when_away: false,
+        }
+    }
+}
+
+/// First-touch SLA state of an open lead that has not been touched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct SlaRecord {
+    /// When the current rep's time runs out; `None` while queued or once escalated.
+    pub deadline: Option<u64>,
+    /// SLA re-routes so far.
+    pub breaches: u32,
+    /// Escalated: no further SLA re-routes.
+    pub escalated: bool,
+}
+
+impl Record for Webhook {
+    const VERSION: u8 = 1;
+    const KIND: &'static str = "webhook";
+}
+
+impl Record for OutboxEvent {
+    const VERSION: u8 = 1;
+    const KIND: &'static str = "outbox event";
+}
+
+/// An event a webhook gave up on, kept for inspection and re-drive.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The event.
+    pub event: OutboxEvent,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// What the last attempt got.
+    pub last_error: String,
+    /// When it was given up on.
+    pub failed_at: u64,
+    /// An operator asked for it to be delivered again.
+    pub redrive: bool,
+}
+
+impl Record for DeadLetter {
+    const VERSION: u8 = 1;
+    const KIND: &'static str = "dead letter";
+}
+
+impl Record for SlaRecord {
+    const VERSION: u8 = 1;
+    const KIND: &'static str = "sla";
 }
 impl Record for LeadState {
     const VERSION: u8 = 1;
@@ -159,6 +256,9 @@ mod tests {
             }),
             plugin_config: Some(serde_json::json!({"x": 1})),
             first_touch_sla_secs: None,
+            sla_max_reroutes: Some(1),
+            sla_escalation_rep: Some("boss".into()),
+            sla_reroute_when_away: true,
         }
         .validate(TerritoryId::new("t").unwrap())
         .unwrap();
@@ -167,7 +267,32 @@ mod tests {
             load: 2,
             last_assigned_at: Some(5),
         });
-        round_trip(territory);
+        round_trip(territory.clone());
+        // A territory written before the SLA escalation settings reads with defaults.
+        let v1 = TerritoryV1 {
+            id: territory.id.clone(),
+            name: territory.name.clone(),
+            regions: territory.regions.clone(),
+            default: territory.default,
+            strategy: territory.strategy.clone(),
+            plugin_config: territory.plugin_config.clone(),
+            first_touch_sla_secs: 600,
+        };
+        let mut bytes = vec![1];
+        bincode::serde::encode_into_std_write(&v1, &mut bytes, config()).unwrap();
+        let upgraded: Territory = decode(&bytes).unwrap();
+        assert_eq!(upgraded.first_touch_sla_secs, 600);
+        assert_eq!(
+            upgraded.sla_max_reroutes,
+            crate::domain::DEFAULT_SLA_MAX_REROUTES
+        );
+        assert_eq!(upgraded.sla_escalation_rep, None);
+        assert_eq!(upgraded.strategy, territory.strategy);
+        round_trip(SlaRecord {
+            deadline: Some(7),
+            breaches: 2,
+            escalated: false,
+        });
         round_trip(LeadState {
             lead,
             status: LeadStatus::Closed(Outcome::Won),

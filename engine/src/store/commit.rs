@@ -22,19 +22,24 @@ use sled::Transactional;
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::oneshot;
 
-use super::codec::{Assignment, CorruptRecord, PluginRecord, Record, RepRecord, decode, encode};
+use super::codec::{
+    Assignment, CorruptRecord, PluginRecord, Record, RepRecord, SlaRecord, decode, encode,
+};
 use super::{
-    ASSIGNMENTS, DEDUPE, Durability, HISTORY, LEADS, PLUGINS, QUEUE, REP_LEADS, REPS, Store,
-    TERRITORIES, compound_key, history_key, plugin_wasm_key,
+    ASSIGNMENTS, CURSORS, DEDUPE, Durability, HISTORY, LEADS, OUTBOX, PLUGINS, QUEUE, REP_LEADS,
+    REPS, SLA, Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
 };
 use crate::clock::UnixMillis;
 use crate::dedupe::{self, DedupeIndex};
 use crate::domain::{
-    HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, Outcome, Rep, RepId, Stage,
-    Territory, TerritoryId,
+    EventKind, HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, OutboxEvent, Outcome,
+    Rep, RepId, Stage, Territory, TerritoryId, Webhook, WebhookId,
 };
+use crate::engine::ReassignReason;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::sla::SlaIndex;
 
 /// Most changes applied in one transaction; bounds the latency of a group.
 const MAX_GROUP: usize = 1024;
@@ -47,6 +52,8 @@ pub(crate) enum Change {
         state: Box<LeadState>,
         keys: Vec<String>,
         history: Vec<HistoryEntry>,
+        /// The territory's first-touch SLA, for the deadline of an assigned lead.
+        sla_ms: u64,
     },
     /// A queued lead gets a rep.
     AssignQueued {
@@ -55,15 +62,10 @@ pub(crate) enum Change {
         rep: RepId,
         at: UnixMillis,
         history: HistoryEntry,
+        sla_ms: u64,
     },
     /// An assigned lead moves to another rep, or back to its territory's queue.
-    Reassign {
-        lead: LeadId,
-        from: RepId,
-        to: Option<RepId>,
-        at: UnixMillis,
-        history: Vec<HistoryEntry>,
-    },
+    Reassign(Reassignment),
     /// A stage was reached (`touched` = reported as `touched`).
     Advance {
         lead: LeadId,
@@ -97,8 +99,28 @@ pub(crate) enum Change {
     },
     /// Delete a plugin: its record and every module.
     DeletePlugin(String),
+    /// Create or replace a webhook subscription; a new one starts after every event
+    /// written so far.
+    PutWebhook(Box<Webhook>),
+    /// Delete a webhook subscription and its cursor.
+    DeleteWebhook(WebhookId),
+    /// An event that is not part of a lead's change (a plugin's circuit opened).
+    Event(Box<OutboxEvent>),
     /// Nothing; answered once everything submitted before it is durable.
     Barrier,
+}
+
+/// An assigned lead moving from `from` to `to` (`None`: back to the queue).
+#[derive(Debug)]
+pub(crate) struct Reassignment {
+    pub lead: LeadId,
+    pub from: RepId,
+    pub to: Option<RepId>,
+    pub at: UnixMillis,
+    pub history: Vec<HistoryEntry>,
+    pub why: ReassignReason,
+    /// The territory's first-touch SLA, for the new rep's deadline.
+    pub sla_ms: u64,
 }
 
 /// What an applied change did.
@@ -132,6 +154,8 @@ pub(crate) enum Applied {
     RepStored { created: bool, load: u32 },
     /// The territory is stored.
     TerritoryStored { created: bool },
+    /// The webhook is stored.
+    WebhookStored { created: bool },
     /// Done, nothing to report.
     Done,
 }
@@ -162,6 +186,8 @@ impl Committer {
         store: Store,
         durability: Durability,
         index: Arc<DedupeIndex>,
+        sla: Arc<SlaIndex>,
+        outbox: Arc<Outbox>,
         metrics: Metrics,
     ) -> Result<(Committer, JoinHandle<()>)> {
         let data_file = match durability {
@@ -171,7 +197,14 @@ impl Committer {
         let (tx, rx) = mpsc::channel::<Msg>();
         let thread = std::thread::Builder::new()
             .name("leadroute-commit".into())
-            .spawn(move || run(rx, store, data_file, index, metrics))
+            .spawn(move || {
+                let indexes = Indexes {
+                    dedupe: index,
+                    sla,
+                    outbox,
+                };
+                run(rx, store, data_file, indexes, metrics)
+            })
             .map_err(|e| EngineError::Internal(format!("cannot start committer: {e}")))?;
         let committer = Committer {
             tx,
@@ -209,11 +242,18 @@ pub(crate) async fn settle(receipt: Receipt) -> Result<Applied> {
     receipt.await.unwrap_or(Err(EngineError::ShuttingDown))
 }
 
+/// The in-memory indexes the committer keeps in step with the store.
+struct Indexes {
+    dedupe: Arc<DedupeIndex>,
+    sla: Arc<SlaIndex>,
+    outbox: Arc<Outbox>,
+}
+
 fn run(
     rx: mpsc::Receiver<Msg>,
     store: Store,
     data_file: Option<File>,
-    index: Arc<DedupeIndex>,
+    index: Indexes,
     metrics: Metrics,
 ) {
     let mut stopping = false;
@@ -267,14 +307,18 @@ fn run(
 fn commit_group(
     store: &Store,
     data_file: Option<&File>,
-    index: &DedupeIndex,
+    indexes: &Indexes,
     changes: &[Change],
 ) -> std::result::Result<Vec<Result<Applied>>, String> {
+    let index = &*indexes.dedupe;
     let outcome = store.trees.transaction(|trees| {
         let mut writer = Writer {
             t: trees,
             index,
+            outbox: &indexes.outbox,
             overlay: HashMap::new(),
+            deadlines: Vec::new(),
+            last_event: 0,
         };
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
@@ -284,9 +328,15 @@ fn commit_group(
                 Err(Fail::Tx(e)) => return Err(e.into()),
             }
         }
-        Ok((results, writer.overlay))
+        Ok((results, writer.overlay, writer.deadlines, writer.last_event))
     });
-    let (results, overlay): (_, HashMap<String, Option<LeadId>>) =
+    type Outcome = (
+        Vec<Result<Applied>>,
+        HashMap<String, Option<LeadId>>,
+        Vec<(LeadId, Option<UnixMillis>)>,
+        u64,
+    );
+    let (results, overlay, deadlines, last_event): Outcome =
         outcome.map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
     // Publish de-duplication keys before acknowledging, so a repeat that arrives as
     // soon as the first answer is out is caught by the intake pre-check.
@@ -298,10 +348,23 @@ fn commit_group(
     let removed: Vec<String> = removed.into_iter().map(|(k, _)| k).collect();
     index.apply(&added, &removed);
     store.db.flush().map_err(|e| e.to_string())?;
+    // After the flush: a deadline must not fire for an assignment that might be lost.
+    indexes.sla.apply(&deadlines);
+    if last_event > 0 {
+        indexes.outbox.written(last_event);
+    }
     if let Some(file) = data_file {
         file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
     }
     Ok(results)
+}
+
+/// The reason recorded with a lead's `queued` history entry, if it has one.
+fn queued_reason(history: &[HistoryEntry]) -> Option<String> {
+    history.iter().find_map(|h| match &h.event {
+        HistoryEvent::Queued { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
 }
 
 /// Why a change was not applied.
@@ -337,8 +400,13 @@ type Step<T> = std::result::Result<T, Fail>;
 struct Writer<'a> {
     t: &'a [TransactionalTree],
     index: &'a DedupeIndex,
+    outbox: &'a Outbox,
+    /// The seq of the last event written in this group (0: none).
+    last_event: u64,
     /// De-duplication keys added (`Some`) or removed (`None`) in this group.
     overlay: HashMap<String, Option<LeadId>>,
+    /// First-touch deadlines set (`Some`) or cleared (`None`) in this group, in order.
+    deadlines: Vec<(LeadId, Option<UnixMillis>)>,
 }
 
 impl Writer<'_> {
@@ -348,21 +416,17 @@ impl Writer<'_> {
                 state,
                 keys,
                 history,
-            } => self.intake(state, keys, history),
+                sla_ms,
+            } => self.intake(state, keys, history, *sla_ms),
             Change::AssignQueued {
                 lead,
                 territory,
                 rep,
                 at,
                 history,
-            } => self.assign_queued(*lead, territory, rep, *at, history),
-            Change::Reassign {
-                lead,
-                from,
-                to,
-                at,
-                history,
-            } => self.reassign(*lead, from, to.as_ref(), *at, history),
+                sla_ms,
+            } => self.assign_queued(*lead, territory, rep, *at, history, *sla_ms),
+            Change::Reassign(r) => self.reassign(r),
             Change::Advance {
                 lead,
                 stage,
@@ -444,6 +508,27 @@ impl Writer<'_> {
                 self.t[PLUGINS].remove(name.as_bytes())?;
                 Ok(Applied::Done)
             }
+            Change::PutWebhook(webhook) => {
+                let created = self.t[WEBHOOKS].get(webhook.id.as_str())?.is_none();
+                if created {
+                    // Starts after every event so far: ids only grow.
+                    let start = self.next_id()?;
+                    self.t[CURSORS].insert(webhook.id.as_str(), &start.to_be_bytes())?;
+                }
+                self.put(WEBHOOKS, webhook.id.as_str(), &**webhook)?;
+                Ok(Applied::WebhookStored { created })
+            }
+            Change::DeleteWebhook(id) => {
+                if self.t[WEBHOOKS].remove(id.as_str())?.is_none() {
+                    return Err(EngineError::WebhookNotFound(id.clone()).into());
+                }
+                self.t[CURSORS].remove(id.as_str())?;
+                Ok(Applied::Done)
+            }
+            Change::Event(event) => {
+                self.emit((**event).clone())?;
+                Ok(Applied::Done)
+            }
             Change::Barrier => Ok(Applied::Done),
         }
     }
@@ -453,6 +538,7 @@ impl Writer<'_> {
         state: &LeadState,
         keys: &[String],
         history: &[HistoryEntry],
+        sla_ms: u64,
     ) -> Step<Applied> {
         // The authoritative duplicate check: this thread applies every change in order.
         if let Some((of, matched)) = self.find_duplicate(keys)
@@ -472,6 +558,7 @@ impl Writer<'_> {
             Some(record) => {
                 let at = state.assigned_at.unwrap_or(state.lead.received_at);
                 self.open_assignment(id, record, &state.territory, at)?;
+                self.set_sla(id, SlaRecord::default(), Some(at + sla_ms))?;
                 None
             }
             None => Some(self.enqueue(&state.territory, id)?),
@@ -485,6 +572,10 @@ impl Writer<'_> {
         for entry in history {
             self.append_history(id, entry)?;
         }
+        match &state.rep {
+            Some(rep) => self.emit_assigned(&state, rep.clone())?,
+            None => self.emit_queued(&state, queued_reason(history))?,
+        }
         Ok(Applied::Intake)
     }
 
@@ -495,6 +586,7 @@ impl Writer<'_> {
         rep: &RepId,
         at: UnixMillis,
         history: &HistoryEntry,
+        sla_ms: u64,
     ) -> Step<Applied> {
         let mut state = self.open_lead(lead)?;
         let seq = match (state.status, state.queue_seq) {
@@ -507,31 +599,55 @@ impl Writer<'_> {
             }
         };
         let record = self.rep_record(rep)?;
+        let sla: Option<SlaRecord> = self.get(SLA, lead.to_key())?;
         self.t[QUEUE].remove(compound_key(territory.as_str(), &seq.to_be_bytes()))?;
         self.open_assignment(lead, record, territory, at)?;
+        if state.stage.is_none() {
+            let sla = sla.unwrap_or_default();
+            let deadline = (!sla.escalated).then_some(at + sla_ms);
+            self.set_sla(lead, sla, deadline)?;
+        }
         state.status = LeadStatus::Assigned;
         state.rep = Some(rep.clone());
         state.assigned_at = Some(at);
         state.queue_seq = None;
         self.put(LEADS, lead.to_key(), &state)?;
         self.append_history(lead, history)?;
+        self.emit_assigned(&state, rep.clone())?;
         Ok(Applied::Assigned)
     }
 
-    fn reassign(
-        &mut self,
-        lead: LeadId,
-        from: &RepId,
-        to: Option<&RepId>,
-        at: UnixMillis,
-        history: &[HistoryEntry],
-    ) -> Step<Applied> {
+    fn reassign(&mut self, r: &Reassignment) -> Step<Applied> {
+        let Reassignment {
+            lead,
+            ref from,
+            ref to,
+            at,
+            ref history,
+            why,
+            sla_ms,
+        } = *r;
+        let to = to.as_ref();
         let mut state = self.open_lead(lead)?;
         if state.status != LeadStatus::Assigned || state.rep.as_ref() != Some(from) {
             return Err(EngineError::Internal(format!(
                 "lead {lead} is no longer assigned to {from}"
             ))
             .into());
+        }
+        let sla: Option<SlaRecord> = self.get(SLA, lead.to_key())?;
+        if why.is_sla_breach() {
+            // The sweep read the deadline a moment ago; the rep may have touched the
+            // lead since, or it may have moved. Only a deadline still missed counts.
+            match (state.stage, sla) {
+                (
+                    None,
+                    Some(SlaRecord {
+                        deadline: Some(d), ..
+                    }),
+                ) if d <= at => {}
+                _ => return Err(EngineError::SlaNotBreached(lead).into()),
+            }
         }
         let from_record = self.rep_record(from)?;
         let to_record = to.map(|rep| self.rep_record(rep)).transpose()?;
@@ -554,9 +670,29 @@ impl Writer<'_> {
             }
         };
         state.queue_seq = queue_seq;
+        if state.stage.is_none() {
+            let mut sla = sla.unwrap_or_default();
+            if why.is_sla_breach() {
+                sla.breaches += 1;
+            }
+            sla.escalated |= why == ReassignReason::SlaEscalation;
+            let deadline = (to.is_some() && !sla.escalated).then_some(at + sla_ms);
+            self.set_sla(lead, sla, deadline)?;
+        }
         self.put(LEADS, lead.to_key(), &state)?;
         for entry in history {
             self.append_history(lead, entry)?;
+        }
+        let mut moved = OutboxEvent::new(EventKind::LeadReassigned, at);
+        moved.lead = Some(lead);
+        moved.from_rep = Some(from.clone());
+        moved.rep = to.cloned();
+        moved.territory = Some(state.territory.clone());
+        moved.reason = Some(why.as_str().to_string());
+        self.emit(moved)?;
+        match to {
+            Some(rep) => self.emit_assigned(&state, rep.clone())?,
+            None => self.emit_queued(&state, queued_reason(history))?,
         }
         Ok(Applied::Reassigned)
     }
@@ -584,6 +720,7 @@ impl Writer<'_> {
         state.stage = Some(stage);
         if stage == Stage::FirstContact {
             state.touched_at = Some(at);
+            self.clear_sla(lead)?;
         }
         let event = if touched {
             HistoryEvent::Touched
@@ -636,6 +773,9 @@ impl Writer<'_> {
                 self.overlay.insert(key, None);
             }
         }
+        if state.stage.is_none() {
+            self.clear_sla(lead)?;
+        }
         state.status = LeadStatus::Closed(outcome);
         state.closed_at = Some(at);
         state.queue_seq = None;
@@ -647,6 +787,12 @@ impl Writer<'_> {
                 event: HistoryEvent::Closed { outcome },
             },
         )?;
+        let mut closed = OutboxEvent::new(EventKind::LeadClosed, at);
+        closed.lead = Some(lead);
+        closed.rep = state.rep.clone();
+        closed.territory = Some(state.territory.clone());
+        closed.outcome = Some(outcome);
+        self.emit(closed)?;
         Ok((state, released, unqueued))
     }
 
@@ -768,6 +914,55 @@ impl Writer<'_> {
         self.t[REP_LEADS].remove(compound_key(record.rep.id.as_str(), &lead.to_key()))?;
         record.load = record.load.saturating_sub(1);
         self.put(REPS, record.rep.id.as_str(), &record)?;
+        Ok(())
+    }
+
+    /// Writes `event` to the outbox if any subscription wants its kind.
+    fn emit(&mut self, mut event: OutboxEvent) -> Step<()> {
+        if !self.outbox.wants(event.kind) {
+            return Ok(());
+        }
+        event.seq = self.next_id()?;
+        self.put(OUTBOX, event.seq.to_be_bytes(), &event)?;
+        self.last_event = event.seq;
+        Ok(())
+    }
+
+    fn emit_assigned(&mut self, state: &LeadState, rep: RepId) -> Step<()> {
+        let at = state.assigned_at.unwrap_or(state.lead.received_at);
+        let mut event = OutboxEvent::new(EventKind::LeadAssigned, at);
+        event.lead = Some(state.lead.id);
+        event.rep = Some(rep);
+        event.territory = Some(state.territory.clone());
+        self.emit(event)
+    }
+
+    fn emit_queued(&mut self, state: &LeadState, reason: Option<String>) -> Step<()> {
+        let mut event = OutboxEvent::new(EventKind::LeadQueued, state.lead.received_at);
+        event.lead = Some(state.lead.id);
+        event.territory = Some(state.territory.clone());
+        event.reason = reason;
+        self.emit(event)
+    }
+
+    /// Stores a lead's SLA state with `deadline` (none while queued or escalated).
+    fn set_sla(
+        &mut self,
+        lead: LeadId,
+        mut sla: SlaRecord,
+        deadline: Option<UnixMillis>,
+    ) -> Step<()> {
+        sla.deadline = deadline;
+        self.put(SLA, lead.to_key(), &sla)?;
+        self.deadlines.push((lead, deadline));
+        Ok(())
+    }
+
+    /// Forgets a lead's SLA state: touched or closed.
+    fn clear_sla(&mut self, lead: LeadId) -> Step<()> {
+        if self.t[SLA].remove(&lead.to_key())?.is_some() {
+            self.deadlines.push((lead, None));
+        }
         Ok(())
     }
 

@@ -18,6 +18,15 @@
 //! | `history`     | lead id, seq (u64)           | `HistoryEntry`            |
 //! | `plugins`     | plugin name                  | `PluginRecord`            |
 //! | `plugins`     | plugin name, 0, version (u32)| the module's bytes, raw   |
+//! | `sla`         | lead id (untouched, open)    | `SlaRecord` (deadline)    |
+//! | `outbox`      | seq (u64)                    | `OutboxEvent`             |
+//! | `webhooks`    | webhook id                   | `Webhook`                 |
+//! | `webhook_cursors` | webhook id               | last delivered seq (u64)  |
+//! | `dead_letters`| webhook id, 0, seq (u64)     | `DeadLetter`              |
+//!
+//! The dispatcher writes `webhook_cursors` and `dead_letters` itself, without the
+//! committer: they are its progress, not part of the routing state, and a lost write
+//! only means an event is delivered again (delivery is at-least-once).
 
 pub(crate) mod audit;
 pub(crate) mod codec;
@@ -28,9 +37,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{HistoryEntry, LeadId, LeadState, RepId, Territory, TerritoryId};
+use crate::domain::{
+    HistoryEntry, LeadId, LeadState, OutboxEvent, RepId, Territory, TerritoryId, Webhook, WebhookId,
+};
 use crate::error::{EngineError, Result};
-use codec::{Assignment, CorruptRecord, PluginRecord, RepRecord, decode};
+pub use codec::DeadLetter;
+use codec::{Assignment, CorruptRecord, PluginRecord, RepRecord, SlaRecord, decode, encode};
 
 /// The schema version this build writes; a store with another one is refused.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -56,7 +68,12 @@ pub(crate) const DEDUPE: usize = 5;
 pub(crate) const QUEUE: usize = 6;
 pub(crate) const HISTORY: usize = 7;
 pub(crate) const PLUGINS: usize = 8;
-const TREE_NAMES: [&str; 9] = [
+pub(crate) const SLA: usize = 9;
+pub(crate) const OUTBOX: usize = 10;
+pub(crate) const WEBHOOKS: usize = 11;
+pub(crate) const CURSORS: usize = 12;
+pub(crate) const DEAD_LETTERS: usize = 13;
+const TREE_NAMES: [&str; 14] = [
     "reps",
     "territories",
     "leads",
@@ -66,6 +83,11 @@ const TREE_NAMES: [&str; 9] = [
     "queue",
     "history",
     "plugins",
+    "sla",
+    "outbox",
+    "webhooks",
+    "webhook_cursors",
+    "dead_letters",
 ];
 
 impl From<CorruptRecord> for EngineError {
@@ -101,7 +123,7 @@ pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
 pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) db: sled::Db,
-    pub(crate) trees: [sled::Tree; 9],
+    pub(crate) trees: [sled::Tree; 14],
 }
 
 impl Store {
@@ -250,6 +272,109 @@ impl Store {
         Ok(self.trees[PLUGINS]
             .get(plugin_wasm_key(name, version))?
             .map(|v| v.to_vec()))
+    }
+
+    /// Every untouched open lead's SLA state.
+    pub(crate) fn sla_records(&self) -> Result<Vec<(LeadId, SlaRecord)>> {
+        self.trees[SLA]
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let lead = LeadId::from_key(&k)
+                    .ok_or_else(|| EngineError::Internal("bad sla key".into()))?;
+                Ok((lead, decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// A lead's SLA state, while it is open and untouched.
+    pub(crate) fn sla(&self, lead: LeadId) -> Result<Option<SlaRecord>> {
+        Ok(self.trees[SLA]
+            .get(lead.to_key())?
+            .map(|v| decode(&v))
+            .transpose()?)
+    }
+
+    /// Every webhook subscription, by id.
+    pub(crate) fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.trees[WEBHOOKS]
+            .iter()
+            .map(|kv| Ok(decode(&kv?.1)?))
+            .collect()
+    }
+
+    /// One webhook subscription.
+    pub(crate) fn webhook(&self, id: &WebhookId) -> Result<Option<Webhook>> {
+        Ok(self.trees[WEBHOOKS]
+            .get(id.as_str())?
+            .map(|v| decode(&v))
+            .transpose()?)
+    }
+
+    /// Up to `limit` outbox events after `seq`, in order.
+    pub(crate) fn outbox_after(&self, seq: u64, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let start = seq.saturating_add(1).to_be_bytes();
+        self.trees[OUTBOX]
+            .range(start..)
+            .take(limit)
+            .map(|kv| Ok(decode(&kv?.1)?))
+            .collect()
+    }
+
+    /// How many outbox events come after `seq`.
+    pub(crate) fn outbox_len_after(&self, seq: u64) -> usize {
+        let start = seq.saturating_add(1).to_be_bytes();
+        self.trees[OUTBOX].range(start..).count()
+    }
+
+    /// Drops outbox events up to and including `seq`.
+    pub(crate) fn outbox_trim(&self, seq: u64) -> Result<usize> {
+        let end = seq.saturating_add(1).to_be_bytes();
+        let mut removed = 0;
+        for kv in self.trees[OUTBOX].range(..end) {
+            self.trees[OUTBOX].remove(kv?.0)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The last outbox seq delivered to (or skipped by) a webhook.
+    pub(crate) fn cursor(&self, id: &WebhookId) -> Result<Option<u64>> {
+        Ok(self.trees[CURSORS]
+            .get(id.as_str())?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Moves a webhook's cursor forward (never back).
+    pub(crate) fn advance_cursor(&self, id: &WebhookId, seq: u64) -> Result<()> {
+        self.trees[CURSORS].fetch_and_update(id.as_str(), |old| {
+            let old = old
+                .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0);
+            Some(old.max(seq).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// A webhook's dead letters, oldest first.
+    pub(crate) fn dead_letters(&self, id: &WebhookId) -> Result<Vec<DeadLetter>> {
+        self.trees[DEAD_LETTERS]
+            .scan_prefix(compound_key(id.as_str(), &[]))
+            .map(|kv| Ok(decode(&kv?.1)?))
+            .collect()
+    }
+
+    /// Stores (or replaces) a dead letter.
+    pub(crate) fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
+        let key = compound_key(id.as_str(), &letter.event.seq.to_be_bytes());
+        self.trees[DEAD_LETTERS].insert(key, encode(letter))?;
+        Ok(())
+    }
+
+    /// Removes a dead letter once delivered.
+    pub(crate) fn remove_dead_letter(&self, id: &WebhookId, seq: u64) -> Result<()> {
+        self.trees[DEAD_LETTERS].remove(compound_key(id.as_str(), &seq.to_be_bytes()))?;
+        Ok(())
     }
 
     /// Number of leads ever stored.

@@ -1,0 +1,180 @@
+//! Webhooks: `PUT/GET/DELETE /admin/webhooks/{webhook_id}`, `GET /admin/webhooks`, and
+//! the dead letters of a subscription with their re-drive.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use leadroute_engine::domain::{Webhook, WebhookId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::dto::{DeadLetterView, RedriveView, WebhookBody, WebhookView};
+use crate::error::{AppError, ErrorBody};
+use crate::extract::{Json, Path};
+use crate::state::AppState;
+
+/// Returns the webhook routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_webhooks))
+        .routes(routes!(put_webhook, get_webhook, delete_webhook))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(redrive_dead_letters))
+}
+
+/// A webhook id from a path that must name an existing subscription.
+fn existing(raw: &str) -> Result<WebhookId, AppError> {
+    WebhookId::new(raw)
+        .map_err(|_| AppError::not_found("webhook_not_found", format!("webhook {raw} not found")))
+}
+
+fn view(state: &AppState, webhook: Webhook) -> Result<WebhookView, AppError> {
+    let cursor = state.engine.webhook_cursor(&webhook.id)?;
+    let pending = state.engine.outbox_len_after(cursor);
+    let dead = state.engine.dead_letters(&webhook.id)?.len();
+    Ok(WebhookView::new(webhook, pending, dead))
+}
+
+/// Lists every subscription with its pending and dead-letter counts, by id.
+#[utoipa::path(
+    get, path = "/admin/webhooks", tag = "webhooks",
+    responses(
+        (status = 200, description = "Every subscription, by id.", body = Vec<WebhookView>),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 403, description = "Not the admin token.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<WebhookView>>, AppError> {
+    let hooks = state.engine.webhooks()?;
+    let views = hooks
+        .into_iter()
+        .map(|w| view(&state, w))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(views))
+}
+
+/// Creates or replaces a subscription. A new one receives the events written after
+/// it; a replaced one keeps its place in the outbox.
+#[utoipa::path(
+    put, path = "/admin/webhooks/{webhook_id}", tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "Client-chosen id, `[A-Za-z0-9_.-]{1,64}`.")),
+    request_body = WebhookBody,
+    responses(
+        (status = 201, description = "Created.", body = WebhookView),
+        (status = 200, description = "Replaced.", body = WebhookView),
+        (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 422, description = "`invalid_id`, `unknown_field`, `invalid_field` \
+            (`url`, `events`, `secret`).", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn put_webhook(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Json(body): Json<WebhookBody>,
+) -> Result<(StatusCode, Json<WebhookView>), AppError> {
+    let id = WebhookId::new(raw).map_err(|e| AppError::invalid(e.code, "webhook_id", e.message))?;
+    if !cfg!(feature = "tls") && body.url.trim_start().starts_with("https://") {
+        return Err(AppError::invalid(
+            "invalid_field",
+            "url",
+            "this build delivers over plain HTTP only; build with `--features tls` for https",
+        ));
+    }
+    let (webhook, created) = state.engine.put_webhook(id, body.into()).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&state, webhook)?)))
+}
+
+/// Returns one subscription with its pending and dead-letter counts.
+#[utoipa::path(
+    get, path = "/admin/webhooks/{webhook_id}", tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "The subscription's id.")),
+    responses(
+        (status = 200, description = "The subscription.", body = WebhookView),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<WebhookView>, AppError> {
+    let id = existing(&raw)?;
+    let webhook = state.engine.webhook(&id)?;
+    Ok(Json(view(&state, webhook)?))
+}
+
+/// Deletes a subscription, its pending events and its dead letters.
+#[utoipa::path(
+    delete, path = "/admin/webhooks/{webhook_id}", tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "The subscription's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let id = existing(&raw)?;
+    state.engine.delete_webhook(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lists the events a subscription gave up on, oldest first.
+#[utoipa::path(
+    get, path = "/admin/webhooks/{webhook_id}/dead_letters", tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "The subscription's id.")),
+    responses(
+        (status = 200, description = "Its dead letters, oldest first.", body = Vec<DeadLetterView>),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_dead_letters(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<DeadLetterView>>, AppError> {
+    let id = existing(&raw)?;
+    let letters = state.engine.dead_letters(&id)?;
+    Ok(Json(letters.into_iter().map(Into::into).collect()))
+}
+
+/// Delivers a subscription's dead letters again, each with a fresh round of
+/// attempts; one that fails again stays a dead letter.
+#[utoipa::path(
+    post, path = "/admin/webhooks/{webhook_id}/dead_letters/redrive", tag = "webhooks",
+    params(("webhook_id" = String, Path, description = "The subscription's id.")),
+    responses(
+        (status = 202, description = "Queued for delivery.", body = RedriveView),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn redrive_dead_letters(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<(StatusCode, Json<RedriveView>), AppError> {
+    let id = existing(&raw)?;
+    let redriven = state.engine.redrive_dead_letters(&id)?;
+    Ok((StatusCode::ACCEPTED, Json(RedriveView { redriven })))
+}

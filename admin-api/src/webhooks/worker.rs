@@ -1,0 +1,226 @@
+//! One subscription's delivery loop: re-drives first, then the outbox in order.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use leadroute_engine::domain::{OutboxEvent, Webhook};
+use leadroute_engine::store::DeadLetter;
+use leadroute_engine::{Engine, EngineError};
+use tokio::sync::watch;
+
+use super::{Shared, signature};
+use crate::dto::WebhookPayload;
+
+/// Events read from the outbox at a time.
+const BATCH: usize = 256;
+
+/// How one event's delivery ended.
+enum Delivery {
+    Delivered,
+    /// Every attempt failed; the last error.
+    GaveUp(String),
+    /// The worker is stopping; the event stays where it was.
+    Stopped,
+}
+
+/// Delivers `webhook`'s events until `stop` turns true or the subscription is gone.
+pub(super) async fn deliver(
+    shared: Arc<Shared>,
+    webhook: Webhook,
+    mut stop: watch::Receiver<bool>,
+) {
+    let engine = &shared.engine;
+    let mut events = engine.outbox().watch_events();
+    let label = [webhook.id.as_str()];
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Seen before reading, so an event written after the read still wakes us.
+        events.borrow_and_update();
+        if let Err(e) = redrive(&shared, &webhook, &mut stop).await {
+            tracing::error!(webhook = %webhook.id, error = %e, "re-drive failed");
+        }
+        let cursor = match engine.webhook_cursor(&webhook.id) {
+            Ok(c) => c,
+            Err(EngineError::WebhookNotFound(_)) => return,
+            Err(e) => {
+                tracing::error!(webhook = %webhook.id, error = %e, "cannot read cursor");
+                return;
+            }
+        };
+        let batch = match engine.outbox_after(cursor, BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(webhook = %webhook.id, error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        if batch.is_empty() {
+            shared.metrics.depth.with_label_values(&label).set(0);
+            tokio::select! {
+                changed = events.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
+        for event in batch {
+            if webhook.wants(event.kind) {
+                match attempt_all(&shared, &webhook, &event, &mut stop).await {
+                    Delivery::Delivered => {}
+                    Delivery::GaveUp(error) => {
+                        let letter = DeadLetter {
+                            event: event.clone(),
+                            attempts: shared.policy.max_attempts,
+                            last_error: error,
+                            failed_at: now_ms(),
+                            redrive: false,
+                        };
+                        // Parked before the cursor moves past it.
+                        if let Err(e) = engine.put_dead_letter(&webhook.id, &letter) {
+                            tracing::error!(webhook = %webhook.id, error = %e, "cannot park a dead letter");
+                            return;
+                        }
+                        shared
+                            .metrics
+                            .deliveries
+                            .with_label_values(&[webhook.id.as_str(), "dead_lettered"])
+                            .inc();
+                        tracing::warn!(webhook = %webhook.id, event = %event.id(),
+                            "webhook event dead-lettered after every attempt failed");
+                    }
+                    Delivery::Stopped => return,
+                }
+            }
+            if let Err(e) = engine.advance_webhook_cursor(&webhook.id, event.seq) {
+                tracing::error!(webhook = %webhook.id, error = %e, "cannot store the cursor");
+                return;
+            }
+        }
+        let cursor = engine.webhook_cursor(&webhook.id).unwrap_or(0);
+        let depth = engine.outbox_len_after(cursor);
+        shared
+            .metrics
+            .depth
+            .with_label_values(&label)
+            .set(depth as i64);
+        if let Err(e) = engine.trim_outbox() {
+            tracing::warn!(error = %e, "cannot trim the outbox");
+        }
+    }
+}
+
+/// Delivers the dead letters an operator asked to re-drive, in order.
+async fn redrive(
+    shared: &Shared,
+    webhook: &Webhook,
+    stop: &mut watch::Receiver<bool>,
+) -> leadroute_engine::Result<()> {
+    let engine: &Engine = &shared.engine;
+    for mut letter in engine.dead_letters(&webhook.id)? {
+        if !letter.redrive {
+            continue;
+        }
+        match attempt_all(shared, webhook, &letter.event, stop).await {
+            Delivery::Delivered => engine.remove_dead_letter(&webhook.id, letter.event.seq)?,
+            Delivery::GaveUp(error) => {
+                letter.attempts += shared.policy.max_attempts;
+                letter.last_error = error;
+                letter.failed_at = now_ms();
+                letter.redrive = false;
+                engine.put_dead_letter(&webhook.id, &letter)?;
+            }
+            Delivery::Stopped => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Attempts one event until it is delivered, every attempt failed, or stop.
+async fn attempt_all(
+    shared: &Shared,
+    webhook: &Webhook,
+    event: &OutboxEvent,
+    stop: &mut watch::Receiver<bool>,
+) -> Delivery {
+    let body = match serde_json::to_vec(&WebhookPayload::from(event)) {
+        Ok(b) => b,
+        Err(e) => return Delivery::GaveUp(format!("cannot encode the event: {e}")),
+    };
+    let mut last_error = String::new();
+    for attempt in 1..=shared.policy.max_attempts {
+        let sent = tokio::select! {
+            sent = post(shared, webhook, event, &body, attempt) => sent,
+            _ = stop.wait_for(|s| *s) => return Delivery::Stopped,
+        };
+        let outcome = if sent.is_ok() { "delivered" } else { "failed" };
+        shared
+            .metrics
+            .deliveries
+            .with_label_values(&[webhook.id.as_str(), outcome])
+            .inc();
+        match sent {
+            Ok(()) => {
+                let waited = now_ms().saturating_sub(event.at) as f64 / 1000.0;
+                shared
+                    .metrics
+                    .latency
+                    .with_label_values(&[webhook.id.as_str()])
+                    .observe(waited);
+                return Delivery::Delivered;
+            }
+            Err(e) => {
+                tracing::debug!(webhook = %webhook.id, event = %event.id(), attempt, error = %e,
+                    "webhook delivery failed");
+                last_error = e;
+            }
+        }
+        if attempt < shared.policy.max_attempts {
+            let delay = shared.policy.backoff(&webhook.id, event.seq, attempt);
+            tokio::select! {
+                () = shared.sleeper.sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return Delivery::Stopped,
+            }
+        }
+    }
+    Delivery::GaveUp(last_error)
+}
+
+/// One attempt: a signed POST; any 2xx is delivered.
+async fn post(
+    shared: &Shared,
+    webhook: &Webhook,
+    event: &OutboxEvent,
+    body: &[u8],
+    attempt: u32,
+) -> Result<(), String> {
+    let timestamp = now_ms() / 1000;
+    let response = shared
+        .client
+        .post(&webhook.url)
+        .header("content-type", "application/json")
+        .header(
+            signature::HEADER,
+            signature::sign(&webhook.secret, timestamp, body),
+        )
+        .header("idempotency-key", event.id())
+        .header("leadroute-event", event.kind.as_str())
+        .header("leadroute-delivery-attempt", attempt.to_string())
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("endpoint answered {status}"))
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

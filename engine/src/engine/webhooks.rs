@@ -1,0 +1,143 @@
+//! Webhook subscriptions, and the outbox as the dispatcher reads it.
+//!
+//! Subscriptions are configuration, written through the committer like territories.
+//! The dispatcher (in the server) reads events after its cursor, advances the cursor
+//! as it delivers, and parks what it gives up on as dead letters.
+
+use super::Engine;
+use crate::domain::{OutboxEvent, Webhook, WebhookId, WebhookInput};
+use crate::error::{EngineError, Result};
+use crate::outbox::Outbox;
+use crate::store::DeadLetter;
+use crate::store::commit::{Applied, Change, settle};
+
+impl Engine {
+    /// Creates or replaces a webhook subscription; returns it and whether it is new.
+    /// A new subscription receives the events written after it.
+    pub async fn put_webhook(&self, id: WebhookId, input: WebhookInput) -> Result<(Webhook, bool)> {
+        let _permit = self.enter()?;
+        let webhook = input.validate(id)?;
+        let _admin = self.inner.admin.lock().await;
+        // Before the record: events committed from now on are written for it.
+        self.inner.outbox.add_interest(&webhook);
+        let applied = settle(
+            self.inner
+                .committer
+                .submit(Change::PutWebhook(Box::new(webhook.clone()))),
+        )
+        .await;
+        self.inner
+            .outbox
+            .set_interest(&self.inner.store.webhooks()?);
+        match applied? {
+            Applied::WebhookStored { created } => Ok((webhook, created)),
+            other => Err(EngineError::Internal(format!(
+                "put webhook answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Every webhook subscription, by id.
+    pub fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.inner.store.webhooks()
+    }
+
+    /// One webhook subscription.
+    pub fn webhook(&self, id: &WebhookId) -> Result<Webhook> {
+        self.inner
+            .store
+            .webhook(id)?
+            .ok_or_else(|| EngineError::WebhookNotFound(id.clone()))
+    }
+
+    /// Deletes a subscription with its cursor and dead letters; its pending events
+    /// are not delivered.
+    pub async fn delete_webhook(&self, id: &WebhookId) -> Result<()> {
+        let _permit = self.enter()?;
+        let _admin = self.inner.admin.lock().await;
+        settle(
+            self.inner
+                .committer
+                .submit(Change::DeleteWebhook(id.clone())),
+        )
+        .await?;
+        for letter in self.inner.store.dead_letters(id)? {
+            self.inner.store.remove_dead_letter(id, letter.event.seq)?;
+        }
+        self.inner
+            .outbox
+            .set_interest(&self.inner.store.webhooks()?);
+        self.trim_outbox()?;
+        Ok(())
+    }
+
+    /// The outbox's signals: new events, changed subscriptions.
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// Up to `limit` events after `seq`, oldest first.
+    pub fn outbox_after(&self, seq: u64, limit: usize) -> Result<Vec<OutboxEvent>> {
+        self.inner.store.outbox_after(seq, limit)
+    }
+
+    /// Events waiting after `seq`.
+    pub fn outbox_len_after(&self, seq: u64) -> usize {
+        self.inner.store.outbox_len_after(seq)
+    }
+
+    /// The last event a subscription is done with (delivered, dead-lettered or not
+    /// wanted).
+    pub fn webhook_cursor(&self, id: &WebhookId) -> Result<u64> {
+        self.inner
+            .store
+            .cursor(id)?
+            .ok_or_else(|| EngineError::WebhookNotFound(id.clone()))
+    }
+
+    /// Records that a subscription is done with every event up to `seq`. Not flushed
+    /// on its own: a crash may deliver an event again, never skip one.
+    pub fn advance_webhook_cursor(&self, id: &WebhookId, seq: u64) -> Result<()> {
+        self.inner.store.advance_cursor(id, seq)
+    }
+
+    /// Parks an event a subscription gave up on (or updates a parked one).
+    pub fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
+        self.inner.store.put_dead_letter(id, letter)
+    }
+
+    /// A subscription's dead letters, oldest first.
+    pub fn dead_letters(&self, id: &WebhookId) -> Result<Vec<DeadLetter>> {
+        self.webhook(id)?;
+        self.inner.store.dead_letters(id)
+    }
+
+    /// Removes a dead letter (delivered on re-drive).
+    pub fn remove_dead_letter(&self, id: &WebhookId, seq: u64) -> Result<()> {
+        self.inner.store.remove_dead_letter(id, seq)
+    }
+
+    /// Marks every dead letter of a subscription for another round of delivery;
+    /// returns how many.
+    pub fn redrive_dead_letters(&self, id: &WebhookId) -> Result<usize> {
+        let letters = self.dead_letters(id)?;
+        let mut marked = 0;
+        for mut letter in letters.into_iter().filter(|l| !l.redrive) {
+            letter.redrive = true;
+            self.inner.store.put_dead_letter(id, &letter)?;
+            marked += 1;
+        }
+        // Wake the dispatcher as new events would.
+        self.inner.outbox.nudge();
+        Ok(marked)
+    }
+
+    /// Drops events every subscription is done with; returns how many.
+    pub fn trim_outbox(&self) -> Result<usize> {
+        let mut upto = u64::MAX;
+        for webhook in self.inner.store.webhooks()? {
+            upto = upto.min(self.inner.store.cursor(&webhook.id)?.unwrap_or(0));
+        }
+        self.inner.store.outbox_trim(upto)
+    }
+}
