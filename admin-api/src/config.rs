@@ -55,6 +55,19 @@ pub struct FileConfig {
     /// Request body limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// The `[webhooks]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Attempts per event before it becomes a dead letter (1-100). Default 8.
+    pub max_attempts: Option<u32>,
+    /// Seconds an attempt may take, connecting included (1-300). Default 10.
+    pub timeout_secs: Option<u64>,
 }
 
 /// The `[auth]` table.
@@ -147,6 +160,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Wait for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// How webhook deliveries are attempted.
+    pub webhooks: crate::webhooks::Policy,
     /// The file read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -390,6 +405,44 @@ impl Settings {
             )?,
         };
 
+        let (max_attempts, from) = pick(
+            [
+                None,
+                env("LEADROUTE_WEBHOOK_MAX_ATTEMPTS").map(|v| {
+                    (
+                        parse_number::<u64>(&v),
+                        "LEADROUTE_WEBHOOK_MAX_ATTEMPTS".to_string(),
+                    )
+                }),
+                file.webhooks
+                    .max_attempts
+                    .map(|v| (Ok(u64::from(v)), in_file("webhooks.max_attempts"))),
+            ],
+            u64::from(crate::webhooks::Policy::default().max_attempts),
+        )?;
+        check_range(max_attempts, &from, 1..=100)?;
+        let (timeout_secs, from) = pick(
+            [
+                None,
+                env("LEADROUTE_WEBHOOK_TIMEOUT_SECS").map(|v| {
+                    (
+                        parse_number(&v),
+                        "LEADROUTE_WEBHOOK_TIMEOUT_SECS".to_string(),
+                    )
+                }),
+                file.webhooks
+                    .timeout_secs
+                    .map(|v| (Ok(v), in_file("webhooks.timeout_secs"))),
+            ],
+            crate::webhooks::Policy::default().timeout.as_secs(),
+        )?;
+        check_range(timeout_secs, &from, 1..=300)?;
+        let webhooks = crate::webhooks::Policy {
+            max_attempts: max_attempts as u32,
+            timeout: Duration::from_secs(timeout_secs),
+            ..crate::webhooks::Policy::default()
+        };
+
         let token = |env_name: &str, value: Option<String>, key: &str| match pick(
             [None, var(env_name), from_file(value, key)],
             String::new(),
@@ -438,6 +491,7 @@ impl Settings {
             auth,
             limits,
             shutdown_timeout: Duration::from_secs(shutdown_secs),
+            webhooks,
             config_file,
         })
     }
@@ -586,6 +640,7 @@ mod tests {
         let l = &f.limits;
         assert!(l.json_body_bytes.is_some() && l.batch_body_bytes.is_some());
         assert!(l.plugin_body_bytes.is_some());
+        assert!(f.webhooks.max_attempts.is_some() && f.webhooks.timeout_secs.is_some());
         // The tokens are there, commented out; uncommented they must be valid too.
         let uncommented = text
             .replace("# admin_token", "admin_token")
@@ -599,5 +654,37 @@ mod tests {
         };
         let s = resolve(&flags, &[]).unwrap();
         assert!(!s.auth.is_open());
+    }
+
+    #[test]
+    fn webhook_settings_come_from_env_or_file_and_are_range_checked() {
+        let s = resolve(&Flags::default(), &[]).unwrap();
+        assert_eq!(s.webhooks.max_attempts, 8);
+        let s = resolve(
+            &Flags::default(),
+            &[
+                ("LEADROUTE_WEBHOOK_MAX_ATTEMPTS", "3"),
+                ("LEADROUTE_WEBHOOK_TIMEOUT_SECS", "2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.webhooks.max_attempts, 3);
+        assert_eq!(s.webhooks.timeout, Duration::from_secs(2));
+        let e = resolve(
+            &Flags::default(),
+            &[("LEADROUTE_WEBHOOK_MAX_ATTEMPTS", "0")],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("LEADROUTE_WEBHOOK_MAX_ATTEMPTS: 0 is out of range"),
+            "{e}"
+        );
+        let (_dir, path) = file("[webhooks]\ntimeout_secs = 900\n");
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::default()
+        };
+        let e = resolve(&flags, &[]).unwrap_err();
+        assert!(e.0.contains("`webhooks.timeout_secs` in"), "{e}");
     }
 }

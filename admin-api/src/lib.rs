@@ -124,11 +124,30 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Serves the app on `listener` until `shutdown` completes, then drains: `/readyz`
 /// turns 503, no new connections are accepted, requests in flight finish (for at
 /// most `drain_timeout`), and the engine shuts down, making everything durable.
+/// Webhooks are delivered with the default [`webhooks::Policy`].
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
+) -> anyhow::Result<()> {
+    run_with(
+        listener,
+        state,
+        shutdown,
+        drain_timeout,
+        webhooks::Policy::default(),
+    )
+    .await
+}
+
+/// [`run`], delivering webhooks with `policy`.
+pub async fn run_with(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain_timeout: Duration,
+    policy: webhooks::Policy,
 ) -> anyhow::Result<()> {
     let engine = state.engine.clone();
     // Background work on the engine: SLA deadlines and webhook deliveries. Both stop
@@ -141,7 +160,7 @@ pub async fn run(
     ));
     let dispatcher = webhooks::Dispatcher::new(
         engine.clone(),
-        webhooks::Policy::default(),
+        policy,
         std::sync::Arc::new(webhooks::TokioSleeper),
     )?;
     let deliveries = tokio::spawn(dispatcher.run(stopped));

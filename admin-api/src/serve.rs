@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::state::AppState;
-use crate::{demo, run};
+use crate::{demo, run_with};
 
 /// Runs the server with validated `settings`; with `demo`, loads the sample
 /// organisation first (idempotent). Returns once shut down cleanly.
@@ -61,7 +61,14 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
 
-    run(listener, state, signals.recv(), settings.shutdown_timeout).await
+    run_with(
+        listener,
+        state,
+        signals.recv(),
+        settings.shutdown_timeout,
+        settings.webhooks.clone(),
+    )
+    .await
 }
 
 /// SIGTERM and SIGINT handlers, installed before the address is announced so a
