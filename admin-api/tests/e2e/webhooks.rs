@@ -1,13 +1,13 @@
 //! Webhook subscriptions over the admin API, and delivery surviving SIGKILL.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leadroute_admin_api::webhooks::signature;
 use serde_json::json;
 
-use crate::harness::{Api, Server, data_dir};
-use crate::receiver::Receiver;
+use crate::harness::{Api, Options, Server, data_dir};
+use crate::receiver::{Mode, Receiver};
 
 const SECRET: &str = "whsec-e2e-0123456789";
 
@@ -133,4 +133,62 @@ fn undelivered_events_are_delivered_after_a_sigkill() {
     }
     assert_eq!(delivered, leads, "every acknowledged lead's event arrived");
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn dead_letters_are_listed_and_redriven_over_the_api() {
+    let dir = data_dir();
+    let receiver = Receiver::start();
+    receiver.set_mode(Mode::Fail(503));
+    // One attempt per event: the first failure parks it, no backoff to wait out.
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: &[],
+            env: &[("LEADROUTE_WEBHOOK_MAX_ATTEMPTS", "1")],
+        },
+    );
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    api.territory("east", &["CN-SH"], true);
+    api.rep("a", "east", 10);
+    let hook = api.put(
+        "/admin/webhooks/crm",
+        json!({"url": receiver.url(), "events": ["lead.assigned"], "secret": SECRET}),
+    );
+    assert_eq!(hook.status, 201, "{hook:?}");
+    let lead = api.lead(1, "CN-SH").json()["lead_id"].clone();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let letters = loop {
+        let letters = api.get("/admin/webhooks/crm/dead_letters").json();
+        if letters.as_array().unwrap().len() == 1 {
+            break letters;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {letters}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(letters[0]["event"]["data"]["lead_id"], lead);
+    assert_eq!(letters[0]["attempts"], 1);
+    assert!(letters[0]["last_error"].as_str().unwrap().contains("503"));
+    assert_eq!(api.get("/admin/webhooks/crm").json()["dead_letters"], 1);
+
+    receiver.set_mode(Mode::Accept);
+    let redrive = api.post("/admin/webhooks/crm/dead_letters/redrive", json!({}));
+    assert_eq!(
+        (redrive.status, redrive.json()["redriven"].clone()),
+        (202, json!(1))
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got[0].json()["data"]["lead_id"], lead);
+    assert_eq!(got[0].json()["id"], letters[0]["event"]["id"]);
+    loop {
+        if api.get("/admin/webhooks/crm").json()["dead_letters"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dead letter not cleared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
