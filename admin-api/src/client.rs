@@ -339,6 +339,16 @@ pub fn render_lead(lead: &LeadView) -> String {
                 "closed      {}",
                 text(&serde_json::to_value(outcome).unwrap_or_default())
             ),
+            HistoryEventView::ShadowDisagreed {
+                plugin,
+                version,
+                chosen_rep_id,
+                shadow_rep_id,
+                reason,
+            } => format!(
+                "shadow      {plugin}@{version} would have picked {} instead of {chosen_rep_id}: {reason}",
+                shadow_rep_id.as_deref().unwrap_or("nobody")
+            ),
         };
         let _ = writeln!(s, "  {}  {what}", h.at);
     }

@@ -124,6 +124,7 @@ pub fn territories() -> Vec<(TerritoryId, TerritoryInput)> {
                 }),
                 plugin_config,
                 first_touch_sla_secs: Some(1800),
+                shadow: None,
             };
             (TerritoryId::new(p.id).expect("valid demo id"), input)
         })

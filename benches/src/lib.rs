@@ -97,6 +97,7 @@ impl Fixture {
             strategy: Some(StrategyInput::Builtin { builtin: strategy }),
             plugin_config: None,
             first_touch_sla_secs: None,
+            shadow: None,
         };
         engine
             .upsert_territory(TerritoryId::new(TERRITORY)?, territory)

@@ -29,7 +29,7 @@ pub use plugin::{ActivateBody, CircuitView, PluginVersionView, PluginView, Versi
 pub use rep::{RepBody, RepStatusView, RepView};
 pub use simulate::{PluginRef, SimulateBody, SimulationTimings, SimulationView};
 pub use territory::{
-    BuiltinView, MemberView, StrategyBody, StrategyView, TerritoryBody, TerritoryView,
+    BuiltinView, MemberView, ShadowBody, StrategyBody, StrategyView, TerritoryBody, TerritoryView,
 };
 
 use std::time::{Duration, UNIX_EPOCH};

@@ -2,7 +2,9 @@
 //! members' load and queue depth.
 
 use leadroute_engine::TerritorySnapshot;
-use leadroute_engine::domain::{BuiltinStrategy, StrategyInput, StrategySpec, TerritoryInput};
+use leadroute_engine::domain::{
+    BuiltinStrategy, ShadowSpec, StrategyInput, StrategySpec, TerritoryInput,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -80,6 +82,37 @@ impl StrategyBody {
     }
 }
 
+/// A plugin version run beside the territory's strategy on live traffic: its pick is
+/// compared with the rep chosen (`leadroute_plugin_shadow_total{plugin,agree}`), a
+/// disagreement is written to the lead's history (`shadow_disagreed`), and it never
+/// changes a decision.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowBody {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The version to run (must exist; always pinned).
+    pub version: u32,
+}
+
+impl From<ShadowBody> for ShadowSpec {
+    fn from(b: ShadowBody) -> Self {
+        ShadowSpec {
+            plugin: b.plugin,
+            version: b.version,
+        }
+    }
+}
+
+impl From<&ShadowSpec> for ShadowBody {
+    fn from(s: &ShadowSpec) -> Self {
+        ShadowBody {
+            plugin: s.plugin.clone(),
+            version: s.version,
+        }
+    }
+}
+
 /// A territory as sent to `PUT /admin/territories/{territory_id}`.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +141,10 @@ pub struct TerritoryBody {
     /// 1800 when absent).
     #[serde(default)]
     pub first_touch_sla_secs: Option<u64>,
+    /// `{"plugin": NAME, "version": N}` to run beside the strategy; absent or null for
+    /// none.
+    #[serde(default)]
+    pub shadow: Option<ShadowBody>,
 }
 
 impl TerritoryBody {
@@ -120,6 +157,7 @@ impl TerritoryBody {
             strategy: self.strategy.map(StrategyBody::into_input).transpose()?,
             plugin_config: self.plugin_config,
             first_touch_sla_secs: self.first_touch_sla_secs,
+            shadow: self.shadow.map(Into::into),
         })
     }
 }
@@ -191,6 +229,8 @@ pub struct TerritoryView {
     pub plugin_config: serde_json::Value,
     /// Seconds to first touch before re-routing.
     pub first_touch_sla_secs: u64,
+    /// The shadow plugin version, or null.
+    pub shadow: Option<ShadowBody>,
     /// Leads waiting for capacity.
     pub queue_depth: usize,
     /// Member reps, by id.
@@ -221,6 +261,7 @@ impl From<TerritorySnapshot> for TerritoryView {
             strategy: (&t.strategy).into(),
             plugin_config: t.plugin_config_value(),
             first_touch_sla_secs: t.first_touch_sla_secs,
+            shadow: t.shadow.as_ref().map(Into::into),
             queue_depth: s.queue.len(),
             members,
         }

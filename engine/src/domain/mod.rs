@@ -20,8 +20,8 @@ pub use lead::{
 pub use region::{RegionCode, RegionTable};
 pub use rep::{MAX_CAPACITY, Rep, RepInput, RepStatus};
 pub use territory::{
-    BuiltinStrategy, DEFAULT_FIRST_TOUCH_SLA_SECS, StrategyInput, StrategySpec, Territory,
-    TerritoryInput,
+    BuiltinStrategy, DEFAULT_FIRST_TOUCH_SLA_SECS, ShadowSpec, StrategyInput, StrategySpec,
+    Territory, TerritoryInput,
 };
 
 use crate::error::ValidationError;

@@ -49,6 +49,17 @@ pub enum StrategySpec {
     },
 }
 
+/// A plugin version that runs beside a territory's strategy on live traffic: its pick
+/// is compared with the rep actually chosen, and never affects the decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    /// Plugin name.
+    pub plugin: String,
+    /// The version to run; always pinned, so the comparison is against one module.
+    pub version: u32,
+}
+
 /// A territory as configured by sales operations.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Territory {
@@ -66,6 +77,8 @@ pub struct Territory {
     pub plugin_config: String,
     /// Seconds an assigned rep has to record first contact.
     pub first_touch_sla_secs: u64,
+    /// A plugin version run beside the strategy for comparison, if any.
+    pub shadow: Option<ShadowSpec>,
 }
 
 impl Territory {
@@ -129,6 +142,9 @@ pub struct TerritoryInput {
     /// Seconds to first touch; 1800 when absent.
     #[serde(default)]
     pub first_touch_sla_secs: Option<u64>,
+    /// `{"plugin": NAME, "version": N}` to run beside the strategy; none when absent.
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
 }
 
 impl TerritoryInput {
@@ -178,6 +194,13 @@ impl TerritoryInput {
                 "must be between 60 and 2592000 (30 days)",
             ));
         }
+        let shadow = match self.shadow {
+            None => None,
+            Some(ShadowSpec { plugin, version }) => Some(ShadowSpec {
+                plugin: super::check_tag("shadow.plugin", &plugin)?,
+                version,
+            }),
+        };
         Ok(Territory {
             id,
             name,
@@ -186,6 +209,7 @@ impl TerritoryInput {
             strategy,
             plugin_config,
             first_touch_sla_secs: sla,
+            shadow,
         })
     }
 }
@@ -199,6 +223,7 @@ impl From<&Territory> for TerritoryInput {
             strategy: Some(StrategyInput::from(&t.strategy)),
             plugin_config: Some(t.plugin_config_value()),
             first_touch_sla_secs: Some(t.first_touch_sla_secs),
+            shadow: t.shadow.clone(),
         }
     }
 }
@@ -232,6 +257,15 @@ mod tests {
             StrategySpec::Builtin(BuiltinStrategy::LeastLoaded)
         );
         assert_eq!(t.first_touch_sla_secs, DEFAULT_FIRST_TOUCH_SLA_SECS);
+        assert_eq!(t.shadow, None);
+        let t = parse(r#"{"name":"A","shadow":{"plugin":"vip-tier","version":2}}"#).unwrap();
+        assert_eq!(
+            t.shadow,
+            Some(ShadowSpec {
+                plugin: "vip-tier".into(),
+                version: 2
+            })
+        );
         assert!(parse(r#"{"name":"A","strategy":{"builtin":"fastest"}}"#).is_err());
     }
 
@@ -249,6 +283,11 @@ mod tests {
             parse(r#"{"name":"A","first_touch_sla_secs":1}"#).unwrap_err(),
             "first_touch_sla_secs"
         );
+        assert_eq!(
+            parse(r#"{"name":"A","shadow":{"plugin":"a b","version":1}}"#).unwrap_err(),
+            "shadow.plugin"
+        );
+        assert!(parse(r#"{"name":"A","shadow":{"plugin":"p"}}"#).is_err());
         assert!(
             parse(r#"{"name":"A","colour":"red"}"#)
                 .unwrap_err()

@@ -54,7 +54,7 @@ pub(crate) enum Change {
         territory: TerritoryId,
         rep: RepId,
         at: UnixMillis,
-        history: HistoryEntry,
+        history: Vec<HistoryEntry>,
     },
     /// An assigned lead moves to another rep, or back to its territory's queue.
     Reassign {
@@ -494,7 +494,7 @@ impl Writer<'_> {
         territory: &TerritoryId,
         rep: &RepId,
         at: UnixMillis,
-        history: &HistoryEntry,
+        history: &[HistoryEntry],
     ) -> Step<Applied> {
         let mut state = self.open_lead(lead)?;
         let seq = match (state.status, state.queue_seq) {
@@ -514,7 +514,9 @@ impl Writer<'_> {
         state.assigned_at = Some(at);
         state.queue_seq = None;
         self.put(LEADS, lead.to_key(), &state)?;
-        self.append_history(lead, history)?;
+        for entry in history {
+            self.append_history(lead, entry)?;
+        }
         Ok(Applied::Assigned)
     }
 
