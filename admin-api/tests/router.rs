@@ -33,6 +33,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/plugins/{name}"),
     ("DELETE", "/admin/plugins/{name}"),
     ("POST", "/admin/plugins/{name}/activate"),
+    ("POST", "/admin/plugins/{name}/versions/{version}/replay"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -108,7 +109,8 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
             .replace("{lead_id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
             .replace("{rep_id}", "r")
             .replace("{territory_id}", "t")
-            .replace("{name}", "p");
+            .replace("{name}", "p")
+            .replace("{version}", "1");
         let (_, body) = send(&app, request(method, &uri, Some("application/json"), "{}")).await;
         assert!(
             !matches!(code(&body), "route_not_found" | "method_not_allowed"),

@@ -9,11 +9,13 @@
 //! - `rep.rs`, `territory.rs`: admin bodies and views.
 //! - `simulate.rs`: dry-run requests and answers.
 //! - `plugin.rs`: plugin uploads, versions and health.
+//! - `replay.rs`: replay options and report.
 
 mod lead;
 mod outcome;
 mod plugin;
 mod rep;
+mod replay;
 mod simulate;
 mod territory;
 
@@ -27,6 +29,7 @@ pub use outcome::{
 };
 pub use plugin::{ActivateBody, CircuitView, PluginVersionView, PluginView, VersionView};
 pub use rep::{RepBody, RepStatusView, RepView};
+pub use replay::{ReplayBody, ReplayDifferenceView, ReplayView};
 pub use simulate::{PluginRef, SimulateBody, SimulationTimings, SimulationView};
 pub use territory::{
     BuiltinView, MemberView, ShadowBody, StrategyBody, StrategyView, TerritoryBody, TerritoryView,

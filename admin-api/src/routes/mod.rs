@@ -7,6 +7,7 @@
 //! - `territories.rs`: `/admin/territories`.
 //! - `simulate.rs`: `POST /admin/simulate`.
 //! - `plugins.rs`: `/admin/plugins`.
+//! - `replay.rs`: `POST /admin/plugins/{name}/versions/{version}/replay`.
 //! - `ops.rs`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (no token).
 //!
 //! Auth is a route layer per group: the intake token (or the admin token) for
@@ -16,6 +17,7 @@ mod intake;
 mod leads;
 mod ops;
 mod plugins;
+mod replay;
 mod reps;
 mod simulate;
 mod territories;
@@ -58,6 +60,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(territories::routes())
         .merge(simulate::routes())
         .merge(plugins::routes(state))
+        .merge(replay::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)

@@ -5,6 +5,7 @@
 //! - `leads.rs`: reading leads, lifecycle events, reassignment.
 //! - `admin.rs`: reps and territories.
 //! - `plugins.rs`: plugin uploads, versions, activation, deletion and simulation.
+//! - `replay.rs`: stored decisions run through a plugin version, nothing committed.
 //!
 //! Threads: the caller's (any async runtime), one actor thread (actix), and the
 //! store's committer. A route costs one hop to the actor thread and one wait for
@@ -14,9 +15,14 @@ mod admin;
 mod intake;
 mod leads;
 mod plugins;
+mod replay;
 
 pub use intake::{RouteOutcome, RouteStatus, Simulation, Timings};
 pub use leads::{LeadView, ReassignReason};
+pub use replay::{
+    DEFAULT_REPLAY_LIMIT, MAX_REPLAY_LIMIT, REPLAY_SAMPLE, ReplayDifference, ReplayOptions,
+    ReplayReport,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
