@@ -146,6 +146,20 @@ pub enum PluginCommand {
         /// The version to activate.
         version: u32,
     },
+    /// Run stored routing decisions through VERSION of NAME and report what would
+    /// have changed; nothing is stored.
+    Replay {
+        /// The plugin's name.
+        name: String,
+        /// The version to replay.
+        version: u32,
+        /// Only leads of this territory.
+        #[arg(long)]
+        territory: Option<String>,
+        /// The newest this many leads (1-100000; the server's default is 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Run a built module on fixture leads in the engine's sandbox, without a server.
     Test {
         /// The compiled module.
@@ -192,6 +206,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PluginCommand::Activate { name, version } => {
                     api.plugin_activate(&name, version, out)
                 }
+                PluginCommand::Replay {
+                    name,
+                    version,
+                    territory,
+                    limit,
+                } => api.plugin_replay(&name, version, territory.as_deref(), limit, out),
                 // Offline: the module runs in this process's own sandbox.
                 PluginCommand::Test { file, fixtures } => plugin_test::run(&file, &fixtures, out),
             }

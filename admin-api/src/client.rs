@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::dto::{HistoryEventView, LeadView, PluginView, SimulationView};
+use crate::dto::{HistoryEventView, LeadView, PluginView, ReplayView, SimulationView};
 use crate::error::ErrorBody;
 
 /// How to print answers.
@@ -199,6 +199,66 @@ impl Client {
             ))
         })
     }
+
+    /// Runs `leadroute plugin replay NAME VERSION [--territory T] [--limit N]`.
+    pub fn plugin_replay(
+        &self,
+        name: &str,
+        version: u32,
+        territory: Option<&str>,
+        limit: Option<u32>,
+        out: Output,
+    ) -> anyhow::Result<ExitCode> {
+        let mut body = serde_json::json!({});
+        if let Some(t) = territory {
+            body["territory_id"] = Value::from(t);
+        }
+        if let Some(n) = limit {
+            body["limit"] = Value::from(n);
+        }
+        let reply = self.call(
+            "POST",
+            &format!("/admin/plugins/{}/versions/{version}/replay", segment(name)),
+            Some(Body::Json(&body)),
+        )?;
+        Self::finish(reply, out, |body| {
+            Ok(render_replay(&serde_json::from_value(body)?))
+        })
+    }
+}
+
+/// Renders a replay report for people.
+pub fn render_replay(r: &ReplayView) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}@{}: {} of {} decisions would change ({} leads examined, {} failed, {} skipped)",
+        r.plugin,
+        r.version,
+        r.decisions_changed,
+        r.decisions_examined,
+        r.leads_examined,
+        r.failures,
+        r.skipped
+    );
+    for (reason, n) in &r.failures_by_reason {
+        let _ = writeln!(s, "  failed    {n} × {reason}");
+    }
+    for d in &r.sample {
+        let _ = writeln!(
+            s,
+            "  {}  lead {}  {} -> {}: {}",
+            d.at, d.lead_id, d.actual_rep_id, d.replayed_rep_id, d.replayed_reason
+        );
+    }
+    if (r.sample.len() as u64) < r.decisions_changed {
+        let _ = writeln!(
+            s,
+            "  … and {} more",
+            r.decisions_changed - r.sample.len() as u64
+        );
+    }
+    s
 }
 
 /// Percent-encodes a path segment (ids are slugs, but a typo must not change the path).
@@ -338,6 +398,16 @@ pub fn render_lead(lead: &LeadView) -> String {
             HistoryEventView::Closed { outcome } => format!(
                 "closed      {}",
                 text(&serde_json::to_value(outcome).unwrap_or_default())
+            ),
+            HistoryEventView::ShadowDisagreed {
+                plugin,
+                version,
+                chosen_rep_id,
+                shadow_rep_id,
+                reason,
+            } => format!(
+                "shadow      {plugin}@{version} would have picked {} instead of {chosen_rep_id}: {reason}",
+                shadow_rep_id.as_deref().unwrap_or("nobody")
             ),
         };
         let _ = writeln!(s, "  {}  {what}", h.at);

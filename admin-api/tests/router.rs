@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/admin/webhooks/{webhook_id}"),
     ("GET", "/admin/webhooks/{webhook_id}/dead_letters"),
     ("POST", "/admin/webhooks/{webhook_id}/dead_letters/redrive"),
+    ("POST", "/admin/plugins/{name}/versions/{version}/replay"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -115,7 +116,8 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
             .replace("{rep_id}", "r")
             .replace("{territory_id}", "t")
             .replace("{name}", "p")
-            .replace("{webhook_id}", "w");
+            .replace("{webhook_id}", "w")
+            .replace("{version}", "1");
         let (_, body) = send(&app, request(method, &uri, Some("application/json"), "{}")).await;
         assert!(
             !matches!(code(&body), "route_not_found" | "method_not_allowed"),

@@ -86,6 +86,14 @@ pub struct Metrics {
     pub plugin_failures: IntCounterVec,
     /// `leadroute_plugin_circuit_open{plugin}`: 1 while the plugin is bypassed.
     pub plugin_circuit_open: IntGaugeVec,
+    /// `leadroute_plugin_shadow_total{plugin,agree}`: shadow runs compared with the
+    /// live decision; `agree` is `true` or `false`.
+    pub plugin_shadow: IntCounterVec,
+    /// `leadroute_plugin_shadow_failures_total{plugin,reason}`: shadow runs that
+    /// failed (and so were not compared), by `FailureReason` label. Kept apart from
+    /// `leadroute_plugin_failures_total` because a shadow never feeds the circuit
+    /// breaker or the fallback.
+    pub plugin_shadow_failures: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -299,6 +307,28 @@ impl Metrics {
                         "1 while a plugin is bypassed after repeated failures.",
                     ),
                     &["plugin"],
+                )
+                .unwrap(),
+            ),
+            plugin_shadow: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leadroute_plugin_shadow_total",
+                        "Shadow plugin runs compared with the live decision, by agreement.",
+                    ),
+                    &["plugin", "agree"],
+                )
+                .unwrap(),
+            ),
+            plugin_shadow_failures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leadroute_plugin_shadow_failures_total",
+                        "Shadow plugin runs that failed and were not compared, by reason.",
+                    ),
+                    &["plugin", "reason"],
                 )
                 .unwrap(),
             ),

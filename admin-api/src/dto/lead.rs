@@ -400,6 +400,19 @@ pub enum HistoryEventView {
         /// Won or lost.
         outcome: OutcomeView,
     },
+    /// The territory's shadow plugin version would have picked another rep.
+    ShadowDisagreed {
+        /// The shadow plugin.
+        plugin: String,
+        /// Its version.
+        version: u32,
+        /// The rep actually chosen.
+        chosen_rep_id: String,
+        /// The shadow's first ranked rep that had room; null if it ranked none.
+        shadow_rep_id: Option<String>,
+        /// The shadow's explanation.
+        reason: String,
+    },
 }
 
 impl From<HistoryEntry> for HistoryEntryView {
@@ -444,6 +457,19 @@ impl From<HistoryEntry> for HistoryEntryView {
             },
             HistoryEvent::Closed { outcome } => HistoryEventView::Closed {
                 outcome: outcome.into(),
+            },
+            HistoryEvent::ShadowDisagreed {
+                plugin,
+                version,
+                chosen,
+                shadow_pick,
+                reason,
+            } => HistoryEventView::ShadowDisagreed {
+                plugin,
+                version,
+                chosen_rep_id: chosen.to_string(),
+                shadow_rep_id: shadow_pick.map(String::from),
+                reason,
             },
         };
         HistoryEntryView {

@@ -10,11 +10,13 @@
 //! - `simulate.rs`: dry-run requests and answers.
 //! - `plugin.rs`: plugin uploads, versions and health.
 //! - `webhook.rs`: webhook subscriptions, dead letters, and the delivered JSON.
+//! - `replay.rs`: replay options and report.
 
 mod lead;
 mod outcome;
 mod plugin;
 mod rep;
+mod replay;
 mod simulate;
 mod territory;
 mod webhook;
@@ -29,9 +31,10 @@ pub use outcome::{
 };
 pub use plugin::{ActivateBody, CircuitView, PluginVersionView, PluginView, VersionView};
 pub use rep::{RepBody, RepStatusView, RepView};
+pub use replay::{ReplayBody, ReplayDifferenceView, ReplayView};
 pub use simulate::{PluginRef, SimulateBody, SimulationTimings, SimulationView};
 pub use territory::{
-    BuiltinView, MemberView, StrategyBody, StrategyView, TerritoryBody, TerritoryView,
+    BuiltinView, MemberView, ShadowBody, StrategyBody, StrategyView, TerritoryBody, TerritoryView,
 };
 pub use webhook::{
     DeadLetterView, EventKindView, RedriveView, WebhookBody, WebhookData, WebhookPayload,

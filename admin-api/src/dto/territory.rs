@@ -2,7 +2,9 @@
 //! members' load and queue depth.
 
 use leadroute_engine::TerritorySnapshot;
-use leadroute_engine::domain::{BuiltinStrategy, StrategyInput, StrategySpec, TerritoryInput};
+use leadroute_engine::domain::{
+    BuiltinStrategy, ShadowSpec, StrategyInput, StrategySpec, TerritoryInput,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -80,6 +82,37 @@ impl StrategyBody {
     }
 }
 
+/// A plugin version run beside the territory's strategy on live traffic: its pick is
+/// compared with the rep chosen (`leadroute_plugin_shadow_total{plugin,agree}`), a
+/// disagreement is written to the lead's history (`shadow_disagreed`), and it never
+/// changes a decision.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowBody {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The version to run (must exist; always pinned).
+    pub version: u32,
+}
+
+impl From<ShadowBody> for ShadowSpec {
+    fn from(b: ShadowBody) -> Self {
+        ShadowSpec {
+            plugin: b.plugin,
+            version: b.version,
+        }
+    }
+}
+
+impl From<&ShadowSpec> for ShadowBody {
+    fn from(s: &ShadowSpec) -> Self {
+        ShadowBody {
+            plugin: s.plugin.clone(),
+            version: s.version,
+        }
+    }
+}
+
 /// A territory as sent to `PUT /admin/territories/{territory_id}`.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +152,10 @@ pub struct TerritoryBody {
     /// Re-route a rep's untouched leads as soon as it turns away or offline.
     #[serde(default)]
     pub sla_reroute_when_away: bool,
+    /// `{"plugin": NAME, "version": N}` to run beside the strategy; absent or null for
+    /// none.
+    #[serde(default)]
+    pub shadow: Option<ShadowBody>,
 }
 
 impl TerritoryBody {
@@ -134,6 +171,7 @@ impl TerritoryBody {
             sla_max_reroutes: self.sla_max_reroutes,
             sla_escalation_rep: self.sla_escalation_rep,
             sla_reroute_when_away: self.sla_reroute_when_away,
+            shadow: self.shadow.map(Into::into),
         })
     }
 }
@@ -211,6 +249,8 @@ pub struct TerritoryView {
     pub sla_escalation_rep: Option<String>,
     /// Whether a rep turning away or offline re-routes its untouched leads.
     pub sla_reroute_when_away: bool,
+    /// The shadow plugin version, or null.
+    pub shadow: Option<ShadowBody>,
     /// Leads waiting for capacity.
     pub queue_depth: usize,
     /// Member reps, by id.
@@ -244,6 +284,7 @@ impl From<TerritorySnapshot> for TerritoryView {
             sla_max_reroutes: t.sla_max_reroutes,
             sla_escalation_rep: t.sla_escalation_rep.as_ref().map(|r| r.to_string()),
             sla_reroute_when_away: t.sla_reroute_when_away,
+            shadow: t.shadow.as_ref().map(Into::into),
             queue_depth: s.queue.len(),
             members,
         }

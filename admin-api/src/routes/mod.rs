@@ -8,6 +8,7 @@
 //! - `simulate.rs`: `POST /admin/simulate`.
 //! - `plugins.rs`: `/admin/plugins`.
 //! - `webhooks.rs`: `/admin/webhooks` and their dead letters.
+//! - `replay.rs`: `POST /admin/plugins/{name}/versions/{version}/replay`.
 //! - `ops.rs`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (no token).
 //!
 //! Auth is a route layer per group: the intake token (or the admin token) for
@@ -17,6 +18,7 @@ mod intake;
 mod leads;
 mod ops;
 mod plugins;
+mod replay;
 mod reps;
 mod simulate;
 mod territories;
@@ -61,6 +63,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(simulate::routes())
         .merge(plugins::routes(state))
         .merge(webhooks::routes())
+        .merge(replay::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)

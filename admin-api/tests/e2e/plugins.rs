@@ -347,3 +347,184 @@ fn plugin_test_runs_a_module_on_fixtures_without_a_server() {
     assert!(out.contains("lead 0: FAILED"), "{out}");
     assert!(out.contains("2 lead(s), 2 failed"), "{out}");
 }
+
+/// Shadow and replay through the real binary: a territory deciding with built-in
+/// least_loaded, shadowed by vip-tier (which always wants the senior for big buyers);
+/// then the same stored decisions replayed through vip-tier over HTTP and the CLI.
+#[test]
+fn shadow_runs_and_replays_report_what_a_version_would_change() {
+    let dir = data_dir();
+    let server = Server::start_with_tokens(dir.path());
+    let api = Api {
+        server: &server,
+        token: Some(ADMIN),
+    };
+    assert_eq!(
+        upload(&server, "vip-tier", leadroute_plugin_builds::VIP_TIER).status,
+        201
+    );
+    let territory = json!({"name": "East", "regions": ["CN-SH"], "default": true,
+        "strategy": {"builtin": "least_loaded"},
+        "plugin_config": {"bands": [{"min_amount": 100000, "tier": "senior"}]},
+        "shadow": {"plugin": "vip-tier", "version": 7}});
+    let r = api.put("/admin/territories/east", territory.clone());
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "invalid_field"),
+        "{r:?}"
+    );
+    assert_eq!(r.json()["error"]["field"], "shadow.version");
+    let mut territory = territory;
+    territory["shadow"]["version"] = json!(1);
+    let r = api.put("/admin/territories/east", territory);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        r.json()["shadow"],
+        json!({"plugin": "vip-tier", "version": 1}),
+        "{r:?}"
+    );
+    for (id, tier) in [("junior-1", "junior"), ("senior-1", "senior")] {
+        let r = api.put(
+            &format!("/admin/reps/{id}"),
+            json!({"name": id, "territories": ["east"], "tier": tier, "capacity": 10}),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let mut to_junior = Vec::new();
+    for n in 0..6 {
+        let r = api.post(
+            "/v1/leads",
+            json!({"phone": format!("+86 139 0000 {n:04}"), "purchase_amount": 300000}),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        let body = r.json();
+        assert_eq!(body["decided_by"], "builtin:least_loaded");
+        if body["rep_id"] == "junior-1" {
+            to_junior.push(body["lead_id"].as_str().unwrap().to_string());
+        }
+    }
+    // least_loaded spreads the six leads over both reps.
+    assert_eq!(to_junior.len(), 3);
+
+    let metrics = api.get("/metrics").text;
+    for (agree, n) in [("true", 3), ("false", 3)] {
+        let series =
+            format!(r#"leadroute_plugin_shadow_total{{agree="{agree}",plugin="vip-tier"}} {n}"#);
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+    let lead = api.get(&format!("/v1/leads/{}", to_junior[0])).json();
+    let history = lead["history"].as_array().unwrap();
+    assert_eq!(history[0]["type"], "routed");
+    assert_eq!(history[1]["type"], "shadow_disagreed");
+    assert_eq!(history[1]["chosen_rep_id"], "junior-1");
+    assert_eq!(history[1]["shadow_rep_id"], "senior-1");
+    assert_eq!(history[1]["plugin"], "vip-tier");
+    let r = raw(
+        "DELETE",
+        &server.url("/admin/plugins/vip-tier"),
+        Some(ADMIN),
+        None,
+        None,
+    );
+    assert_eq!((r.status, r.code().as_str()), (409, "plugin_in_use"));
+
+    let r = api.post("/admin/plugins/vip-tier/versions/1/replay", json!({}));
+    assert_eq!(r.status, 200, "{r:?}");
+    let report = r.json();
+    assert_eq!(report["leads_examined"], 6);
+    assert_eq!(report["decisions_examined"], 6);
+    assert_eq!(report["decisions_changed"], 3);
+    assert_eq!(report["failures"], 0);
+    let mut changed: Vec<String> = report["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["actual_rep_id"], "junior-1");
+            assert_eq!(d["replayed_rep_id"], "senior-1");
+            d["lead_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    changed.sort();
+    to_junior.sort();
+    assert_eq!(changed, to_junior);
+    let r = api.post(
+        "/admin/plugins/vip-tier/versions/1/replay",
+        json!({"territory_id": "east", "limit": 2}),
+    );
+    assert_eq!(r.json()["leads_examined"], 2, "{r:?}");
+    for (path, body, status, code) in [
+        (
+            "/admin/plugins/vip-tier/versions/9/replay",
+            json!({}),
+            404,
+            "plugin_not_found",
+        ),
+        (
+            "/admin/plugins/nope/versions/1/replay",
+            json!({}),
+            404,
+            "plugin_not_found",
+        ),
+        (
+            "/admin/plugins/vip-tier/versions/1/replay",
+            json!({"limit": 0}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "/admin/plugins/vip-tier/versions/1/replay",
+            json!({"territory_id": "west"}),
+            422,
+            "unknown_territory",
+        ),
+        (
+            "/admin/plugins/vip-tier/versions/1/replay",
+            json!({"colour": "red"}),
+            422,
+            "unknown_field",
+        ),
+    ] {
+        let r = api.post(path, body.clone());
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{body}: {r:?}"
+        );
+    }
+
+    let base = server.url("");
+    let env = [
+        ("LEADROUTE_ADMIN_TOKEN", ADMIN),
+        ("LEADROUTE_SERVER", base.as_str()),
+    ];
+    let (status, out, err) = run(&["plugin", "replay", "vip-tier", "1"], &env);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains(
+            "vip-tier@1: 3 of 6 decisions would change (6 leads examined, 0 failed, 0 skipped)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("junior-1 -> senior-1"), "{out}");
+    let (status, out, err) = run(
+        &[
+            "plugin",
+            "replay",
+            "vip-tier",
+            "1",
+            "--territory",
+            "east",
+            "--limit",
+            "3",
+            "--json",
+        ],
+        &env,
+    );
+    assert!(status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["leads_examined"], 3);
+    let (status, _, err) = run(&["plugin", "replay", "vip-tier", "4"], &env);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("plugin_not_found"), "{err}");
+}

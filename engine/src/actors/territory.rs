@@ -9,6 +9,13 @@
 //! Each decision is turned into a store [`Change`] and submitted before the next one
 //! is made, so the committer applies a territory's decisions in the order they were
 //! taken.
+//!
+//! A territory with a shadow plugin version asks it too, on the same candidates, after
+//! its own strategy has ranked. The shadow's pick (its first ranked rep that had room
+//! when reservation was tried) is compared with the rep actually reserved: agreement
+//! is counted, a disagreement is added to the lead's history in the same commit as
+//! the routing. A failing shadow is counted by reason and otherwise ignored: it never
+//! touches the decision, the plugin's circuit breaker or the history.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -26,6 +33,7 @@ use crate::domain::{
 use crate::engine::ReassignReason;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
+use crate::plugins::{Trial, TrialOutcome};
 use crate::store::commit::{Change, Committer, Reassignment, Receipt, settle};
 use crate::strategy::{Candidate, Strategy};
 
@@ -147,10 +155,10 @@ pub(crate) struct AddMember(pub Addr<RepActor>, pub RepSnapshot);
 #[rtype(result = "()")]
 pub(crate) struct RemoveMember(pub RepId);
 
-/// New configuration and strategy.
+/// New configuration, strategy and shadow.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Reconfigure(pub Arc<Territory>, pub Box<dyn Strategy>);
+pub(crate) struct Reconfigure(pub Arc<Territory>, pub Box<dyn Strategy>, pub Option<Trial>);
 
 /// A queued lead left the queue another way (closed).
 #[derive(Message)]
@@ -192,12 +200,23 @@ struct Plan {
     fallback: Option<String>,
     candidates: Vec<CandidateSnapshot>,
     decide: Duration,
+    /// The shadow version's ranking of the same candidates, if it ran and answered.
+    shadow: Option<ShadowPlan>,
+}
+
+/// What the shadow version would have done.
+struct ShadowPlan {
+    plugin: String,
+    version: u32,
+    order: Vec<RepId>,
+    reason: String,
 }
 
 /// See the module docs.
 pub(crate) struct TerritoryActor {
     territory: Arc<Territory>,
     strategy: Box<dyn Strategy>,
+    shadow: Option<Trial>,
     members: BTreeMap<RepId, Member>,
     queue: VecDeque<Queued>,
     inbox: VecDeque<Route>,
@@ -213,6 +232,7 @@ impl TerritoryActor {
     pub(crate) fn new(
         territory: Arc<Territory>,
         strategy: Box<dyn Strategy>,
+        shadow: Option<Trial>,
         queue: VecDeque<Queued>,
         committer: Arc<Committer>,
         clock: Arc<dyn Clock>,
@@ -221,6 +241,7 @@ impl TerritoryActor {
         let actor = TerritoryActor {
             territory,
             strategy,
+            shadow,
             members: BTreeMap::new(),
             queue,
             inbox: VecDeque::new(),
@@ -254,7 +275,8 @@ impl TerritoryActor {
         self.members.values().any(|m| m.snap.has_room())
     }
 
-    /// Ranks the members with room for `lead` with the territory's strategy.
+    /// Ranks the members with room for `lead` with the territory's strategy, and its
+    /// shadow's ranking beside it.
     fn plan(&self, lead: &Lead, exclude: &[RepId]) -> Plan {
         self.plan_with(&*self.strategy, lead, exclude, false)
     }
@@ -286,6 +308,7 @@ impl TerritoryActor {
                 })
                 .unwrap_or_default(),
             decide: Duration::ZERO,
+            shadow: None,
         }
     }
 
@@ -294,9 +317,9 @@ impl TerritoryActor {
         self.territory.first_touch_sla_secs.saturating_mul(1000)
     }
 
-    /// Ranks the members with room for `lead` with `strategy`; `dry` for simulations.
-    /// A plugin strategy that fails has already let its fallback rank, so the plan is
-    /// as good as a built-in's and says why in `fallback`.
+    /// Ranks the members with room for `lead` with `strategy`; `dry` for simulations,
+    /// which run no shadow. A plugin strategy that fails has already let its fallback
+    /// rank, so the plan is as good as a built-in's and says why in `fallback`.
     fn plan_with(
         &self,
         strategy: &dyn Strategy,
@@ -327,12 +350,19 @@ impl TerritoryActor {
         } else {
             strategy.rank(lead, &candidates)
         };
-        let order = ranking
+        let order: Vec<_> = ranking
             .order
             .iter()
             .filter_map(|&i| members.get(i))
             .map(|m| (m.snap.rep.id.clone(), m.addr.clone()))
             .collect();
+        let decide = started.elapsed();
+        // Only a decision that will be reserved is worth shadowing; the shadow's time
+        // is not the decision's.
+        let shadow = match &self.shadow {
+            Some(trial) if !dry && !order.is_empty() => self.run_shadow(trial, lead, &candidates),
+            _ => None,
+        };
         let snapshot = candidates
             .iter()
             .map(|c| CandidateSnapshot {
@@ -347,8 +377,68 @@ impl TerritoryActor {
             reason: ranking.reason,
             fallback: ranking.fallback,
             candidates: snapshot,
-            decide: started.elapsed(),
+            decide,
+            shadow,
         }
+    }
+
+    /// Asks the shadow version to rank the same candidates; a failure is counted and
+    /// yields nothing to compare.
+    fn run_shadow(
+        &self,
+        trial: &Trial,
+        lead: &Lead,
+        candidates: &[Candidate<'_>],
+    ) -> Option<ShadowPlan> {
+        match trial.run(lead, candidates, self.clock.now()) {
+            TrialOutcome::Ranked { order, reason } => Some(ShadowPlan {
+                plugin: trial.plugin().to_string(),
+                version: trial.version(),
+                order: order
+                    .into_iter()
+                    .filter_map(|i| candidates.get(i).map(|c| c.id.clone()))
+                    .collect(),
+                reason,
+            }),
+            TrialOutcome::Failed(failure) => {
+                self.metrics
+                    .plugin_shadow_failures
+                    .with_label_values(&[trial.plugin(), failure.reason.as_str()])
+                    .inc();
+                tracing::debug!(plugin = trial.plugin(), version = trial.version(),
+                    %failure, "shadow plugin run failed; not compared");
+                None
+            }
+        }
+    }
+
+    /// Compares the shadow's pick with the rep reserved: its first ranked rep that
+    /// did not refuse the reservation (reps the reservation never reached had room as
+    /// far as anyone knows). Counts the verdict; a disagreement becomes history.
+    fn judge_shadow(
+        &self,
+        shadow: Option<ShadowPlan>,
+        chosen: &RepId,
+        refused: &[RepId],
+        at: u64,
+    ) -> Option<HistoryEntry> {
+        let shadow = shadow?;
+        let pick = shadow.order.into_iter().find(|r| !refused.contains(r));
+        let agree = pick.as_ref() == Some(chosen);
+        self.metrics
+            .plugin_shadow
+            .with_label_values(&[shadow.plugin.as_str(), if agree { "true" } else { "false" }])
+            .inc();
+        (!agree).then(|| HistoryEntry {
+            at,
+            event: HistoryEvent::ShadowDisagreed {
+                plugin: shadow.plugin,
+                version: shadow.version,
+                chosen: chosen.clone(),
+                shadow_pick: pick,
+                reason: shadow.reason,
+            },
+        })
     }
 
     /// Serves the queue, then the inbox, until a reservation is in flight or there is
@@ -414,10 +504,12 @@ impl TerritoryActor {
                 .into_actor(self)
                 .map(move |(reserved, refused), act, ctx| {
                     act.busy = false;
+                    let refused_ids: Vec<RepId> =
+                        refused.iter().map(|s| s.rep.id.clone()).collect();
                     for snap in refused {
                         act.update_view(snap);
                     }
-                    act.finish(ctx, job, plan, reserved, started.elapsed());
+                    act.finish(ctx, job, plan, reserved, &refused_ids, started.elapsed());
                     act.pump(ctx);
                 }),
         );
@@ -427,8 +519,9 @@ impl TerritoryActor {
         &mut self,
         ctx: &mut Context<Self>,
         job: Job,
-        plan: Plan,
+        mut plan: Plan,
         reserved: Option<(RepSnapshot, Addr<RepActor>)>,
+        refused: &[RepId],
         reserve: Duration,
     ) {
         let Some((snap, rep_addr)) = reserved else {
@@ -446,6 +539,7 @@ impl TerritoryActor {
         // memory and store agree on `last_assigned_at` across a restart.
         let now = snap.last_assigned_at.unwrap_or_else(|| self.clock.now());
         let from_queue = matches!(job, Job::Drain(_));
+        let disagreed = self.judge_shadow(plan.shadow.take(), &rep, refused, now);
         let decision = Decision {
             placement: Placement::Rep(rep.clone()),
             decided_by: plan.decided_by,
@@ -466,22 +560,26 @@ impl TerritoryActor {
                     RouteKind::New { keys } => Change::Intake {
                         state: Box::new(new_state(&route.lead, &self.territory, Some(rep), now)),
                         keys,
-                        history: vec![routed],
+                        history: [Some(routed), disagreed].into_iter().flatten().collect(),
                         sla_ms: self.sla_ms(),
                     },
                     RouteKind::Reassign { from, why } => Change::Reassign(Reassignment {
                         lead: route.lead.id,
-                        history: vec![
-                            HistoryEntry {
+                        history: [
+                            Some(HistoryEntry {
                                 at: now,
                                 event: HistoryEvent::Reassigned {
                                     from: from.clone(),
                                     to: Some(rep),
                                     why: why.as_str().to_string(),
                                 },
-                            },
-                            routed,
-                        ],
+                            }),
+                            Some(routed),
+                            disagreed,
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                         from,
                         to: Some(snap.rep.id.clone()),
                         at: now,
@@ -506,7 +604,7 @@ impl TerritoryActor {
                     territory: self.territory.id.clone(),
                     rep,
                     at: now,
-                    history: routed,
+                    history: [Some(routed), disagreed].into_iter().flatten().collect(),
                     sla_ms: self.sla_ms(),
                 });
                 self.uncommitted += 1;
@@ -722,6 +820,7 @@ impl Handler<Reconfigure> for TerritoryActor {
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
         self.territory = msg.0;
         self.strategy = msg.1;
+        self.shadow = msg.2;
         self.pump(ctx);
     }
 }

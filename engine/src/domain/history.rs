@@ -76,6 +76,21 @@ pub enum HistoryEvent {
         /// Won or lost.
         outcome: Outcome,
     },
+    /// The territory's shadow plugin version would have picked another rep than the
+    /// one chosen (recorded with the routing it shadowed; agreement is only counted).
+    ShadowDisagreed {
+        /// The shadow plugin.
+        plugin: String,
+        /// Its version.
+        version: u32,
+        /// The rep actually chosen.
+        chosen: RepId,
+        /// The shadow's first ranked rep that had room; `None` when it ranked none of
+        /// them.
+        shadow_pick: Option<RepId>,
+        /// The shadow's explanation.
+        reason: String,
+    },
 }
 
 /// A history event with its time.

@@ -22,7 +22,7 @@ pub use region::{RegionCode, RegionTable};
 pub use rep::{MAX_CAPACITY, Rep, RepInput, RepStatus};
 pub use territory::{
     BuiltinStrategy, DEFAULT_FIRST_TOUCH_SLA_SECS, DEFAULT_SLA_MAX_REROUTES, MAX_SLA_REROUTES,
-    StrategyInput, StrategySpec, Territory, TerritoryInput,
+    ShadowSpec, StrategyInput, StrategySpec, Territory, TerritoryInput,
 };
 pub use webhook::{EventKind, OutboxEvent, Webhook, WebhookInput};
 

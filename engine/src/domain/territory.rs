@@ -55,6 +55,17 @@ pub enum StrategySpec {
     },
 }
 
+/// A plugin version that runs beside a territory's strategy on live traffic: its pick
+/// is compared with the rep actually chosen, and never affects the decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    /// Plugin name.
+    pub plugin: String,
+    /// The version to run; always pinned, so the comparison is against one module.
+    pub version: u32,
+}
+
 /// A territory as configured by sales operations.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Territory {
@@ -78,6 +89,8 @@ pub struct Territory {
     pub sla_escalation_rep: Option<RepId>,
     /// Whether a rep turning away or offline re-routes its untouched leads at once.
     pub sla_reroute_when_away: bool,
+    /// A plugin version run beside the strategy for comparison, if any.
+    pub shadow: Option<ShadowSpec>,
 }
 
 impl Territory {
@@ -150,6 +163,9 @@ pub struct TerritoryInput {
     /// Re-route a rep's untouched leads as soon as it turns away or offline.
     #[serde(default)]
     pub sla_reroute_when_away: bool,
+    /// `{"plugin": NAME, "version": N}` to run beside the strategy; none when absent.
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
 }
 
 impl TerritoryInput {
@@ -212,6 +228,13 @@ impl TerritoryInput {
                 RepId::new(&r).map_err(|e| ValidationError::field("sla_escalation_rep", e.message))
             })
             .transpose()?;
+        let shadow = match self.shadow {
+            None => None,
+            Some(ShadowSpec { plugin, version }) => Some(ShadowSpec {
+                plugin: super::check_tag("shadow.plugin", &plugin)?,
+                version,
+            }),
+        };
         Ok(Territory {
             id,
             name,
@@ -223,6 +246,7 @@ impl TerritoryInput {
             sla_max_reroutes,
             sla_escalation_rep,
             sla_reroute_when_away: self.sla_reroute_when_away,
+            shadow,
         })
     }
 }
@@ -239,6 +263,7 @@ impl From<&Territory> for TerritoryInput {
             sla_max_reroutes: Some(t.sla_max_reroutes),
             sla_escalation_rep: t.sla_escalation_rep.as_ref().map(|r| r.to_string()),
             sla_reroute_when_away: t.sla_reroute_when_away,
+            shadow: t.shadow.clone(),
         }
     }
 }
@@ -272,6 +297,15 @@ mod tests {
             StrategySpec::Builtin(BuiltinStrategy::LeastLoaded)
         );
         assert_eq!(t.first_touch_sla_secs, DEFAULT_FIRST_TOUCH_SLA_SECS);
+        assert_eq!(t.shadow, None);
+        let t = parse(r#"{"name":"A","shadow":{"plugin":"vip-tier","version":2}}"#).unwrap();
+        assert_eq!(
+            t.shadow,
+            Some(ShadowSpec {
+                plugin: "vip-tier".into(),
+                version: 2
+            })
+        );
         assert!(parse(r#"{"name":"A","strategy":{"builtin":"fastest"}}"#).is_err());
     }
 
@@ -289,6 +323,11 @@ mod tests {
             parse(r#"{"name":"A","first_touch_sla_secs":1}"#).unwrap_err(),
             "first_touch_sla_secs"
         );
+        assert_eq!(
+            parse(r#"{"name":"A","shadow":{"plugin":"a b","version":1}}"#).unwrap_err(),
+            "shadow.plugin"
+        );
+        assert!(parse(r#"{"name":"A","shadow":{"plugin":"p"}}"#).is_err());
         assert!(
             parse(r#"{"name":"A","colour":"red"}"#)
                 .unwrap_err()

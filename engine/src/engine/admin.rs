@@ -235,6 +235,7 @@ impl Engine {
         // the territory's commit.
         let _admin = self.inner.admin.lock().await;
         let strategy = self.strategy_for(&territory)?;
+        let shadow = self.shadow_for(&territory)?;
         self.check_plugin_config(&territory)?;
         let mut regions = self.directory().regions.clone();
         regions
@@ -258,11 +259,12 @@ impl Engine {
             Some(entry) => {
                 entry
                     .addr
-                    .do_send(territory::Reconfigure(territory.clone(), strategy));
+                    .do_send(territory::Reconfigure(territory.clone(), strategy, shadow));
                 entry.territory = territory;
             }
             None => {
-                let addr = self.start_territory(territory.clone(), strategy, VecDeque::new());
+                let addr =
+                    self.start_territory(territory.clone(), strategy, shadow, VecDeque::new());
                 dir.territories
                     .insert(territory.id.clone(), TerritoryEntry { addr, territory });
             }

@@ -7,6 +7,7 @@
 //! - `plugins.rs`: plugin uploads, versions, activation, deletion and simulation.
 //! - `sla.rs`: first-touch deadlines: re-routing, escalation, touch metrics.
 //! - `webhooks.rs`: webhook subscriptions and the outbox the dispatcher reads.
+//! - `replay.rs`: stored decisions run through a plugin version, nothing committed.
 //!
 //! Threads: the caller's (any async runtime), one actor thread (actix), and the
 //! store's committer. A route costs one hop to the actor thread and one wait for
@@ -16,11 +17,16 @@ mod admin;
 mod intake;
 mod leads;
 mod plugins;
+mod replay;
 mod sla;
 mod webhooks;
 
 pub use intake::{RouteOutcome, RouteStatus, Simulation, Timings};
 pub use leads::{LeadView, ReassignReason};
+pub use replay::{
+    DEFAULT_REPLAY_LIMIT, MAX_REPLAY_LIMIT, REPLAY_SAMPLE, ReplayDifference, ReplayOptions,
+    ReplayReport,
+};
 pub use sla::SlaSweep;
 
 use std::collections::{HashMap, VecDeque};
@@ -43,7 +49,7 @@ use crate::domain::{
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::plugins::{PluginStrategy, Registry};
+use crate::plugins::{PluginStrategy, Registry, Trial};
 use crate::sla::SlaIndex;
 use crate::store::Store;
 use crate::store::audit::{audit, repair};
@@ -205,6 +211,11 @@ impl Engine {
                     "territory strategy unavailable; using least_loaded");
                 Box::new(strategy::LeastLoaded)
             });
+            let shadow = self.shadow_for(&territory).unwrap_or_else(|e| {
+                tracing::error!(territory = %territory.id, error = %e,
+                    "territory shadow plugin unavailable; running without it");
+                None
+            });
             let mut queue = VecDeque::new();
             for (_, lead) in store.queue(&territory.id)? {
                 if let Some(state) = store.lead(lead)? {
@@ -218,7 +229,7 @@ impl Engine {
                 .assign(&territory.id, &territory.regions, territory.default)
                 .map_err(EngineError::TerritoryConflict)?;
             let territory = Arc::new(territory);
-            let addr = self.start_territory(territory.clone(), strategy, queue);
+            let addr = self.start_territory(territory.clone(), strategy, shadow, queue);
             dir.territories
                 .insert(territory.id.clone(), TerritoryEntry { addr, territory });
         }
@@ -259,17 +270,58 @@ impl Engine {
         }
     }
 
+    /// Binds a territory's shadow plugin version, if it names one. An unknown plugin
+    /// is [`EngineError::UnknownPlugin`]; an unknown version of a known one is a
+    /// validation error on `shadow.version` listing the versions there are.
+    fn shadow_for(&self, territory: &Territory) -> Result<Option<Trial>> {
+        let Some(spec) = &territory.shadow else {
+            return Ok(None);
+        };
+        let info = self
+            .inner
+            .plugins
+            .info(&spec.plugin)
+            .map_err(|_| EngineError::UnknownPlugin(spec.plugin.clone()))?;
+        if !info.versions.iter().any(|v| v.version == spec.version) {
+            let have: Vec<String> = info
+                .versions
+                .iter()
+                .map(|v| v.version.to_string())
+                .collect();
+            return Err(crate::error::ValidationError::field(
+                "shadow.version",
+                format!(
+                    "plugin {} has no version {} (it has {})",
+                    spec.plugin,
+                    spec.version,
+                    have.join(", ")
+                ),
+            )
+            .into());
+        }
+        Ok(Some(Trial::new(
+            self.inner.plugins.clone(),
+            &spec.plugin,
+            spec.version,
+            territory.id.clone(),
+            &territory.plugin_config_value(),
+        )?))
+    }
+
     fn start_territory(
         &self,
         territory: Arc<Territory>,
         strategy: Box<dyn Strategy>,
+        shadow: Option<Trial>,
         queue: VecDeque<Queued>,
     ) -> Addr<TerritoryActor> {
         let committer = self.inner.committer.clone();
         let clock = self.inner.clock.clone();
         let metrics = self.inner.metrics.clone();
         TerritoryActor::start_in_arbiter(&self.inner.arbiter, move |_| {
-            TerritoryActor::new(territory, strategy, queue, committer, clock, metrics)
+            TerritoryActor::new(
+                territory, strategy, shadow, queue, committer, clock, metrics,
+            )
         })
     }
 

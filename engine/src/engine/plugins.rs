@@ -105,7 +105,8 @@ impl Engine {
     }
 
     /// Deletes a plugin and all its versions. Refused with
-    /// [`EngineError::PluginInUse`] while a territory uses it.
+    /// [`EngineError::PluginInUse`] while a territory uses it, as its strategy or as
+    /// its shadow.
     pub async fn delete_plugin(&self, name: &str) -> Result<()> {
         let _permit = self.enter()?;
         let _admin = self.inner.admin.lock().await;
@@ -116,7 +117,10 @@ impl Engine {
             let dir = self.directory();
             dir.territories
                 .values()
-                .filter(|e| matches!(&e.territory.strategy, StrategySpec::Plugin { name: n, .. } if n == name))
+                .filter(|e| {
+                    matches!(&e.territory.strategy, StrategySpec::Plugin { name: n, .. } if n == name)
+                        || e.territory.shadow.as_ref().is_some_and(|s| s.plugin == name)
+                })
                 .map(|e| e.territory.id.clone())
                 .collect()
         };
@@ -164,29 +168,39 @@ impl Engine {
         )?))
     }
 
-    /// Rejects a plugin territory whose `plugin_config` its plugin refuses (a type
-    /// error, a range check), with the plugin's own message, before it is stored.
+    /// Rejects a territory whose `plugin_config` its plugin or its shadow refuses (a
+    /// type error, a range check), with the plugin's own message, before it is stored.
+    /// A shadow fed a config it refuses would only ever fail.
     pub(super) fn check_plugin_config(&self, territory: &Territory) -> Result<()> {
-        let StrategySpec::Plugin { name, version } = &territory.strategy else {
-            return Ok(());
-        };
-        let Some(loaded) = self
-            .inner
-            .plugins
-            .get(name)
-            .and_then(|entry| entry.version(*version))
-        else {
-            return Err(EngineError::UnknownPlugin(name.clone()));
-        };
-        let (_, config, _) = crate::plugins::split_config(&territory.plugin_config_value())?;
-        match self.inner.plugins.config_error(&loaded, &config) {
-            None => Ok(()),
-            Some(message) => Err(ValidationError::field(
-                "plugin_config",
-                format!("rejected by plugin {}: {message}", loaded.decided_by),
-            )
-            .into()),
+        let mut plugins = Vec::new();
+        if let StrategySpec::Plugin { name, version } = &territory.strategy {
+            plugins.push((name, *version, ""));
         }
+        if let Some(shadow) = &territory.shadow {
+            plugins.push((&shadow.plugin, Some(shadow.version), "shadow "));
+        }
+        if plugins.is_empty() {
+            return Ok(());
+        }
+        let (_, config, _) = crate::plugins::split_config(&territory.plugin_config_value())?;
+        for (name, version, role) in plugins {
+            let Some(loaded) = self
+                .inner
+                .plugins
+                .get(name)
+                .and_then(|entry| entry.version(version))
+            else {
+                return Err(EngineError::UnknownPlugin(name.clone()));
+            };
+            if let Some(message) = self.inner.plugins.config_error(&loaded, &config) {
+                return Err(ValidationError::field(
+                    "plugin_config",
+                    format!("rejected by {role}plugin {}: {message}", loaded.decided_by),
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 

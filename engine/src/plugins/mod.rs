@@ -14,6 +14,8 @@
 //! - `registry.rs`: versions, activation, statistics, circuit breaker; persisted in
 //!   the store's `plugins` tree.
 //! - `strategy.rs`: a territory's plugin binding as a `Strategy`, with fallback.
+//! - `trial.rs`: a pinned version asked how it would decide, for shadow runs and
+//!   replays; never counted, never circuit-broken.
 //! - `standalone.rs`: one module outside an engine, for benchmarks and tools.
 
 mod abi;
@@ -21,6 +23,7 @@ mod registry;
 mod sandbox;
 mod standalone;
 mod strategy;
+mod trial;
 
 pub use abi::FailureReason;
 pub use registry::{CircuitState, PluginInfo, PluginVersionInfo, VersionInfo};
@@ -30,3 +33,4 @@ pub use strategy::FALLBACK_KEY;
 
 pub(crate) use registry::{Registry, not_found, version_record};
 pub(crate) use strategy::{PluginStrategy, split_config};
+pub(crate) use trial::{Trial, TrialOutcome};

@@ -121,6 +121,11 @@ pub(crate) struct PluginEntry {
 }
 
 impl PluginEntry {
+    /// The plugin's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The version to use: `pinned`, or the active one.
     pub(crate) fn version(&self, pinned: Option<u32>) -> Option<Arc<LoadedVersion>> {
         let v = self.versions.read().unwrap_or_else(|e| e.into_inner());

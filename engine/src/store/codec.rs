@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::{
-    HistoryEntry, LeadState, OutboxEvent, Rep, RepId, Territory, TerritoryId, Webhook,
+    HistoryEntry, LeadState, OutboxEvent, RegionCode, Rep, RepId, StrategySpec, Territory,
+    TerritoryId, Webhook,
 };
 
 /// A stored record type and the schema version it is written with.
@@ -19,10 +20,10 @@ pub(crate) trait Record: Serialize + DeserializeOwned {
     /// Named in errors.
     const KIND: &'static str;
 
-    /// Reads a value written by an older build with schema version `version`; `None`
-    /// when that version is unknown.
-    fn upgrade(version: u8, body: &[u8]) -> Option<Result<Self, String>> {
-        let _ = (version, body);
+    /// Reads a value written by an older schema `version` of this type, or `None` when
+    /// this build cannot read that version. bincode is not self-describing, so each
+    /// older layout is kept as its own struct and converted.
+    fn migrate(_version: u8, _bytes: &[u8]) -> Option<Result<Self, String>> {
         None
     }
 }
@@ -57,17 +58,53 @@ pub(crate) fn decode<R: Record>(bytes: &[u8]) -> Result<R, CorruptRecord> {
         detail,
     };
     match bytes.split_first() {
-        Some((&v, rest)) if v == R::VERSION => bincode::serde::decode_from_slice(rest, config())
-            .map(|(r, _)| r)
-            .map_err(|e| corrupt(e.to_string())),
-        Some((&v, rest)) => match R::upgrade(v, rest) {
-            Some(upgraded) => upgraded.map_err(corrupt),
+        Some((&v, rest)) if v == R::VERSION => decode_layout(rest).map_err(corrupt),
+        Some((&v, rest)) => match R::migrate(v, rest) {
+            Some(migrated) => migrated.map_err(corrupt),
             None => Err(corrupt(format!(
                 "schema version {v}, this build reads {}",
                 R::VERSION
             ))),
         },
         None => Err(corrupt("empty value".into())),
+    }
+}
+
+/// Decodes one bincode layout (no version byte).
+fn decode_layout<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice(bytes, config())
+        .map(|(r, _)| r)
+        .map_err(|e| e.to_string())
+}
+
+/// A territory as schema version 1 stored it: before `shadow` and the SLA escalation
+/// settings.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct TerritoryV1 {
+    pub id: TerritoryId,
+    pub name: String,
+    pub regions: Vec<RegionCode>,
+    pub default: bool,
+    pub strategy: StrategySpec,
+    pub plugin_config: String,
+    pub first_touch_sla_secs: u64,
+}
+
+impl From<TerritoryV1> for Territory {
+    fn from(t: TerritoryV1) -> Self {
+        Territory {
+            id: t.id,
+            name: t.name,
+            regions: t.regions,
+            default: t.default,
+            strategy: t.strategy,
+            plugin_config: t.plugin_config,
+            first_touch_sla_secs: t.first_touch_sla_secs,
+            sla_max_reroutes: crate::domain::DEFAULT_SLA_MAX_REROUTES,
+            sla_escalation_rep: None,
+            sla_reroute_when_away: false,
+            shadow: None,
+        }
     }
 }
 
@@ -118,45 +155,14 @@ impl Record for RepRecord {
     const KIND: &'static str = "rep";
 }
 impl Record for Territory {
+    /// 2 added `shadow` and the SLA escalation settings.
     const VERSION: u8 = 2;
     const KIND: &'static str = "territory";
 
-    fn upgrade(version: u8, body: &[u8]) -> Option<Result<Self, String>> {
-        (version == 1).then(|| decode_body::<TerritoryV1>(body).map(Territory::from))
-    }
-}
-
-fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(body, config())
-        .map(|(r, _)| r)
-        .map_err(|e| e.to_string())
-}
-
-/// A territory as schema version 1 stored it: before the SLA escalation settings.
-#[derive(Serialize, serde::Deserialize)]
-struct TerritoryV1 {
-    id: TerritoryId,
-    name: String,
-    regions: Vec<crate::domain::RegionCode>,
-    default: bool,
-    strategy: crate::domain::StrategySpec,
-    plugin_config: String,
-    first_touch_sla_secs: u64,
-}
-
-impl From<TerritoryV1> for Territory {
-    fn from(t: TerritoryV1) -> Self {
-        Territory {
-            id: t.id,
-            name: t.name,
-            regions: t.regions,
-            default: t.default,
-            strategy: t.strategy,
-            plugin_config: t.plugin_config,
-            first_touch_sla_secs: t.first_touch_sla_secs,
-            sla_max_reroutes: crate::domain::DEFAULT_SLA_MAX_REROUTES,
-            sla_escalation_rep: None,
-            sla_reroute_when_away: false,
+    fn migrate(version: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
+        match version {
+            1 => Some(decode_layout::<TerritoryV1>(bytes).map(Territory::from)),
+            _ => None,
         }
     }
 }
@@ -259,6 +265,10 @@ mod tests {
             sla_max_reroutes: Some(1),
             sla_escalation_rep: Some("boss".into()),
             sla_reroute_when_away: true,
+            shadow: Some(ShadowSpec {
+                plugin: "s".into(),
+                version: 2,
+            }),
         }
         .validate(TerritoryId::new("t").unwrap())
         .unwrap();
@@ -323,6 +333,44 @@ mod tests {
                 reserve_micros: 4,
             },
         });
+    }
+
+    #[test]
+    fn territories_stored_before_shadow_still_decode() {
+        let old = TerritoryV1 {
+            id: TerritoryId::new("t").unwrap(),
+            name: "T".into(),
+            regions: vec![RegionCode::parse("regions[0]", "CN-SH").unwrap()],
+            default: true,
+            strategy: StrategySpec::Plugin {
+                name: "p".into(),
+                version: Some(3),
+            },
+            plugin_config: r#"{"x":1}"#.into(),
+            first_touch_sla_secs: 600,
+        };
+        // Exactly the bytes a version-1 build wrote: its version byte, then its layout.
+        let mut bytes = vec![1u8];
+        bincode::serde::encode_into_std_write(&old, &mut bytes, config()).unwrap();
+        let t: Territory = decode(&bytes).unwrap();
+        assert_eq!(t, Territory::from(old));
+        assert_eq!(t.shadow, None);
+        assert_eq!(t.first_touch_sla_secs, 600);
+        // New writes carry version 2 and read back with the shadow.
+        let mut t = t;
+        t.shadow = Some(ShadowSpec {
+            plugin: "s".into(),
+            version: 1,
+        });
+        let written = encode(&t);
+        assert_eq!(written[0], 2);
+        assert_eq!(decode::<Territory>(&written).unwrap(), t);
+        // A truncated old value is reported, not panicked on.
+        let err = decode::<Territory>(&bytes[..4]).unwrap_err();
+        assert!(
+            err.to_string().contains("corrupt territory record"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub(crate) enum Change {
         territory: TerritoryId,
         rep: RepId,
         at: UnixMillis,
-        history: HistoryEntry,
+        history: Vec<HistoryEntry>,
         sla_ms: u64,
     },
     /// An assigned lead moves to another rep, or back to its territory's queue.
@@ -585,7 +585,7 @@ impl Writer<'_> {
         territory: &TerritoryId,
         rep: &RepId,
         at: UnixMillis,
-        history: &HistoryEntry,
+        history: &[HistoryEntry],
         sla_ms: u64,
     ) -> Step<Applied> {
         let mut state = self.open_lead(lead)?;
@@ -612,7 +612,9 @@ impl Writer<'_> {
         state.assigned_at = Some(at);
         state.queue_seq = None;
         self.put(LEADS, lead.to_key(), &state)?;
-        self.append_history(lead, history)?;
+        for entry in history {
+            self.append_history(lead, entry)?;
+        }
         self.emit_assigned(&state, rep.clone())?;
         Ok(Applied::Assigned)
     }

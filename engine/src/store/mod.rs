@@ -174,6 +174,27 @@ impl Store {
             .transpose()?)
     }
 
+    /// The newest `limit` leads that `keep` accepts, oldest first. Lead ids are
+    /// time-ordered, so this walks the leads tree backwards and stops at `limit`.
+    pub(crate) fn recent_leads(
+        &self,
+        limit: usize,
+        keep: impl Fn(&LeadState) -> bool,
+    ) -> Result<Vec<LeadState>> {
+        let mut leads = Vec::new();
+        for kv in self.trees[LEADS].iter().rev() {
+            if leads.len() >= limit {
+                break;
+            }
+            let state: LeadState = decode(&kv?.1)?;
+            if keep(&state) {
+                leads.push(state);
+            }
+        }
+        leads.reverse();
+        Ok(leads)
+    }
+
     /// Reads a lead's history, oldest first.
     pub fn history(&self, id: LeadId) -> Result<Vec<HistoryEntry>> {
         self.trees[HISTORY]
