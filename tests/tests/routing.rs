@@ -416,3 +416,39 @@ async fn configuration_conflicts_are_refused() {
     assert_eq!(err.code(), "unknown_plugin");
     assert_eq!(f.engine.territories().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_queued_lead_only_its_old_reps_could_take_does_not_hold_up_new_leads() {
+    let f = fixture();
+    f.engine
+        .upsert_territory(
+            tid("east"),
+            territory(serde_json::json!({"name": "East", "regions": ["CN-SH"], "default": true})),
+        )
+        .await
+        .unwrap();
+    f.engine.upsert_rep(rid("a"), rep("east", 5)).await.unwrap();
+    let moved = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    // Moved away from its only possible rep: it waits for someone new.
+    let decision = f
+        .engine
+        .reassign(moved.lead_id, leadroute_engine::ReassignReason::Manual)
+        .await
+        .unwrap();
+    assert_eq!(decision.placement, leadroute_engine::Placement::Queued);
+    // `a` has room, and the waiting lead cannot use it: new leads go to `a` at once.
+    for n in 2..5 {
+        let out = f.engine.route(lead(n, "CN-SH")).await.unwrap();
+        assert_eq!(out.status, RouteStatus::Assigned, "{out:?}");
+    }
+    assert_eq!(
+        f.engine.territory(&tid("east")).await.unwrap().queue,
+        [moved.lead_id]
+    );
+    // A new rep is someone new: the waiting lead goes to it.
+    f.engine.upsert_rep(rid("b"), rep("east", 5)).await.unwrap();
+    f.engine.settle().await.unwrap();
+    let view = f.engine.lead(moved.lead_id).unwrap().unwrap();
+    assert_eq!(view.state.rep, Some(rid("b")));
+    assert_healthy(&f.engine).await;
+}

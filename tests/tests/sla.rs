@@ -195,11 +195,9 @@ async fn repeated_breaches_escalate_to_the_queue_and_then_stop() {
     let sweep = f.engine.enforce_sla().await.unwrap();
     assert_eq!(sweep.escalated, 1, "{sweep:?}");
     f.engine.settle().await.unwrap();
+    // Escalated through the queue, open to every rep (earlier owners too): it lands.
     let last = rep_of(&f.engine, routed.lead_id).expect("drained from the queue");
-    assert!(
-        !owners.contains(&last),
-        "{last} owned it before: {owners:?}"
-    );
+    assert_eq!(owners.len(), 2);
     assert_eq!(
         reassign_reasons(&f.engine, routed.lead_id),
         ["sla_breach", "sla_escalation"]
@@ -412,5 +410,39 @@ async fn closing_or_queueing_clears_the_deadline() {
         f.engine.sla_deadline(waiting.lead_id),
         Some(f.clock.now() + MINUTE)
     );
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn a_breach_with_nobody_else_to_take_the_lead_escalates() {
+    let f = fixture();
+    east(&f.engine, serde_json::json!({}), &["a", "b"]).await;
+    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    f.clock.advance(MINUTE);
+    assert_eq!(f.engine.enforce_sla().await.unwrap().rerouted, 1);
+    // Both reps have had it; two re-routes are allowed, but there is nobody left to
+    // re-route to: it escalates (to the queue, open to both) instead of waiting forever.
+    f.clock.advance(MINUTE);
+    let sweep = f.engine.enforce_sla().await.unwrap();
+    assert_eq!((sweep.rerouted, sweep.escalated), (0, 1), "{sweep:?}");
+    f.engine.settle().await.unwrap();
+    let view = f.engine.lead(routed.lead_id).unwrap().unwrap();
+    assert_eq!(view.state.status, LeadStatus::Assigned);
+    assert_eq!(
+        reassign_reasons(&f.engine, routed.lead_id),
+        ["sla_breach", "sla_escalation"]
+    );
+    assert_eq!(f.engine.sla_deadline(routed.lead_id), None);
+    assert_eq!(
+        metric(
+            &f.engine,
+            "leadroute_reassignments_total",
+            Some(("reason", "sla_escalation"))
+        ),
+        1.0
+    );
+    // New leads are not held up by anything.
+    let next = f.engine.route(lead(2, "CN-SH")).await.unwrap();
+    assert_eq!(next.status, RouteStatus::Assigned);
     assert_healthy(&f.engine).await;
 }

@@ -104,6 +104,9 @@ pub(crate) enum RouteKind {
     Reassign { from: RepId, why: ReassignReason },
 }
 
+/// `decided_by` of a decision made by an SLA escalation.
+pub(crate) const ESCALATION: &str = "sla_escalation";
+
 /// Who a routed lead may go to.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Target {
@@ -295,7 +298,7 @@ impl TerritoryActor {
             order: member
                 .map(|m| vec![(m.snap.rep.id.clone(), m.addr.clone())])
                 .unwrap_or_default(),
-            decided_by: "sla_escalation".into(),
+            decided_by: ESCALATION.into(),
             reason,
             fallback: None,
             candidates: member
@@ -445,26 +448,27 @@ impl TerritoryActor {
     /// nothing left to do.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while !self.busy {
-            if let Some(head) = self.queue.front()
-                && self.any_room()
+            if self.any_room()
+                && let Some((id, plan)) = self.first_servable()
             {
-                let plan = self.plan(&head.lead, &head.exclude);
-                if !plan.order.is_empty() {
-                    let id = head.lead.id;
-                    self.start(ctx, Job::Drain(id), plan);
-                    return;
-                }
+                self.start(ctx, Job::Drain(id), plan);
+                return;
             }
-            let Some(route) = self.inbox.pop_front() else {
+            let Some(mut route) = self.inbox.pop_front() else {
                 break;
             };
-            if !self.queue.is_empty() {
+            if !self.queue.is_empty() && !self.any_room() {
                 // Older leads are waiting: capacity goes to them first.
                 let reason = format!("{} older lead(s) waiting for capacity", self.queue.len());
                 self.enqueue(route, None, reason);
                 continue;
             }
-            let plan = self.plan_route(&route);
+            // Nothing waits, or what waits cannot use the room there is (every rep with
+            // room had those leads before): this lead need not wait behind them.
+            let mut plan = self.plan_route(&route);
+            if plan.order.is_empty() && self.escalate_instead(&mut route) {
+                plan = self.plan_route(&route);
+            }
             if plan.order.is_empty() {
                 let reason = match route.target {
                     Target::Ranked => "no rep has capacity".into(),
@@ -477,6 +481,41 @@ impl TerritoryActor {
             return;
         }
         self.check_settled();
+    }
+
+    /// The oldest queued lead some rep with room may take (one that never had it),
+    /// planned. Leads only their earlier owners have room for are passed over, so they
+    /// never hold up the leads behind them.
+    fn first_servable(&self) -> Option<(LeadId, Plan)> {
+        self.queue.iter().find_map(|q| {
+            let eligible = self
+                .members
+                .values()
+                .any(|m| m.snap.has_room() && !q.exclude.contains(&m.snap.rep.id));
+            if !eligible {
+                return None;
+            }
+            let plan = self.plan(&q.lead, &q.exclude);
+            (!plan.order.is_empty()).then_some((q.lead.id, plan))
+        })
+    }
+
+    /// An SLA re-route with no other rep to go to escalates instead: to the escalation
+    /// rep, or the queue open to every rep. Returns whether it did.
+    fn escalate_instead(&self, route: &mut Route) -> bool {
+        let RouteKind::Reassign { why, .. } = &mut route.kind else {
+            return false;
+        };
+        if *why != ReassignReason::SlaBreach {
+            return false;
+        }
+        *why = ReassignReason::SlaEscalation;
+        route.target = match &self.territory.sla_escalation_rep {
+            Some(rep) => Target::Rep(rep.clone()),
+            None => Target::Queue,
+        };
+        route.exclude.clear();
+        true
     }
 
     /// Reserves with the planned reps in order; continues in [`Self::finish`].

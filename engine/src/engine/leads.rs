@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use super::Engine;
 use crate::actors::Decision;
 use crate::actors::rep::Release;
-use crate::actors::territory::{Route, RouteKind, Target, Unqueue};
+use crate::actors::territory::{ESCALATION, Route, RouteKind, Target, Unqueue};
 use crate::domain::{
     HistoryEntry, LeadEventInput, LeadId, LeadState, LeadStatus, RepId, Stage, TerritoryId,
 };
@@ -144,8 +144,11 @@ impl Engine {
             (LeadStatus::Closed(_), _) => return Err(EngineError::LeadClosed(id)),
             _ => return Err(EngineError::LeadNotAssigned(id)),
         };
-        let mut exclude = state.previous_reps.clone();
-        exclude.push(from.clone());
+        // An escalated lead may go to anyone, earlier owners included: it must land.
+        let exclude = match why {
+            ReassignReason::SlaEscalation => Vec::new(),
+            _ => [state.previous_reps.as_slice(), std::slice::from_ref(&from)].concat(),
+        };
         let (reply, rx) = oneshot::channel();
         {
             let dir = self.directory();
@@ -173,6 +176,12 @@ impl Engine {
         match settle(reply.receipt).await {
             Ok(Applied::Reassigned) => {
                 self.released(id, Some(&from), None);
+                // A breach with nobody else to take the lead escalated in the actor.
+                let why = if reply.decision.decided_by == ESCALATION {
+                    ReassignReason::SlaEscalation
+                } else {
+                    why
+                };
                 self.inner
                     .metrics
                     .reassignments

@@ -219,9 +219,16 @@ impl Engine {
             let mut queue = VecDeque::new();
             for (_, lead) in store.queue(&territory.id)? {
                 if let Some(state) = store.lead(lead)? {
+                    // An escalated lead may go to anyone, as when it was queued.
+                    let escalated = store.sla(lead)?.is_some_and(|s| s.escalated);
+                    let exclude = if escalated {
+                        Vec::new()
+                    } else {
+                        state.previous_reps
+                    };
                     queue.push_back(Queued {
                         lead: Arc::new(state.lead),
-                        exclude: state.previous_reps,
+                        exclude,
                     });
                 }
             }

@@ -10,6 +10,7 @@
 use futures_util::stream::{self, StreamExt};
 
 use super::{Engine, ReassignReason};
+use crate::actors::territory::ESCALATION;
 use crate::domain::{LeadId, LeadState, LeadStatus, RepId, RepStatus};
 use crate::error::{EngineError, Result};
 
@@ -94,13 +95,16 @@ impl Engine {
             ReassignReason::SlaBreach
         };
         match self.reassign_inner(lead, why).await {
-            Ok(_) => {
+            Ok(decision) => {
                 let territory = [state.territory.as_str()];
                 let m = &self.inner.metrics;
                 m.sla_breaches.with_label_values(&territory).inc();
-                tracing::info!(%lead, rep = ?state.rep, reason = why.as_str(),
+                // Also an escalation when no other rep could take it.
+                let escalated =
+                    why == ReassignReason::SlaEscalation || decision.decided_by == ESCALATION;
+                tracing::info!(%lead, rep = ?state.rep, escalated,
                     "first-touch deadline missed; lead re-routed");
-                if why == ReassignReason::SlaEscalation {
+                if escalated {
                     m.sla_escalations.with_label_values(&territory).inc();
                     Ok(Breach::Escalated)
                 } else {
