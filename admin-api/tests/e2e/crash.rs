@@ -160,8 +160,13 @@ fn acknowledged_work_survives_sigkill_under_load() {
             problems.is_empty(),
             "seed {seed}, kill {kill}: after restart:\n{problems:#?}"
         );
+        let log = server.stderr();
+        let recovery = log
+            .lines()
+            .find_map(|l| l.split_once("engine recovered").map(|(_, r)| r.trim()))
+            .unwrap_or_default();
         eprintln!(
-            "kill {kill} after {after:?}: {} leads known, {} checked; checks and restart took {:.0} ms",
+            "kill {kill} after {after:?}: {} leads known, {} checked; checks and restart took {:.0} ms ({recovery})",
             shared.model().leads.len(),
             disk.checked.len(),
             checking.elapsed().as_secs_f64() * 1e3
