@@ -76,6 +76,15 @@ impl DedupeIndex {
         hit
     }
 
+    /// An index holding `entries` (key, open lead), as read from the store at start.
+    pub fn from_entries(entries: Vec<(String, LeadId)>) -> Self {
+        let mut map = HashMap::with_capacity(entries.len());
+        map.extend(entries);
+        DedupeIndex {
+            map: RwLock::new(map),
+        }
+    }
+
     /// Applies committed changes: `added` keys now point at their lead, `removed` keys
     /// are gone.
     pub fn apply(&self, added: &[(String, LeadId)], removed: &[String]) {

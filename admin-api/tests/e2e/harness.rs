@@ -145,8 +145,14 @@ impl Server {
         status.unwrap_or_else(|| panic!("no exit within {DEADLINE:?}; stderr:\n{}", self.stderr()))
     }
 
+    /// Kills the server with SIGKILL (no drain, no flush) and reaps it.
+    pub fn sigkill(mut self) -> Option<ExitStatus> {
+        self.kill()
+    }
+
     fn kill(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
+        // `Child::kill` is SIGKILL on Unix.
         let _ = child.kill();
         child.wait().ok()
     }

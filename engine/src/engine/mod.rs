@@ -52,7 +52,7 @@ use crate::outbox::Outbox;
 use crate::plugins::{PluginStrategy, Registry, Trial};
 use crate::sla::SlaIndex;
 use crate::store::Store;
-use crate::store::audit::{audit, repair};
+use crate::store::audit::{audit, audit_with_keys, repair};
 use crate::store::commit::{Change, Committer, settle};
 use crate::strategy::{self, Strategy};
 
@@ -113,13 +113,17 @@ impl Engine {
     /// Opens the store in `config.data_dir`, audits and repairs it, and starts the
     /// committer and one actor per rep and territory.
     pub fn open(config: EngineConfig) -> Result<Engine> {
+        let started = std::time::Instant::now();
         let store = Store::open(&config.data_dir)?;
+        let opened = started.elapsed();
         let metrics = Metrics::new();
-        let findings = audit(&store)?;
+        let (findings, mut keys) = audit_with_keys(&store)?;
         if !findings.is_empty() {
             metrics.recovery_repairs.inc_by(findings.len() as u64);
             repair(&store, &findings)?;
+            keys = store.dedupe_entries()?;
         }
+        let audited = started.elapsed();
         let recovery: Vec<String> = findings.iter().map(ToString::to_string).collect();
         // Before the actors: territories bound to plugins need them compiled.
         let plugins = Arc::new(Registry::open(
@@ -128,8 +132,8 @@ impl Engine {
             metrics.clone(),
         )?);
 
-        let dedupe = Arc::new(DedupeIndex::default());
-        dedupe.apply(&store.dedupe_entries()?, &[]);
+        let compiled = started.elapsed();
+        let dedupe = Arc::new(DedupeIndex::from_entries(keys));
         let sla = Arc::new(SlaIndex::default());
         let deadlines: Vec<_> = store
             .sla_records()?
@@ -139,6 +143,7 @@ impl Engine {
         sla.apply(&deadlines);
         metrics.sla_pending.set(sla.len() as i64);
         let outbox = Arc::new(Outbox::new(&store.webhooks()?));
+        let indexed = started.elapsed();
         let (committer, commit_thread) = Committer::start(
             store.clone(),
             config.durability,
@@ -198,6 +203,15 @@ impl Engine {
             }),
         };
         engine.boot_actors()?;
+        // Start-up time grows with the store; say where it went.
+        tracing::info!(
+            store_ms = opened.as_millis() as u64,
+            audit_ms = (audited - opened).as_millis() as u64,
+            plugins_ms = (compiled - audited).as_millis() as u64,
+            dedupe_ms = (indexed - compiled).as_millis() as u64,
+            actors_ms = (started.elapsed() - indexed).as_millis() as u64,
+            "engine recovered"
+        );
         Ok(engine)
     }
 

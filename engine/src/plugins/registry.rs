@@ -6,7 +6,7 @@
 //! decision and hold that version (an `Arc`) until the decision ends, so an activation
 //! never changes a decision in flight, and no lead is decided twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -204,6 +204,9 @@ impl Registry {
     pub(crate) fn open(store: &Store, limits: PluginLimits, metrics: Metrics) -> Result<Registry> {
         let sandbox = Sandbox::new(limits).map_err(EngineError::Internal)?;
         let mut plugins = BTreeMap::new();
+        // Versions with identical bytes (a re-upload, a rollback copy) share one
+        // compilation: compiling is most of a restart's cost when plugins are stored.
+        let mut by_sha: HashMap<String, Compiled> = HashMap::new();
         for record in store.plugin_records()? {
             let mut loaded = BTreeMap::new();
             for v in &record.versions {
@@ -211,7 +214,14 @@ impl Registry {
                     tracing::error!(plugin = %record.name, version = v.version, "module bytes missing from the store");
                     continue;
                 };
-                match sandbox.compile(&wasm) {
+                let sha = sha256_hex(&wasm);
+                let compiled = match by_sha.get(&sha) {
+                    Some(compiled) => Ok(compiled.clone()),
+                    None => sandbox.compile(&wasm).inspect(|c| {
+                        by_sha.insert(sha, c.clone());
+                    }),
+                };
+                match compiled {
                     Ok(compiled) => {
                         loaded.insert(v.version, Arc::new(load(&record.name, v.version, compiled)));
                     }

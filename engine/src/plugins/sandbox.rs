@@ -87,7 +87,9 @@ impl Default for PluginLimits {
     }
 }
 
-/// A module that passed the static checks, ready to instantiate.
+/// A module that passed the static checks, ready to instantiate. Cloning shares the
+/// compiled code.
+#[derive(Clone)]
 pub(crate) struct Compiled {
     pre: InstancePre<CallState>,
     memory: ModuleExport,

@@ -12,11 +12,11 @@
 //! The assignments are the source of truth: where records disagree, the others are
 //! repaired from them. Every finding is logged; none is silently ignored.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::codec::{Assignment, RepRecord, SlaRecord, decode, encode};
 use super::{ASSIGNMENTS, DEDUPE, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
-use crate::domain::{LeadId, LeadState, LeadStatus, RepId, TerritoryId};
+use crate::domain::{LeadId, LeadStatus, RepId, TerritoryId};
 use crate::error::{EngineError, Result};
 
 /// One broken invariant and how it will be repaired.
@@ -84,61 +84,111 @@ impl std::fmt::Display for Finding {
     }
 }
 
+/// What the audit needs of a lead: its place, not its contact or history. Kept small
+/// because the audit visits every open lead (up to several times) at start.
+#[derive(Debug)]
+struct Brief {
+    status: LeadStatus,
+    rep: Option<RepId>,
+    territory: TerritoryId,
+    queue_seq: Option<u64>,
+    /// No first contact yet.
+    untouched: bool,
+    /// When its current rep got it (or it arrived).
+    since: u64,
+}
+
+/// Leads read once each, on demand.
+struct Leads<'s> {
+    store: &'s Store,
+    seen: HashMap<LeadId, Option<Brief>>,
+}
+
+impl Leads<'_> {
+    fn get(&mut self, id: LeadId) -> Result<Option<&Brief>> {
+        if !self.seen.contains_key(&id) {
+            let brief = self.store.lead(id)?.map(|s| Brief {
+                status: s.status,
+                rep: s.rep,
+                territory: s.territory,
+                queue_seq: s.queue_seq,
+                untouched: s.stage.is_none(),
+                since: s.assigned_at.unwrap_or(s.lead.received_at),
+            });
+            self.seen.insert(id, brief);
+        }
+        Ok(self.seen.get(&id).and_then(Option::as_ref))
+    }
+}
+
 /// Reads the whole open state and lists every broken invariant.
 pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
+    Ok(audit_with_keys(store)?.0)
+}
+
+/// De-duplication keys and the open lead each points at, as stored.
+pub(crate) type DedupeKeys = Vec<(String, LeadId)>;
+
+/// [`audit`], also returning the de-duplication keys it read, so that start-up can
+/// build the in-memory index without reading them again.
+pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, DedupeKeys)> {
     let mut findings = Vec::new();
     let reps: BTreeMap<RepId, RepRecord> = store
         .rep_records()?
         .into_iter()
         .map(|r| (r.rep.id.clone(), r))
         .collect();
-    let mut leads: HashMap<LeadId, Option<LeadState>> = HashMap::new();
-    let mut lead = |id: LeadId| -> Result<Option<LeadState>> {
-        if let Some(s) = leads.get(&id) {
-            return Ok(s.clone());
-        }
-        let s = store.lead(id)?;
-        leads.insert(id, s.clone());
-        Ok(s)
+    let mut leads = Leads {
+        store,
+        seen: HashMap::new(),
     };
 
-    // Assignments: the source of truth.
+    // Assignments: the source of truth. Each remembers whether the rep → lead index
+    // has its entry.
     let mut counted: BTreeMap<RepId, u32> = BTreeMap::new();
-    let mut assigned: BTreeSet<(RepId, LeadId)> = BTreeSet::new();
-    let mut assigned_leads: BTreeSet<LeadId> = BTreeSet::new();
+    let mut assigned: HashMap<LeadId, (RepId, bool)> = HashMap::new();
     for (id, a) in store.assignments()? {
-        let Some(state) = lead(id)? else {
+        let Some(state) = leads.get(id)? else {
             findings.push(Finding::AssignmentWithoutLead(id));
             continue;
         };
         if !reps.contains_key(&a.rep) {
-            findings.push(Finding::AssignmentToUnknownRep(id, state.territory));
+            findings.push(Finding::AssignmentToUnknownRep(id, state.territory.clone()));
             continue;
         }
         if state.status != LeadStatus::Assigned || state.rep.as_ref() != Some(&a.rep) {
             findings.push(Finding::LeadDisagreesWithAssignment(id, a.clone()));
         }
         *counted.entry(a.rep.clone()).or_default() += 1;
-        assigned.insert((a.rep.clone(), id));
-        assigned_leads.insert(id);
+        assigned.insert(id, (a.rep, false));
     }
 
     // The rep → lead index mirrors the assignments.
-    let mut indexed: BTreeSet<(RepId, LeadId)> = BTreeSet::new();
     for kv in store.trees[REP_LEADS].iter() {
         let (k, _) = kv?;
         let split = k.iter().position(|&b| b == 0).unwrap_or(k.len());
-        let rep = RepId::new(String::from_utf8_lossy(&k[..split]).into_owned());
         let lead_id = LeadId::from_key(k.get(split + 1..).unwrap_or_default());
-        if let (Ok(rep), Some(lead_id)) = (rep, lead_id) {
-            indexed.insert((rep, lead_id));
+        let matched = lead_id
+            .and_then(|id| assigned.get_mut(&id))
+            .filter(|(rep, seen)| !*seen && rep.as_str().as_bytes() == &k[..split]);
+        match matched {
+            Some((_, seen)) => *seen = true,
+            None => {
+                let rep = RepId::new(String::from_utf8_lossy(&k[..split]).into_owned());
+                if let (Ok(rep), Some(lead_id)) = (rep, lead_id) {
+                    findings.push(Finding::RepLeadsIndex(rep, lead_id, false));
+                }
+            }
         }
     }
-    for (rep, l) in assigned.difference(&indexed) {
-        findings.push(Finding::RepLeadsIndex(rep.clone(), *l, true));
-    }
-    for (rep, l) in indexed.difference(&assigned) {
-        findings.push(Finding::RepLeadsIndex(rep.clone(), *l, false));
+    let mut missing: Vec<(&RepId, LeadId)> = assigned
+        .iter()
+        .filter(|(_, (_, seen))| !*seen)
+        .map(|(id, (rep, _))| (rep, *id))
+        .collect();
+    missing.sort();
+    for (rep, l) in missing {
+        findings.push(Finding::RepLeadsIndex(rep.clone(), l, true));
     }
 
     for (id, record) in &reps {
@@ -149,12 +199,12 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
     }
 
     // Queues hold exactly the queued leads.
-    let mut queued_leads: BTreeSet<LeadId> = BTreeSet::new();
+    let mut queued_leads: HashSet<LeadId> = HashSet::new();
     for kv in store.trees[QUEUE].iter() {
         let (k, v) = kv?;
         let seq = k.len().checked_sub(8).map(|i| &k[i..]);
         let ok = match (LeadId::from_key(&v), seq) {
-            (Some(id), Some(seq)) => match lead(id)? {
+            (Some(id), Some(seq)) => match leads.get(id)? {
                 Some(s) => {
                     let fits = s.status == LeadStatus::Queued
                         && s.queue_seq.map(u64::to_be_bytes).as_ref().map(|b| &b[..]) == Some(seq)
@@ -175,21 +225,24 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
 
     // Every open lead has at least one contact key, so the de-duplication keys reach
     // every open lead without scanning closed history.
-    let mut open_leads: BTreeSet<LeadId> = BTreeSet::new();
-    for (key, id) in store.dedupe_entries()? {
-        match lead(id)? {
+    let keys = store.dedupe_entries()?;
+    let mut open_leads: HashSet<LeadId> = HashSet::new();
+    for (key, id) in &keys {
+        match leads.get(*id)? {
             Some(s) if s.status.is_open() => {
-                open_leads.insert(id);
+                open_leads.insert(*id);
             }
-            _ => findings.push(Finding::StrayDedupeKey(key)),
+            _ => findings.push(Finding::StrayDedupeKey(key.clone())),
         }
     }
-    for id in open_leads {
-        if !assigned_leads.contains(&id)
-            && !queued_leads.contains(&id)
-            && let Some(s) = lead(id)?
-        {
-            findings.push(Finding::Orphan(id, s.territory));
+    let mut orphans: Vec<LeadId> = open_leads
+        .into_iter()
+        .filter(|id| !assigned.contains_key(id) && !queued_leads.contains(id))
+        .collect();
+    orphans.sort();
+    for id in orphans {
+        if let Some(s) = leads.get(id)? {
+            findings.push(Finding::Orphan(id, s.territory.clone()));
         }
     }
 
@@ -200,23 +253,26 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
         .into_iter()
         .map(|t| (t.id, t.first_touch_sla_secs.saturating_mul(1000)))
         .collect();
-    for &id in &assigned_leads {
-        let Some(s) = lead(id)? else { continue };
+    let mut assigned_ids: Vec<LeadId> = assigned.keys().copied().collect();
+    assigned_ids.sort();
+    for id in assigned_ids {
+        let Some(s) = leads.get(id)? else { continue };
         let waiting = slas
             .get(&id)
             .is_some_and(|r| r.escalated || r.deadline.is_some());
-        if s.stage.is_none() && !waiting {
-            let since = s.assigned_at.unwrap_or(s.lead.received_at);
+        if s.untouched && !waiting {
             let sla = sla_ms.get(&s.territory).copied().unwrap_or(0);
-            findings.push(Finding::MissingDeadline(id, since.saturating_add(sla)));
+            findings.push(Finding::MissingDeadline(id, s.since.saturating_add(sla)));
         }
     }
-    for &id in slas.keys() {
-        if !matches!(lead(id)?, Some(s) if s.status.is_open() && s.stage.is_none()) {
+    let mut sla_ids: Vec<LeadId> = slas.keys().copied().collect();
+    sla_ids.sort();
+    for id in sla_ids {
+        if !matches!(leads.get(id)?, Some(s) if s.status.is_open() && s.untouched) {
             findings.push(Finding::StraySla(id));
         }
     }
-    Ok(findings)
+    Ok((findings, keys))
 }
 
 /// Repairs every finding in place, then flushes. Repairs are idempotent: a crash in

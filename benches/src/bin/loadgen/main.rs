@@ -6,7 +6,9 @@
 //! 2. leadroute (`leadroute serve --demo`, started here on a temp data dir): closed-loop
 //!    maximum durable leads/s, then an open-loop run at half of that rate whose latency
 //!    is measured from each request's *intended* send time (so a stalled server cannot
-//!    hide its stall: no coordinated omission), then batch intake.
+//!    hide its stall: no coordinated omission), then batch intake;
+//! 3. with the `recovery` subcommand instead: the time from starting the server on a
+//!    store of N leads to its first `200` on `/readyz` (see `recovery.rs`).
 //!
 //! Leads are realistic: the demo organisation's regions (and districts below them),
 //! its industries, log-uniform purchase amounts, and about 5% repeats of an earlier
@@ -15,7 +17,10 @@
 //! ```text
 //! cargo build --release -p leadroute-admin-api -p leadroute-benches
 //! target/release/loadgen run --leadroute target/release/leadroute
+//! target/release/loadgen recovery --leadroute target/release/leadroute --leads 1000000
 //! ```
+
+mod recovery;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -48,6 +53,8 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Fill a store with N leads, then time the server's start to `/readyz`.
+    Recovery(recovery::RecoveryArgs),
 }
 
 #[derive(Parser)]
@@ -80,6 +87,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Echo { listen } => runtime.block_on(echo(listen)),
         Cmd::Run(args) => runtime.block_on(run(args)),
+        Cmd::Recovery(args) => runtime.block_on(recovery::run(args)),
     }
 }
 

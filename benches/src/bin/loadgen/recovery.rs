@@ -1,0 +1,284 @@
+//! `loadgen recovery`: how long the real server takes to be ready again on a store
+//! holding N leads.
+//!
+//! It fills a data dir through the engine library (batched routes, all leads left
+//! open: the start-up audit and the de-duplication index cost per *open* lead, so
+//! this is the heavy case), stops the engine cleanly, then starts `leadroute serve`
+//! on it several times and times each start, from spawning the process to the first
+//! `200` on `/readyz`. The server binds its port before it opens the store, so the
+//! probe's connection waits in the listen backlog and is answered as soon as the
+//! server is ready.
+//!
+//! ```text
+//! target/release/loadgen recovery --leadroute target/release/leadroute --leads 1000000
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use leadroute_benches::{lead, rep_id};
+use leadroute_engine::domain::{
+    BuiltinStrategy, MAX_CAPACITY, RepInput, StrategyInput, TerritoryId, TerritoryInput,
+};
+use leadroute_engine::store::Store;
+use leadroute_engine::{Durability, Engine, EngineConfig};
+
+use super::Conn;
+
+/// Arguments of `loadgen recovery`.
+#[derive(Parser)]
+pub struct RecoveryArgs {
+    /// The `leadroute` binary to start.
+    #[arg(long)]
+    leadroute: PathBuf,
+    /// Leads the store holds when the server starts.
+    #[arg(long)]
+    leads: u64,
+    /// Timed starts; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Keep the store here (and reuse it if it already holds enough leads) instead
+    /// of a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Reps in the one territory: enough capacity for every lead to stay open.
+const REPS: usize = 12;
+/// Leads per `route_batch` call, and calls in flight at once while filling.
+const BATCH: u64 = 1000;
+const IN_FLIGHT: u64 = 4;
+/// The longest a start may take before the run is called failed.
+const START_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Runs `loadgen recovery`.
+pub async fn run(args: RecoveryArgs) -> Result<()> {
+    let temp;
+    let dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("leadroute-recovery-")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let stored = stored_leads(&dir)?;
+    if stored < args.leads {
+        let started = Instant::now();
+        fill(&dir, stored, args.leads).await?;
+        eprintln!(
+            "filled {} leads in {:.1} s",
+            args.leads - stored,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let stored = stored_leads(&dir)?;
+    let bytes = dir_bytes(&dir);
+
+    let mut times = Vec::with_capacity(args.runs);
+    for run in 1..=args.runs {
+        let start = time_start(&args.leadroute, &dir).await?;
+        eprintln!(
+            "run {run}: ready after {:.0} ms wall, {} ms CPU; {}",
+            start.wall.as_secs_f64() * 1e3,
+            start.cpu_ms,
+            start.phases
+        );
+        times.push(start.wall);
+    }
+    times.sort();
+    let ms: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.0}", t.as_secs_f64() * 1e3))
+        .collect();
+    println!(
+        "{stored} stored leads (all open), store {:.2} GiB: start → first 200 on /readyz \
+         median {:.0} ms over {} runs (sorted: {} ms)",
+        bytes as f64 / (1u64 << 30) as f64,
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times.len(),
+        ms.join(", "),
+    );
+    Ok(())
+}
+
+fn stored_leads(dir: &Path) -> Result<u64> {
+    if !dir.join("db").exists() {
+        return Ok(0);
+    }
+    let store = Store::open(dir)?;
+    Ok(store.lead_count() as u64)
+}
+
+/// Routes leads `from..to` into the store in `dir` through the engine library.
+async fn fill(dir: &Path, from: u64, to: u64) -> Result<()> {
+    // Process durability: the fill is set-up, not measured; the final shutdown
+    // flushes everything.
+    let engine = Engine::open(EngineConfig::new(dir).durability(Durability::Process))?;
+    engine
+        .upsert_territory(
+            TerritoryId::new("east")?,
+            TerritoryInput {
+                name: "East China".into(),
+                regions: vec!["CN-SH".into()],
+                default: true,
+                strategy: Some(StrategyInput::Builtin {
+                    builtin: BuiltinStrategy::LeastLoaded,
+                }),
+                ..Default::default()
+            },
+        )
+        .await?;
+    for i in 0..REPS {
+        let rep = RepInput {
+            name: format!("Rep {i}"),
+            territories: vec!["east".into()],
+            capacity: MAX_CAPACITY,
+            ..Default::default()
+        };
+        engine
+            .upsert_rep(rep_id(i).map_err(|e| anyhow::anyhow!(e))?, rep)
+            .await?;
+    }
+    let next = Arc::new(AtomicU64::new(from));
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (engine, next) = (engine.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let start = next.fetch_add(BATCH, Ordering::Relaxed);
+                if start >= to {
+                    return anyhow::Ok(());
+                }
+                let leads: Vec<_> = (start..(start + BATCH).min(to)).map(lead).collect();
+                for result in engine.route_batch(&leads).await {
+                    result?;
+                }
+                if (start / BATCH).is_multiple_of(100) {
+                    eprintln!("  {start} leads routed");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    engine.shutdown().await?;
+    Ok(())
+}
+
+/// One timed start.
+struct Start {
+    /// Spawn to the first `200` on `/readyz`.
+    wall: Duration,
+    /// CPU the server had used by then (user + system, 10 ms ticks): on a shared
+    /// machine this tells work from waiting.
+    cpu_ms: u64,
+    /// The engine's own account of its recovery phases, from its log.
+    phases: String,
+}
+
+/// Starts the server on `dir` and times it from spawn to the first `200` on
+/// `/readyz`; then stops it with SIGTERM.
+async fn time_start(leadroute: &Path, dir: &Path) -> Result<Start> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new(leadroute);
+    cmd.args(["serve", "--listen"])
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("LEADROUTE_ADMIN_TOKEN")
+        .env_remove("LEADROUTE_INTAKE_TOKEN")
+        .env_remove("LEADROUTE_CONFIG")
+        .env("RUST_LOG", "leadroute_engine=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {leadroute:?}"))?;
+    let (wall, cpu_ms) = loop {
+        if let Ok(mut conn) = Conn::open(addr).await
+            && let Ok((200, _)) = conn.request("GET", "/readyz", "").await
+        {
+            break (started.elapsed(), cpu_ms(child.id()));
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the server exited before it was ready: {status}");
+        }
+        if started.elapsed() > START_DEADLINE {
+            let _ = child.kill();
+            bail!("not ready within {START_DEADLINE:?}");
+        }
+        // Not bound yet: the process is still starting. Probe again shortly.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    // SIGTERM: the server drains and exits 0.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        use std::io::Read;
+        stderr.read_to_string(&mut log)?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the server did not stop cleanly: {status}");
+    }
+    let phases = log
+        .lines()
+        .find_map(|l| {
+            l.split_once("engine recovered")
+                .map(|(_, rest)| rest.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok(Start {
+        wall,
+        cpu_ms,
+        phases,
+    })
+}
+
+/// User + system CPU of process `pid` so far, from `/proc/PID/stat` (Linux; 0
+/// elsewhere). Clock ticks are 10 ms on Linux.
+fn cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    (ticks(11) + ticks(12)) * 10
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
