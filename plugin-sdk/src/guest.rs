@@ -81,9 +81,11 @@ fn config<C: serde::de::DeserializeOwned + 'static>(json: &str) -> Result<C, ser
 }
 
 /// Bytes in the [`Arena`]: the input, sort buffers and answer of up to a few hundred
-/// candidates (≈ 70 KiB at 500). It is part of the module's initial memory, whose
-/// size a fresh instance's reset cost scales with, so it is not bigger.
-pub const ARENA_BYTES: usize = 128 << 10;
+/// candidates (≈ 70 KiB at 500). It is part of the module's initial memory, which the
+/// host resets after every call, so it is no bigger: with a 32 KiB stack and the
+/// example plugins' ≈ 32 KiB of data, 96 KiB keeps their initial memory at three
+/// 64 KiB pages instead of four (`benches/README.md`, "Plugins").
+pub const ARENA_BYTES: usize = 96 << 10;
 
 /// The plugin module's global allocator (installed by [`crate::register_plugin!`] on
 /// wasm32): bumps through a static buffer and falls back to [`System`] when it is

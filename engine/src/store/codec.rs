@@ -336,6 +336,30 @@ mod tests {
     }
 
     #[test]
+    fn shadow_disagreements_round_trip() {
+        round_trip(HistoryEntry {
+            at: 7,
+            event: HistoryEvent::ShadowDisagreed {
+                plugin: "vip-tier".into(),
+                version: 2,
+                chosen: RepId::new("a").unwrap(),
+                shadow_pick: Some(RepId::new("b").unwrap()),
+                reason: "vip-tier: wants senior".into(),
+            },
+        });
+        round_trip(HistoryEntry {
+            at: 8,
+            event: HistoryEvent::ShadowDisagreed {
+                plugin: "p".into(),
+                version: 1,
+                chosen: RepId::new("a").unwrap(),
+                shadow_pick: None,
+                reason: String::new(),
+            },
+        });
+    }
+
+    #[test]
     fn territories_stored_before_shadow_still_decode() {
         let old = TerritoryV1 {
             id: TerritoryId::new("t").unwrap(),
