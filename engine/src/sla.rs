@@ -42,6 +42,18 @@ impl SlaIndex {
         }
     }
 
+    /// Replaces every deadline with the stored ones (after the store was reopened).
+    pub(crate) fn replace(&self, records: &[(LeadId, crate::store::codec::SlaRecord)]) {
+        let mut d = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *d = Deadlines::default();
+        for (lead, record) in records {
+            if let Some(at) = record.deadline {
+                d.by_time.insert((at, *lead));
+                d.by_lead.insert(*lead, at);
+            }
+        }
+    }
+
     /// Up to `limit` leads whose deadline is at or before `now`, earliest first.
     pub fn due(&self, now: UnixMillis, limit: usize) -> Vec<(LeadId, UnixMillis)> {
         let d = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -46,6 +46,9 @@ pub(super) async fn deliver(
             Err(EngineError::WebhookNotFound(_)) => return,
             Err(e) => {
                 tracing::error!(webhook = %webhook.id, error = %e, "cannot read cursor");
+                if pause(&mut stop).await {
+                    continue;
+                }
                 return;
             }
         };
@@ -53,6 +56,9 @@ pub(super) async fn deliver(
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(webhook = %webhook.id, error = %e, "cannot read the outbox");
+                if pause(&mut stop).await {
+                    continue;
+                }
                 return;
             }
         };
@@ -76,10 +82,11 @@ pub(super) async fn deliver(
                             failed_at: now_ms(),
                             redrive: false,
                         };
-                        // Parked before the cursor moves past it.
+                        // Parked before the cursor moves past it; if it cannot be, the
+                        // event is tried again from the start of the next round.
                         if let Err(e) = engine.put_dead_letter(&webhook.id, &letter) {
                             tracing::error!(webhook = %webhook.id, error = %e, "cannot park a dead letter");
-                            return;
+                            break;
                         }
                         shared
                             .metrics
@@ -93,8 +100,9 @@ pub(super) async fn deliver(
                 }
             }
             if let Err(e) = engine.advance_webhook_cursor(&webhook.id, event.seq) {
+                // Delivered again later: at least once, never skipped.
                 tracing::error!(webhook = %webhook.id, error = %e, "cannot store the cursor");
-                return;
+                break;
             }
         }
         let cursor = engine.webhook_cursor(&webhook.id).unwrap_or(0);
@@ -107,6 +115,15 @@ pub(super) async fn deliver(
         if let Err(e) = engine.trim_outbox() {
             tracing::warn!(error = %e, "cannot trim the outbox");
         }
+    }
+}
+
+/// Waits a second after a store error (the store may be reopening after a disk
+/// problem); false when the worker should stop instead.
+async fn pause(stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => true,
+        _ = stop.wait_for(|s| *s) => false,
     }
 }
 

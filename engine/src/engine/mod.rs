@@ -1,6 +1,7 @@
 //! The [`Engine`] handle: the in-process API the server and tests use.
 //!
 //! - `mod.rs`: opening (recovery, threads, actors), settling and shutdown.
+//! - `admission.rs`: the limits on work in flight; past them calls are refused at once.
 //! - `intake.rs`: routing new leads, batches and simulations.
 //! - `leads.rs`: reading leads, lifecycle events, reassignment.
 //! - `admin.rs`: reps and territories.
@@ -14,6 +15,7 @@
 //! the group commit.
 
 mod admin;
+mod admission;
 mod intake;
 mod leads;
 mod plugins;
@@ -98,6 +100,8 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     /// One permit per call in flight; shutdown takes them all.
     gate: Semaphore,
+    /// The bound on leads and admin writes in flight.
+    admission: admission::Admission,
     recovery: Vec<String>,
     /// Installed routing plugins and their sandbox.
     plugins: Arc<Registry>,
@@ -195,6 +199,7 @@ impl Engine {
                 dedupe,
                 admin: tokio::sync::Mutex::new(()),
                 gate: Semaphore::new(MAX_IN_FLIGHT as usize),
+                admission: admission::Admission::new(config.max_in_flight_leads),
                 recovery,
                 plugins,
                 sla,
@@ -423,6 +428,14 @@ impl Engine {
     /// The engine's metrics registry, for `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Whether the store takes writes. False after a write failed (disk full, read-only,
+    /// I/O error) until the committer has seen the disk take writes again and reopened
+    /// the store; meanwhile every change is refused with
+    /// [`EngineError::StoreUnavailable`] and reads keep working.
+    pub fn store_writable(&self) -> bool {
+        !self.inner.committer.failing()
     }
 
     /// What the start-up audit found and repaired (empty on a healthy store).

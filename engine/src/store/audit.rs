@@ -164,7 +164,7 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, DedupeKeys
     }
 
     // The rep → lead index mirrors the assignments.
-    for kv in store.trees[REP_LEADS].iter() {
+    for kv in store.h()?.trees[REP_LEADS].iter() {
         let (k, _) = kv?;
         let split = k.iter().position(|&b| b == 0).unwrap_or(k.len());
         let lead_id = LeadId::from_key(k.get(split + 1..).unwrap_or_default());
@@ -200,7 +200,7 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, DedupeKeys
 
     // Queues hold exactly the queued leads.
     let mut queued_leads: HashSet<LeadId> = HashSet::new();
-    for kv in store.trees[QUEUE].iter() {
+    for kv in store.h()?.trees[QUEUE].iter() {
         let (k, v) = kv?;
         let seq = k.len().checked_sub(8).map(|i| &k[i..]);
         let ok = match (LeadId::from_key(&v), seq) {
@@ -278,7 +278,8 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, DedupeKeys
 /// Repairs every finding in place, then flushes. Repairs are idempotent: a crash in
 /// the middle is finished by the next start's audit.
 pub(crate) fn repair(store: &Store, findings: &[Finding]) -> Result<()> {
-    let t = &store.trees;
+    let h = store.h()?;
+    let t = &h.trees;
     for finding in findings {
         tracing::warn!(%finding, "store invariant broken; repairing");
         match finding {
@@ -336,7 +337,7 @@ pub(crate) fn repair(store: &Store, findings: &[Finding]) -> Result<()> {
     }) {
         recount_loads(store)?;
     }
-    store.db.flush()?;
+    store.h()?.db.flush()?;
     Ok(())
 }
 
@@ -344,15 +345,15 @@ fn requeue(store: &Store, id: LeadId, territory: &TerritoryId) -> Result<()> {
     let Some(mut s) = store.lead(id)? else {
         return Ok(());
     };
-    let seq = store.db.generate_id()?;
-    store.trees[QUEUE].insert(
+    let seq = store.h()?.db.generate_id()?;
+    store.h()?.trees[QUEUE].insert(
         compound_key(territory.as_str(), &seq.to_be_bytes()),
         &id.to_key(),
     )?;
     s.status = LeadStatus::Queued;
     s.rep = None;
     s.queue_seq = Some(seq);
-    store.trees[LEADS].insert(id.to_key(), encode(&s))?;
+    store.h()?.trees[LEADS].insert(id.to_key(), encode(&s))?;
     Ok(())
 }
 
@@ -361,13 +362,13 @@ fn recount_loads(store: &Store) -> Result<()> {
     for (_, a) in store.assignments()? {
         *counted.entry(a.rep).or_default() += 1;
     }
-    for kv in store.trees[REPS].iter() {
+    for kv in store.h()?.trees[REPS].iter() {
         let (k, v) = kv?;
         let mut record: RepRecord = decode(&v).map_err(EngineError::from)?;
         let actual = counted.get(&record.rep.id).copied().unwrap_or(0);
         if record.load != actual {
             record.load = actual;
-            store.trees[REPS].insert(k, encode(&record))?;
+            store.h()?.trees[REPS].insert(k, encode(&record))?;
         }
     }
     Ok(())

@@ -34,6 +34,7 @@ pub(crate) mod commit;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -119,12 +120,23 @@ pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
 }
 
 /// The opened sled database and its trees.
+///
+/// Cloned handles share one open database, which the committer can reopen in place
+/// (see [`Store::reopen`]): sled 0.34.7 refuses every write after one failed, for good.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) dir: PathBuf,
+    live: Arc<RwLock<Option<Arc<Handle>>>>,
+}
+
+/// One opening of the database.
+pub(crate) struct Handle {
     pub(crate) db: sled::Db,
     pub(crate) trees: [sled::Tree; 14],
 }
+
+/// Longest [`Store::reopen`] waits for calls still using the old opening to finish.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` and checks its schema version.
@@ -132,6 +144,71 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| {
             EngineError::StoreUnavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
+        let handle = Handle::open(dir)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            live: Arc::new(RwLock::new(Some(Arc::new(handle)))),
+        })
+    }
+
+    /// The current opening; refused while a reopen is under way or failed.
+    pub(crate) fn h(&self) -> Result<Arc<Handle>> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| EngineError::StoreUnavailable("the store is being reopened".into()))
+    }
+
+    /// Closes the database and opens it again: after a failed write, sled 0.34.7 repeats
+    /// that error on every later write and flush even once the disk is fine again
+    /// (measured), while a fresh opening recovers everything flushed before. Reads
+    /// started before keep the old opening until they finish; sled's file lock is free
+    /// only then, so the open is retried for up to five seconds. If it still fails the
+    /// store stays closed (reads answer `StoreUnavailable`) until the next attempt.
+    pub(crate) fn reopen(&self) -> Result<()> {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let old = live.take();
+        if let Some(old) = old {
+            // Wait for calls that still hold the old opening; the lock is released when
+            // the last of them lets go.
+            let started = std::time::Instant::now();
+            let mut old = Some(old);
+            while let Some(o) = old.take() {
+                match Arc::try_unwrap(o) {
+                    Ok(handle) => drop(handle),
+                    Err(shared) if started.elapsed() < REOPEN_WAIT => {
+                        old = Some(shared);
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        *live = Some(shared);
+                        return Err(EngineError::StoreUnavailable(
+                            "the store is still in use; cannot reopen it yet".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        loop {
+            match Handle::open(&self.dir) {
+                Ok(handle) => {
+                    *live = Some(Arc::new(handle));
+                    return Ok(());
+                }
+                // sled's background threads may still hold the file lock for a moment.
+                Err(_) if started.elapsed() < REOPEN_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Handle {
+    fn open(dir: &Path) -> Result<Handle> {
         let db = sled::Config::new().path(dir).open()?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
@@ -151,13 +228,11 @@ impl Store {
             trees.push(db.open_tree(name)?);
         }
         let trees = trees.try_into().expect("one tree per name");
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            db,
-            trees,
-        })
+        Ok(Handle { db, trees })
     }
+}
 
+impl Store {
     /// Opens sled's data file separately, for `fdatasync` in power durability.
     pub(crate) fn data_file(&self) -> Result<File> {
         // sled 0.34 keeps its log and pages in `<dir>/db` (`Config::db_path`).
@@ -168,7 +243,7 @@ impl Store {
 
     /// Reads a lead's state.
     pub fn lead(&self, id: LeadId) -> Result<Option<LeadState>> {
-        Ok(self.trees[LEADS]
+        Ok(self.h()?.trees[LEADS]
             .get(id.to_key())?
             .map(|v| decode(&v))
             .transpose()?)
@@ -182,7 +257,7 @@ impl Store {
         keep: impl Fn(&LeadState) -> bool,
     ) -> Result<Vec<LeadState>> {
         let mut leads = Vec::new();
-        for kv in self.trees[LEADS].iter().rev() {
+        for kv in self.h()?.trees[LEADS].iter().rev() {
             if leads.len() >= limit {
                 break;
             }
@@ -197,21 +272,21 @@ impl Store {
 
     /// Reads a lead's history, oldest first.
     pub fn history(&self, id: LeadId) -> Result<Vec<HistoryEntry>> {
-        self.trees[HISTORY]
+        self.h()?.trees[HISTORY]
             .scan_prefix(id.to_key())
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
     }
 
     pub(crate) fn rep_records(&self) -> Result<Vec<RepRecord>> {
-        self.trees[REPS]
+        self.h()?.trees[REPS]
             .iter()
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
     }
 
     pub(crate) fn rep_record(&self, id: &RepId) -> Result<Option<RepRecord>> {
-        Ok(self.trees[REPS]
+        Ok(self.h()?.trees[REPS]
             .get(id.as_str())?
             .map(|v| decode(&v))
             .transpose()?)
@@ -219,7 +294,7 @@ impl Store {
 
     /// Reads every territory.
     pub fn territories(&self) -> Result<Vec<Territory>> {
-        self.trees[TERRITORIES]
+        self.h()?.trees[TERRITORIES]
             .iter()
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
@@ -227,7 +302,7 @@ impl Store {
 
     /// Open leads of a rep, oldest first.
     pub fn open_leads_of(&self, rep: &RepId) -> Result<Vec<LeadId>> {
-        self.trees[REP_LEADS]
+        self.h()?.trees[REP_LEADS]
             .scan_prefix(compound_key(rep.as_str(), &[]))
             .map(|kv| {
                 let (k, _) = kv?;
@@ -240,7 +315,7 @@ impl Store {
     /// A territory's queue in order: (seq, lead).
     pub fn queue(&self, territory: &TerritoryId) -> Result<Vec<(u64, LeadId)>> {
         let prefix = compound_key(territory.as_str(), &[]);
-        self.trees[QUEUE]
+        self.h()?.trees[QUEUE]
             .scan_prefix(&prefix)
             .map(|kv| {
                 let (k, v) = kv?;
@@ -256,7 +331,7 @@ impl Store {
     }
 
     pub(crate) fn assignments(&self) -> Result<Vec<(LeadId, Assignment)>> {
-        self.trees[ASSIGNMENTS]
+        self.h()?.trees[ASSIGNMENTS]
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -268,7 +343,7 @@ impl Store {
     }
 
     pub(crate) fn dedupe_entries(&self) -> Result<Vec<(String, LeadId)>> {
-        self.trees[DEDUPE]
+        self.h()?.trees[DEDUPE]
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -281,7 +356,7 @@ impl Store {
 
     /// Every stored plugin's record (keys without a zero byte are records).
     pub(crate) fn plugin_records(&self) -> Result<Vec<PluginRecord>> {
-        self.trees[PLUGINS]
+        self.h()?.trees[PLUGINS]
             .iter()
             .filter(|kv| kv.as_ref().map_or(true, |(k, _)| !k.contains(&0)))
             .map(|kv| Ok(decode(&kv?.1)?))
@@ -290,14 +365,14 @@ impl Store {
 
     /// One stored module's bytes.
     pub(crate) fn plugin_wasm(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>> {
-        Ok(self.trees[PLUGINS]
+        Ok(self.h()?.trees[PLUGINS]
             .get(plugin_wasm_key(name, version))?
             .map(|v| v.to_vec()))
     }
 
     /// Every untouched open lead's SLA state.
     pub(crate) fn sla_records(&self) -> Result<Vec<(LeadId, SlaRecord)>> {
-        self.trees[SLA]
+        self.h()?.trees[SLA]
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -310,7 +385,7 @@ impl Store {
 
     /// A lead's SLA state, while it is open and untouched.
     pub(crate) fn sla(&self, lead: LeadId) -> Result<Option<SlaRecord>> {
-        Ok(self.trees[SLA]
+        Ok(self.h()?.trees[SLA]
             .get(lead.to_key())?
             .map(|v| decode(&v))
             .transpose()?)
@@ -318,7 +393,7 @@ impl Store {
 
     /// Every webhook subscription, by id.
     pub(crate) fn webhooks(&self) -> Result<Vec<Webhook>> {
-        self.trees[WEBHOOKS]
+        self.h()?.trees[WEBHOOKS]
             .iter()
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
@@ -326,7 +401,7 @@ impl Store {
 
     /// One webhook subscription.
     pub(crate) fn webhook(&self, id: &WebhookId) -> Result<Option<Webhook>> {
-        Ok(self.trees[WEBHOOKS]
+        Ok(self.h()?.trees[WEBHOOKS]
             .get(id.as_str())?
             .map(|v| decode(&v))
             .transpose()?)
@@ -335,25 +410,26 @@ impl Store {
     /// Up to `limit` outbox events after `seq`, in order.
     pub(crate) fn outbox_after(&self, seq: u64, limit: usize) -> Result<Vec<OutboxEvent>> {
         let start = seq.saturating_add(1).to_be_bytes();
-        self.trees[OUTBOX]
+        self.h()?.trees[OUTBOX]
             .range(start..)
             .take(limit)
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
     }
 
-    /// How many outbox events come after `seq`.
+    /// How many outbox events come after `seq` (0 while the store is being reopened).
     pub(crate) fn outbox_len_after(&self, seq: u64) -> usize {
         let start = seq.saturating_add(1).to_be_bytes();
-        self.trees[OUTBOX].range(start..).count()
+        self.h()
+            .map_or(0, |h| h.trees[OUTBOX].range(start..).count())
     }
 
     /// Drops outbox events up to and including `seq`.
     pub(crate) fn outbox_trim(&self, seq: u64) -> Result<usize> {
         let end = seq.saturating_add(1).to_be_bytes();
         let mut removed = 0;
-        for kv in self.trees[OUTBOX].range(..end) {
-            self.trees[OUTBOX].remove(kv?.0)?;
+        for kv in self.h()?.trees[OUTBOX].range(..end) {
+            self.h()?.trees[OUTBOX].remove(kv?.0)?;
             removed += 1;
         }
         Ok(removed)
@@ -361,14 +437,14 @@ impl Store {
 
     /// The last outbox seq delivered to (or skipped by) a webhook.
     pub(crate) fn cursor(&self, id: &WebhookId) -> Result<Option<u64>> {
-        Ok(self.trees[CURSORS]
+        Ok(self.h()?.trees[CURSORS]
             .get(id.as_str())?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
     /// Moves a webhook's cursor forward (never back).
     pub(crate) fn advance_cursor(&self, id: &WebhookId, seq: u64) -> Result<()> {
-        self.trees[CURSORS].fetch_and_update(id.as_str(), |old| {
+        self.h()?.trees[CURSORS].fetch_and_update(id.as_str(), |old| {
             let old = old
                 .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
                 .unwrap_or(0);
@@ -379,7 +455,7 @@ impl Store {
 
     /// A webhook's dead letters, oldest first.
     pub(crate) fn dead_letters(&self, id: &WebhookId) -> Result<Vec<DeadLetter>> {
-        self.trees[DEAD_LETTERS]
+        self.h()?.trees[DEAD_LETTERS]
             .scan_prefix(compound_key(id.as_str(), &[]))
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
@@ -388,18 +464,18 @@ impl Store {
     /// Stores (or replaces) a dead letter.
     pub(crate) fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
         let key = compound_key(id.as_str(), &letter.event.seq.to_be_bytes());
-        self.trees[DEAD_LETTERS].insert(key, encode(letter))?;
+        self.h()?.trees[DEAD_LETTERS].insert(key, encode(letter))?;
         Ok(())
     }
 
     /// Removes a dead letter once delivered.
     pub(crate) fn remove_dead_letter(&self, id: &WebhookId, seq: u64) -> Result<()> {
-        self.trees[DEAD_LETTERS].remove(compound_key(id.as_str(), &seq.to_be_bytes()))?;
+        self.h()?.trees[DEAD_LETTERS].remove(compound_key(id.as_str(), &seq.to_be_bytes()))?;
         Ok(())
     }
 
     /// Number of leads ever stored.
     pub fn lead_count(&self) -> usize {
-        self.trees[LEADS].len()
+        self.h().map_or(0, |h| h.trees[LEADS].len())
     }
 }
