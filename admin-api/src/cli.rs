@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Log format: text or json [env: LEADROUTE_LOG_FORMAT] [default: text]
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Most leads in flight before intake answers 503 overloaded
+    /// [env: LEADROUTE_MAX_IN_FLIGHT_LEADS] [default: 256]
+    #[arg(long)]
+    pub max_in_flight_leads: Option<String>,
     /// Load the demo organisation (7 territories, 63 reps) at start; idempotent.
     #[arg(long)]
     pub demo: bool,
@@ -96,6 +100,7 @@ impl ServeArgs {
             durability: self.durability.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
+            max_in_flight_leads: self.max_in_flight_leads.clone(),
         }
     }
 }

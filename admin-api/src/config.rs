@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use leadroute_engine::Durability;
+use leadroute_engine::config::DEFAULT_MAX_IN_FLIGHT_LEADS;
 use serde::Deserialize;
 
 use crate::auth::{Auth, Token};
@@ -27,6 +28,8 @@ pub const DEFAULT_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_PLUGIN_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Default wait for in-flight requests at shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Largest accepted `max_in_flight_leads`.
+pub const MAX_IN_FLIGHT_LEADS_LIMIT: u64 = 1_000_000;
 /// Shortest token accepted: shorter ones can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -77,6 +80,11 @@ pub struct LimitsConfig {
     pub batch_body_bytes: Option<usize>,
     /// Largest plugin upload, in bytes. Default 8388608 (8 MiB).
     pub plugin_body_bytes: Option<usize>,
+    /// Most leads in flight (admitted, not yet durably answered) across intake,
+    /// batches and lead events; past it they are refused at once with 503
+    /// `overloaded` and `Retry-After: 1`. A batch counts its leads. Default 256
+    /// (see benches/README.md, "Overload"); 1 to 1000000.
+    pub max_in_flight_leads: Option<usize>,
 }
 
 /// How log lines look.
@@ -105,6 +113,8 @@ pub struct Flags {
     pub log_level: Option<String>,
     /// `--log-format`
     pub log_format: Option<String>,
+    /// `--max-in-flight-leads`
+    pub max_in_flight_leads: Option<String>,
 }
 
 /// Body limits in force, in bytes.
@@ -147,6 +157,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Wait for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// Most leads in flight before intake answers 503 `overloaded`.
+    pub max_in_flight_leads: usize,
     /// The file read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -390,6 +402,30 @@ impl Settings {
             )?,
         };
 
+        let (max_in_flight_leads, from) = pick(
+            [
+                flags
+                    .max_in_flight_leads
+                    .as_deref()
+                    .map(|v| (parse_number(v), "--max-in-flight-leads".to_string())),
+                env("LEADROUTE_MAX_IN_FLIGHT_LEADS").map(|v| {
+                    (
+                        parse_number(&v),
+                        "LEADROUTE_MAX_IN_FLIGHT_LEADS".to_string(),
+                    )
+                }),
+                file.limits
+                    .max_in_flight_leads
+                    .map(|v| (Ok(v), in_file("limits.max_in_flight_leads"))),
+            ],
+            DEFAULT_MAX_IN_FLIGHT_LEADS,
+        )?;
+        check_range(
+            max_in_flight_leads as u64,
+            &from,
+            1..=MAX_IN_FLIGHT_LEADS_LIMIT,
+        )?;
+
         let token = |env_name: &str, value: Option<String>, key: &str| match pick(
             [None, var(env_name), from_file(value, key)],
             String::new(),
@@ -438,6 +474,7 @@ impl Settings {
             auth,
             limits,
             shutdown_timeout: Duration::from_secs(shutdown_secs),
+            max_in_flight_leads,
             config_file,
         })
     }
@@ -472,6 +509,53 @@ mod tests {
         assert_eq!(s.limits, Limits::default());
         assert!(s.auth.is_open());
         assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn max_in_flight_leads_comes_from_flag_env_or_file_and_is_checked() {
+        assert_eq!(
+            resolve(&Flags::default(), &[]).unwrap().max_in_flight_leads,
+            DEFAULT_MAX_IN_FLIGHT_LEADS
+        );
+        let (_dir, path) = file("[limits]\nmax_in_flight_leads = 32\n");
+        let config = path.to_str().unwrap();
+        let s = resolve(&Flags::default(), &[("LEADROUTE_CONFIG", config)]).unwrap();
+        assert_eq!(s.max_in_flight_leads, 32);
+        let vars = [
+            ("LEADROUTE_CONFIG", config),
+            ("LEADROUTE_MAX_IN_FLIGHT_LEADS", "64"),
+        ];
+        assert_eq!(
+            resolve(&Flags::default(), &vars)
+                .unwrap()
+                .max_in_flight_leads,
+            64
+        );
+        let flags = Flags {
+            max_in_flight_leads: Some("8".into()),
+            ..Flags::default()
+        };
+        assert_eq!(resolve(&flags, &vars).unwrap().max_in_flight_leads, 8);
+
+        let zero = Flags {
+            max_in_flight_leads: Some("0".into()),
+            ..Flags::default()
+        };
+        let e = resolve(&zero, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("--max-in-flight-leads") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = resolve(
+            &Flags::default(),
+            &[("LEADROUTE_MAX_IN_FLIGHT_LEADS", "lots")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("LEADROUTE_MAX_IN_FLIGHT_LEADS") && e.contains("whole number"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -163,9 +163,11 @@ pub fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::RepHasOpenLeads { .. }
         | EngineError::TerritoryConflict(_)
         | EngineError::PluginInUse { .. } => StatusCode::CONFLICT,
-        EngineError::StoreUnavailable(_) | EngineError::ShuttingDown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        // Overload is the server's state, not one client's excess (that would be 429):
+        // every client is refused alike until work drains, so 503 with Retry-After.
+        EngineError::StoreUnavailable(_)
+        | EngineError::Overloaded { .. }
+        | EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -273,6 +275,15 @@ mod tests {
                 EngineError::StoreUnavailable("disk".into()),
                 503,
                 "store_unavailable",
+            ),
+            (
+                EngineError::Overloaded {
+                    what: "leads",
+                    in_flight: 256,
+                    limit: 256,
+                },
+                503,
+                "overloaded",
             ),
             (EngineError::ShuttingDown, 503, "shutting_down"),
             (EngineError::Internal("bug".into()), 500, "internal"),

@@ -20,7 +20,9 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
 
-    let config = EngineConfig::new(&settings.data_dir).durability(settings.durability);
+    let config = EngineConfig::new(&settings.data_dir)
+        .durability(settings.durability)
+        .max_in_flight_leads(settings.max_in_flight_leads);
     let data_dir = settings.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await?
@@ -50,6 +52,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         %addr,
         data_dir = %settings.data_dir.display(),
         durability = ?settings.durability,
+        max_in_flight_leads = settings.max_in_flight_leads,
         config = ?settings.config_file,
         "leadroute serving"
     );

@@ -7,6 +7,15 @@ use crate::clock::{Clock, SystemClock};
 use crate::plugins::PluginLimits;
 use crate::store::Durability;
 
+/// Default limit on leads in flight (intake, batches, lead events and reassignments
+/// between admission and their durable answer).
+///
+/// Measured with `loadgen overload` (benches/README.md): the engine's durable ceiling
+/// is reached with far fewer leads in flight than this, and at that ceiling 256 leads
+/// in flight wait at most about 256 / 30k per s ≈ 8.5 ms: past it, queueing only adds
+/// latency, so further leads are refused instead.
+pub const DEFAULT_MAX_IN_FLIGHT_LEADS: usize = 256;
+
 /// How to open an engine.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -18,6 +27,10 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Limits on plugin modules and calls.
     pub plugin_limits: PluginLimits,
+    /// Most leads in flight at once; past it intake answers
+    /// [`EngineError::Overloaded`](crate::EngineError::Overloaded) at once. A batch
+    /// counts its leads (a batch larger than the limit needs the engine to itself).
+    pub max_in_flight_leads: usize,
 }
 
 impl EngineConfig {
@@ -28,7 +41,14 @@ impl EngineConfig {
             durability: Durability::default(),
             clock: Arc::new(SystemClock),
             plugin_limits: PluginLimits::default(),
+            max_in_flight_leads: DEFAULT_MAX_IN_FLIGHT_LEADS,
         }
+    }
+
+    /// Sets the limit on leads in flight (at least 1).
+    pub fn max_in_flight_leads(mut self, limit: usize) -> Self {
+        self.max_in_flight_leads = limit.max(1);
+        self
     }
 
     /// Sets the durability.
@@ -56,6 +76,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("data_dir", &self.data_dir)
             .field("durability", &self.durability)
             .field("plugin_limits", &self.plugin_limits)
+            .field("max_in_flight_leads", &self.max_in_flight_leads)
             .finish_non_exhaustive()
     }
 }

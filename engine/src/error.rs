@@ -115,6 +115,17 @@ pub enum EngineError {
     /// The store could not persist the change; nothing was acknowledged.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// Admitting the call would pass the limit on work in flight; nothing was done.
+    /// Refused at once, without waiting, so callers can retry after a short pause.
+    #[error("{in_flight} {what} already in flight (limit {limit}); retry shortly")]
+    Overloaded {
+        /// What is limited: `"leads"` or `"admin writes"`.
+        what: &'static str,
+        /// How many were in flight when this call was refused.
+        in_flight: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The engine is shutting down and accepts no new work.
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -142,6 +153,7 @@ impl EngineError {
             EngineError::PluginNotFound { .. } => "plugin_not_found",
             EngineError::PluginInUse { .. } => "plugin_in_use",
             EngineError::StoreUnavailable(_) => "store_unavailable",
+            EngineError::Overloaded { .. } => "overloaded",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::Internal(_) => "internal",
         }

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// `leadroute_recovery_repairs_total`: invariant repairs made at start.
     pub recovery_repairs: IntCounter,
+    /// `leadroute_overload_rejections_total{what}`: calls refused at admission because
+    /// the limit on work in flight was reached; `what` is `leads` or `admin_writes`.
+    pub overload_rejections: IntCounterVec,
     /// `leadroute_plugin_call_duration_seconds{plugin}`: one plugin call, instantiation
     /// to checked answer.
     pub plugin_call_duration: HistogramVec,
@@ -189,6 +192,17 @@ impl Metrics {
                 IntCounter::new(
                     "leadroute_store_errors_total",
                     "Commit groups the store failed to persist.",
+                )
+                .unwrap(),
+            ),
+            overload_rejections: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leadroute_overload_rejections_total",
+                        "Calls refused at once because the limit on work in flight was reached.",
+                    ),
+                    &["what"],
                 )
                 .unwrap(),
             ),

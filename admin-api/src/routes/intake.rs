@@ -50,7 +50,8 @@ fn status_of(status: RouteStatus) -> StatusCode {
         (status = 413, description = "Body over the JSON limit.", body = ErrorBody),
         (status = 422, description = "Invalid lead: `missing_contact`, `unknown_field`, \
             `invalid_field`, `invalid_region`, or `no_territory`.", body = ErrorBody),
-        (status = 503, description = "Store unavailable or shutting down; nothing stored.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (too many leads in flight), \
+            `store_unavailable` or `shutting_down`; nothing stored. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("intake_token" = []), ("admin_token" = []))
 )]
@@ -58,7 +59,12 @@ pub async fn create_lead(
     State(state): State<AppState>,
     Json(body): Json<LeadBody>,
 ) -> Result<(StatusCode, Json<RouteOutcomeView>), AppError> {
-    let outcome = state.engine.route(body.into()).await?;
+    // In its own task: a client that hangs up must not cancel a lead already admitted
+    // (it would give back its admission while its commit is still queued).
+    let engine = state.engine.clone();
+    let outcome = tokio::spawn(async move { engine.route(body.into()).await })
+        .await
+        .map_err(AppError::internal)??;
     Ok((status_of(outcome.status), Json(outcome.into())))
 }
 
@@ -73,6 +79,8 @@ pub async fn create_lead(
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 413, description = "Body over the batch limit (8 MiB by default).", body = ErrorBody),
         (status = 422, description = "`too_many_leads` (over 1000) or a malformed envelope.", body = ErrorBody),
+        (status = 503, description = "Never for the batch as a whole: an overloaded engine \
+            answers every lead `{\"error\": {\"code\": \"overloaded\"}}` inside a 200.", body = ErrorBody),
     ),
     security(("intake_token" = []), ("admin_token" = []))
 )]
@@ -101,7 +109,11 @@ pub async fn create_batch(
         .iter()
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
-    let mut outcomes = state.engine.route_batch(&inputs).await.into_iter();
+    let engine = state.engine.clone();
+    let mut outcomes = tokio::spawn(async move { engine.route_batch(&inputs).await })
+        .await
+        .map_err(AppError::internal)?
+        .into_iter();
     let results = parsed
         .into_iter()
         .enumerate()

@@ -67,6 +67,8 @@ pub async fn get_lead(
         (status = 409, description = "`stage_order` (the message names the expected stage), \
             `lead_closed`, or `lead_not_assigned` (the lead is queued).", body = ErrorBody),
         (status = 422, description = "Unknown event type or stage, or stray fields.", body = ErrorBody),
+        (status = 503, description = "`overloaded`, `store_unavailable` or `shutting_down`; \
+            nothing recorded. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("intake_token" = []), ("admin_token" = []))
 )]
@@ -76,6 +78,11 @@ pub async fn post_event(
     Json(event): Json<EventBody>,
 ) -> Result<Json<LeadView>, AppError> {
     let id = lead_id(&raw)?;
-    state.engine.record_event(id, event.into_input()?).await?;
+    let input = event.into_input()?;
+    // In its own task, so a client hanging up cannot cancel an admitted event.
+    let engine = state.engine.clone();
+    tokio::spawn(async move { engine.record_event(id, input).await })
+        .await
+        .map_err(AppError::internal)??;
     Ok(Json(view(&state, id)?))
 }

@@ -238,6 +238,8 @@ pub struct Resp {
     pub www_authenticate: Option<String>,
     /// `x-request-id`.
     pub request_id: Option<String>,
+    /// `retry-after`.
+    pub retry_after: Option<String>,
 }
 
 impl Resp {
@@ -300,6 +302,7 @@ pub fn raw(
         status: response.status(),
         www_authenticate: response.header("www-authenticate").map(String::from),
         request_id: response.header("x-request-id").map(String::from),
+        retry_after: response.header("retry-after").map(String::from),
         text: response.into_string().unwrap(),
     }
 }
@@ -337,7 +340,7 @@ pub fn head_only(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a status line: {line:?}"));
-    let (mut length, mut www_authenticate, mut request_id) = (0, None, None);
+    let (mut length, mut www_authenticate, mut request_id, mut retry_after) = (0, None, None, None);
     loop {
         line.clear();
         reader.read_line(&mut line).unwrap();
@@ -351,6 +354,7 @@ pub fn head_only(
             "content-length" => length = value.parse().unwrap(),
             "www-authenticate" => www_authenticate = Some(value),
             "x-request-id" => request_id = Some(value),
+            "retry-after" => retry_after = Some(value),
             _ => {}
         }
     }
@@ -361,6 +365,7 @@ pub fn head_only(
         text: String::from_utf8(body).unwrap(),
         www_authenticate,
         request_id,
+        retry_after,
     }
 }
 

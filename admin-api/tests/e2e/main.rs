@@ -9,6 +9,7 @@ mod cli;
 mod harness;
 mod hostile;
 mod intake;
+mod overload;
 mod plugins;
 mod quickstart;
 mod restart;

@@ -24,6 +24,7 @@ impl Engine {
     /// rep takes no new leads until load drops).
     pub async fn upsert_rep(&self, id: RepId, input: RepInput) -> Result<(RepSnapshot, bool)> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_admin()?;
         let rep = Arc::new(input.validate(id)?);
         let _admin = self.inner.admin.lock().await;
         {
@@ -121,6 +122,7 @@ impl Engine {
     /// `reassign`, which first re-routes them within their territories.
     pub async fn delete_rep(&self, id: &RepId, reassign: bool) -> Result<()> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_admin()?;
         let _admin = self.inner.admin.lock().await;
         let addr = self
             .directory()
@@ -225,6 +227,7 @@ impl Engine {
     /// overlap another territory's, and only one territory may be the default.
     pub async fn upsert_territory(&self, id: TerritoryId, input: TerritoryInput) -> Result<bool> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_admin()?;
         let territory = input.validate(id)?;
         // Under the admin lock, so a plugin cannot be deleted between this check and
         // the territory's commit.

@@ -117,14 +117,18 @@ struct InFlight {
 
 impl Engine {
     /// Routes one lead. `Ok` means the outcome is durable.
+    /// Past the limit on leads in flight it answers [`EngineError::Overloaded`] at once.
     pub async fn route(&self, input: LeadInput) -> Result<RouteOutcome> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_leads(1)?;
         let flight = self.begin(&input)?;
         self.finish(flight).await
     }
 
     /// Routes many leads; results come back in input order. Their commits share
-    /// flushes, so a batch costs far less than the same leads one by one.
+    /// flushes, so a batch costs far less than the same leads one by one. The batch
+    /// is admitted whole or not at all: past the limit on leads in flight every lead
+    /// is answered [`EngineError::Overloaded`] and none is routed.
     pub async fn route_batch(&self, inputs: &[LeadInput]) -> Vec<Result<RouteOutcome>> {
         let _permit = match self.enter() {
             Ok(p) => p,
@@ -134,6 +138,10 @@ impl Engine {
                     .map(|_| Err(EngineError::ShuttingDown))
                     .collect();
             }
+        };
+        let _admitted = match self.admit_leads(inputs.len()) {
+            Ok(p) => p,
+            Err(e) => return inputs.iter().map(|_| Err(refusal_copy(&e))).collect(),
         };
         let begun: Vec<Result<InFlight>> = inputs.iter().map(|i| self.begin(i)).collect();
         let mut results = Vec::with_capacity(begun.len());
@@ -414,5 +422,21 @@ impl Engine {
             .with_label_values(&[territory.as_str(), status.as_str()])
             .inc();
         m.route_duration.observe(total.as_secs_f64());
+    }
+}
+
+/// The same refusal again, for every lead of a refused batch.
+fn refusal_copy(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Overloaded {
+            what,
+            in_flight,
+            limit,
+        } => EngineError::Overloaded {
+            what,
+            in_flight: *in_flight,
+            limit: *limit,
+        },
+        _ => EngineError::ShuttingDown,
     }
 }

@@ -59,6 +59,7 @@ impl Engine {
     /// may assign a queued lead. Returns the lead's new state once durable.
     pub async fn record_event(&self, id: LeadId, event: LeadEventInput) -> Result<LeadState> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_leads(1)?;
         let at = self.now();
         let change = match event {
             LeadEventInput::Touched => Change::Advance {
@@ -112,6 +113,7 @@ impl Engine {
     /// counted in `leadroute_reassignments_total{reason}`.
     pub async fn reassign(&self, id: LeadId, why: ReassignReason) -> Result<Decision> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_leads(1)?;
         self.reassign_inner(id, why).await
     }
 

@@ -1,6 +1,7 @@
 //! The [`Engine`] handle: the in-process API the server and tests use.
 //!
 //! - `mod.rs`: opening (recovery, threads, actors), settling and shutdown.
+//! - `admission.rs`: the limits on work in flight; past them calls are refused at once.
 //! - `intake.rs`: routing new leads, batches and simulations.
 //! - `leads.rs`: reading leads, lifecycle events, reassignment.
 //! - `admin.rs`: reps and territories.
@@ -11,6 +12,7 @@
 //! the group commit.
 
 mod admin;
+mod admission;
 mod intake;
 mod leads;
 mod plugins;
@@ -83,6 +85,8 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     /// One permit per call in flight; shutdown takes them all.
     gate: Semaphore,
+    /// The bound on leads and admin writes in flight.
+    admission: admission::Admission,
     recovery: Vec<String>,
     /// Installed routing plugins and their sandbox.
     plugins: Arc<Registry>,
@@ -148,6 +152,7 @@ impl Engine {
                 dedupe,
                 admin: tokio::sync::Mutex::new(()),
                 gate: Semaphore::new(MAX_IN_FLIGHT as usize),
+                admission: admission::Admission::new(config.max_in_flight_leads),
                 recovery,
                 plugins,
             }),

@@ -23,6 +23,7 @@ impl Engine {
     /// [`EngineError::PluginInvalid`] saying which check failed.
     pub async fn put_plugin(&self, name: &str, wasm: Vec<u8>) -> Result<PluginVersionInfo> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_admin()?;
         let name = check_name(name)?;
         let _admin = self.inner.admin.lock().await;
         // Compiling and the smoke run block for milliseconds to seconds: keep them off
@@ -86,6 +87,7 @@ impl Engine {
     /// plugin's circuit. Decisions in flight finish on the version they started with.
     pub async fn activate_plugin(&self, name: &str, version: u32) -> Result<PluginInfo> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_admin()?;
         let _admin = self.inner.admin.lock().await;
         let registry = &self.inner.plugins;
         let entry = registry.get(name).ok_or_else(|| not_found(name, None))?;
@@ -108,6 +110,7 @@ impl Engine {
     /// [`EngineError::PluginInUse`] while a territory uses it.
     pub async fn delete_plugin(&self, name: &str) -> Result<()> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_admin()?;
         let _admin = self.inner.admin.lock().await;
         if self.inner.plugins.get(name).is_none() {
             return Err(not_found(name, None));
