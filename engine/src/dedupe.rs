@@ -91,6 +91,13 @@ impl DedupeIndex {
         }
     }
 
+    /// Replaces every key with `entries` (the store's, after it was reopened).
+    pub fn replace(&self, entries: &[(String, LeadId)]) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        map.clear();
+        map.extend(entries.iter().cloned());
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.map.read().unwrap_or_else(|e| e.into_inner()).len()

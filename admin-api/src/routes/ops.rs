@@ -42,23 +42,32 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Answers 200 once the store is open and the actors run, 503 while shutting down.
+/// Answers 200 once the store is open and the actors run; 503 while shutting down,
+/// and while the store cannot write (intake, the server's main job, would fail).
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = Health),
-        (status = 503, description = "`draining`: shutting down.", body = ErrorBody),
+        (status = 503, description = "`draining`: shutting down; `store_unavailable`: the \
+            store cannot write (disk full, read-only, I/O errors) and has not recovered yet; \
+            reads still work.", body = ErrorBody),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
-    if state.is_ready() {
-        Ok(Json(Health { status: "ready" }))
-    } else {
+    if !state.is_ready() {
         Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "the server is shutting down",
         ))
+    } else if !state.engine.store_writable() {
+        Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store cannot write; changes are refused until it recovers",
+        ))
+    } else {
+        Ok(Json(Health { status: "ready" }))
     }
 }
 

@@ -6,6 +6,7 @@
 mod admin;
 mod auth;
 mod cli;
+mod disk;
 mod harness;
 mod hostile;
 mod intake;

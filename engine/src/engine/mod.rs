@@ -318,6 +318,14 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// Whether the store takes writes. False after a write failed (disk full, read-only,
+    /// I/O error) until the committer has seen the disk take writes again and reopened
+    /// the store; meanwhile every change is refused with
+    /// [`EngineError::StoreUnavailable`] and reads keep working.
+    pub fn store_writable(&self) -> bool {
+        !self.inner.committer.failing()
+    }
+
     /// What the start-up audit found and repaired (empty on a healthy store).
     pub fn recovery_findings(&self) -> &[String] {
         &self.inner.recovery

@@ -112,7 +112,7 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
 
     // The rep → lead index mirrors the assignments.
     let mut indexed: BTreeSet<(RepId, LeadId)> = BTreeSet::new();
-    for kv in store.trees[REP_LEADS].iter() {
+    for kv in store.h()?.trees[REP_LEADS].iter() {
         let (k, _) = kv?;
         let split = k.iter().position(|&b| b == 0).unwrap_or(k.len());
         let rep = RepId::new(String::from_utf8_lossy(&k[..split]).into_owned());
@@ -137,7 +137,7 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
 
     // Queues hold exactly the queued leads.
     let mut queued_leads: BTreeSet<LeadId> = BTreeSet::new();
-    for kv in store.trees[QUEUE].iter() {
+    for kv in store.h()?.trees[QUEUE].iter() {
         let (k, v) = kv?;
         let seq = k.len().checked_sub(8).map(|i| &k[i..]);
         let ok = match (LeadId::from_key(&v), seq) {
@@ -185,7 +185,8 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
 /// Repairs every finding in place, then flushes. Repairs are idempotent: a crash in
 /// the middle is finished by the next start's audit.
 pub(crate) fn repair(store: &Store, findings: &[Finding]) -> Result<()> {
-    let t = &store.trees;
+    let h = store.h()?;
+    let t = &h.trees;
     for finding in findings {
         tracing::warn!(%finding, "store invariant broken; repairing");
         match finding {
@@ -230,7 +231,7 @@ pub(crate) fn repair(store: &Store, findings: &[Finding]) -> Result<()> {
     {
         recount_loads(store)?;
     }
-    store.db.flush()?;
+    store.h()?.db.flush()?;
     Ok(())
 }
 
@@ -238,15 +239,15 @@ fn requeue(store: &Store, id: LeadId, territory: &TerritoryId) -> Result<()> {
     let Some(mut s) = store.lead(id)? else {
         return Ok(());
     };
-    let seq = store.db.generate_id()?;
-    store.trees[QUEUE].insert(
+    let seq = store.h()?.db.generate_id()?;
+    store.h()?.trees[QUEUE].insert(
         compound_key(territory.as_str(), &seq.to_be_bytes()),
         &id.to_key(),
     )?;
     s.status = LeadStatus::Queued;
     s.rep = None;
     s.queue_seq = Some(seq);
-    store.trees[LEADS].insert(id.to_key(), encode(&s))?;
+    store.h()?.trees[LEADS].insert(id.to_key(), encode(&s))?;
     Ok(())
 }
 
@@ -255,13 +256,13 @@ fn recount_loads(store: &Store) -> Result<()> {
     for (_, a) in store.assignments()? {
         *counted.entry(a.rep).or_default() += 1;
     }
-    for kv in store.trees[REPS].iter() {
+    for kv in store.h()?.trees[REPS].iter() {
         let (k, v) = kv?;
         let mut record: RepRecord = decode(&v).map_err(EngineError::from)?;
         let actual = counted.get(&record.rep.id).copied().unwrap_or(0);
         if record.load != actual {
             record.load = actual;
-            store.trees[REPS].insert(k, encode(&record))?;
+            store.h()?.trees[REPS].insert(k, encode(&record))?;
         }
     }
     Ok(())

@@ -14,9 +14,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sled::Transactional;
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
@@ -38,6 +39,14 @@ use crate::metrics::Metrics;
 
 /// Most changes applied in one transaction; bounds the latency of a group.
 const MAX_GROUP: usize = 1024;
+
+/// While the store is failing, how often the committer checks whether it can write
+/// again. Changes arriving meanwhile are refused at once, not held.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Bytes written (and synced, then removed) to check that the disk takes writes again
+/// before sled is reopened: a few of sled's 512 KiB log segments.
+const PROBE_BYTES: usize = 4 << 20;
 
 /// A durable change, validated and applied by the committer.
 #[derive(Debug)]
@@ -154,6 +163,7 @@ enum Msg {
 pub(crate) struct Committer {
     tx: mpsc::Sender<Msg>,
     submitted: std::sync::atomic::AtomicU64,
+    failing: Arc<AtomicBool>,
 }
 
 impl Committer {
@@ -169,13 +179,26 @@ impl Committer {
             Durability::Process => None,
         };
         let (tx, rx) = mpsc::channel::<Msg>();
+        let failing = Arc::new(AtomicBool::new(false));
+        let thread_failing = failing.clone();
         let thread = std::thread::Builder::new()
             .name("leadroute-commit".into())
-            .spawn(move || run(rx, store, data_file, index, metrics))
+            .spawn(move || {
+                run(
+                    rx,
+                    store,
+                    data_file,
+                    durability,
+                    index,
+                    metrics,
+                    thread_failing,
+                )
+            })
             .map_err(|e| EngineError::Internal(format!("cannot start committer: {e}")))?;
         let committer = Committer {
             tx,
             submitted: Default::default(),
+            failing,
         };
         Ok((committer, thread))
     }
@@ -198,6 +221,12 @@ impl Committer {
         self.submitted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Whether the store failed to write and has not recovered yet: every change is
+    /// refused with `StoreUnavailable` meanwhile; reads still work.
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+
     /// Asks the thread to finish what was submitted before, flush and exit.
     pub(crate) fn stop(&self) {
         let _ = self.tx.send(Msg::Stop);
@@ -209,12 +238,15 @@ pub(crate) async fn settle(receipt: Receipt) -> Result<Applied> {
     receipt.await.unwrap_or(Err(EngineError::ShuttingDown))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     rx: mpsc::Receiver<Msg>,
     store: Store,
-    data_file: Option<File>,
+    mut data_file: Option<File>,
+    durability: Durability,
     index: Arc<DedupeIndex>,
     metrics: Metrics,
+    failing: Arc<AtomicBool>,
 ) {
     let mut stopping = false;
     while !stopping {
@@ -254,12 +286,107 @@ fn run(
                 for reply in replies {
                     let _ = reply.send(Err(EngineError::StoreUnavailable(e.clone())));
                 }
+                if stopping {
+                    break;
+                }
+                failing.store(true, Ordering::SeqCst);
+                match recover(&rx, &store, durability, &index, &metrics) {
+                    Some(file) => {
+                        data_file = file;
+                        failing.store(false, Ordering::SeqCst);
+                    }
+                    None => return,
+                }
             }
         }
     }
-    if let Err(e) = store.db.flush() {
-        tracing::error!(error = %e, "final store flush failed");
+    match store.h() {
+        Ok(h) => {
+            if let Err(e) = h.db.flush() {
+                tracing::error!(error = %e, "final store flush failed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "no store to flush at the end"),
     }
+}
+
+/// After a failed group commit: refuses every change at once until the disk takes
+/// writes again, then reopens the store and rebuilds the de-duplication index from
+/// it. Returns the data file to sync (power durability), or `None` when asked to stop
+/// meanwhile.
+///
+/// Why reopen: sled 0.34.7 keeps the first write error and repeats it on every later
+/// write and flush, even once space is back; reads keep working (measured on a full
+/// tmpfs). A fresh opening recovers what was flushed, and nothing of the failed group
+/// (it was never flushed), so the store and the callers, who were told it failed and
+/// gave back what they held, agree again.
+fn recover(
+    rx: &mpsc::Receiver<Msg>,
+    store: &Store,
+    durability: Durability,
+    index: &DedupeIndex,
+    metrics: &Metrics,
+) -> Option<Option<File>> {
+    let mut next_try = Instant::now() + RETRY_EVERY;
+    loop {
+        let wait = next_try.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Commit(p)) => {
+                let _ = p.reply.send(Err(EngineError::StoreUnavailable(
+                    "the store failed to write and is not back yet".into(),
+                )));
+                continue;
+            }
+            Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        next_try = Instant::now() + RETRY_EVERY;
+        if let Err(e) = probe_disk(&store.dir) {
+            tracing::warn!(error = %e, "store still cannot write");
+            continue;
+        }
+        match reopen(store, durability, index) {
+            Ok(file) => {
+                tracing::info!("store writes again; reopened");
+                return Some(file);
+            }
+            Err(e) => {
+                metrics.store_errors.inc();
+                tracing::warn!(error = %e, "store reopen failed; will retry");
+            }
+        }
+    }
+}
+
+/// Reopens the store, checks that a write is durable, and reloads the index.
+fn reopen(store: &Store, durability: Durability, index: &DedupeIndex) -> Result<Option<File>> {
+    store.reopen()?;
+    let h = store.h()?;
+    h.db.insert(b"write_check", &[])?;
+    h.db.flush()?;
+    index.replace(&store.dedupe_entries()?);
+    Ok(match durability {
+        Durability::Power => {
+            let file = store.data_file()?;
+            file.sync_data()
+                .map_err(|e| EngineError::StoreUnavailable(format!("fdatasync: {e}")))?;
+            Some(file)
+        }
+        Durability::Process => None,
+    })
+}
+
+/// Writes, syncs and removes a scratch file in the store's directory.
+fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join("write-probe.tmp");
+    let result = (|| {
+        let mut file = File::create(&path)?;
+        file.write_all(&vec![0u8; PROBE_BYTES])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Applies `changes` in one transaction and makes them durable. The outer error means
@@ -270,7 +397,8 @@ fn commit_group(
     index: &DedupeIndex,
     changes: &[Change],
 ) -> std::result::Result<Vec<Result<Applied>>, String> {
-    let outcome = store.trees.transaction(|trees| {
+    let h = store.h().map_err(|e| e.to_string())?;
+    let outcome = h.trees.transaction(|trees| {
         let mut writer = Writer {
             t: trees,
             index,
@@ -297,7 +425,7 @@ fn commit_group(
         .collect();
     let removed: Vec<String> = removed.into_iter().map(|(k, _)| k).collect();
     index.apply(&added, &removed);
-    store.db.flush().map_err(|e| e.to_string())?;
+    h.db.flush().map_err(|e| e.to_string())?;
     if let Some(file) = data_file {
         file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
     }

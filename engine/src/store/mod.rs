@@ -25,6 +25,7 @@ pub(crate) mod commit;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -97,12 +98,23 @@ pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
 }
 
 /// The opened sled database and its trees.
+///
+/// Cloned handles share one open database, which the committer can reopen in place
+/// (see [`Store::reopen`]): sled 0.34.7 refuses every write after one failed, for good.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) dir: PathBuf,
+    live: Arc<RwLock<Option<Arc<Handle>>>>,
+}
+
+/// One opening of the database.
+pub(crate) struct Handle {
     pub(crate) db: sled::Db,
     pub(crate) trees: [sled::Tree; 9],
 }
+
+/// Longest [`Store::reopen`] waits for calls still using the old opening to finish.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` and checks its schema version.
@@ -110,6 +122,71 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| {
             EngineError::StoreUnavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
+        let handle = Handle::open(dir)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            live: Arc::new(RwLock::new(Some(Arc::new(handle)))),
+        })
+    }
+
+    /// The current opening; refused while a reopen is under way or failed.
+    pub(crate) fn h(&self) -> Result<Arc<Handle>> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| EngineError::StoreUnavailable("the store is being reopened".into()))
+    }
+
+    /// Closes the database and opens it again: after a failed write, sled 0.34.7 repeats
+    /// that error on every later write and flush even once the disk is fine again
+    /// (measured), while a fresh opening recovers everything flushed before. Reads
+    /// started before keep the old opening until they finish; sled's file lock is free
+    /// only then, so the open is retried for up to five seconds. If it still fails the
+    /// store stays closed (reads answer `StoreUnavailable`) until the next attempt.
+    pub(crate) fn reopen(&self) -> Result<()> {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let old = live.take();
+        if let Some(old) = old {
+            // Wait for calls that still hold the old opening; the lock is released when
+            // the last of them lets go.
+            let started = std::time::Instant::now();
+            let mut old = Some(old);
+            while let Some(o) = old.take() {
+                match Arc::try_unwrap(o) {
+                    Ok(handle) => drop(handle),
+                    Err(shared) if started.elapsed() < REOPEN_WAIT => {
+                        old = Some(shared);
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        *live = Some(shared);
+                        return Err(EngineError::StoreUnavailable(
+                            "the store is still in use; cannot reopen it yet".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        loop {
+            match Handle::open(&self.dir) {
+                Ok(handle) => {
+                    *live = Some(Arc::new(handle));
+                    return Ok(());
+                }
+                // sled's background threads may still hold the file lock for a moment.
+                Err(_) if started.elapsed() < REOPEN_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Handle {
+    fn open(dir: &Path) -> Result<Handle> {
         let db = sled::Config::new().path(dir).open()?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
@@ -129,13 +206,11 @@ impl Store {
             trees.push(db.open_tree(name)?);
         }
         let trees = trees.try_into().expect("one tree per name");
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            db,
-            trees,
-        })
+        Ok(Handle { db, trees })
     }
+}
 
+impl Store {
     /// Opens sled's data file separately, for `fdatasync` in power durability.
     pub(crate) fn data_file(&self) -> Result<File> {
         // sled 0.34 keeps its log and pages in `<dir>/db` (`Config::db_path`).
@@ -146,7 +221,7 @@ impl Store {
 
     /// Reads a lead's state.
     pub fn lead(&self, id: LeadId) -> Result<Option<LeadState>> {
-        Ok(self.trees[LEADS]
+        Ok(self.h()?.trees[LEADS]
             .get(id.to_key())?
             .map(|v| decode(&v))
             .transpose()?)
@@ -154,21 +229,21 @@ impl Store {
 
     /// Reads a lead's history, oldest first.
     pub fn history(&self, id: LeadId) -> Result<Vec<HistoryEntry>> {
-        self.trees[HISTORY]
+        self.h()?.trees[HISTORY]
             .scan_prefix(id.to_key())
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
     }
 
     pub(crate) fn rep_records(&self) -> Result<Vec<RepRecord>> {
-        self.trees[REPS]
+        self.h()?.trees[REPS]
             .iter()
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
     }
 
     pub(crate) fn rep_record(&self, id: &RepId) -> Result<Option<RepRecord>> {
-        Ok(self.trees[REPS]
+        Ok(self.h()?.trees[REPS]
             .get(id.as_str())?
             .map(|v| decode(&v))
             .transpose()?)
@@ -176,7 +251,7 @@ impl Store {
 
     /// Reads every territory.
     pub fn territories(&self) -> Result<Vec<Territory>> {
-        self.trees[TERRITORIES]
+        self.h()?.trees[TERRITORIES]
             .iter()
             .map(|kv| Ok(decode(&kv?.1)?))
             .collect()
@@ -184,7 +259,7 @@ impl Store {
 
     /// Open leads of a rep, oldest first.
     pub fn open_leads_of(&self, rep: &RepId) -> Result<Vec<LeadId>> {
-        self.trees[REP_LEADS]
+        self.h()?.trees[REP_LEADS]
             .scan_prefix(compound_key(rep.as_str(), &[]))
             .map(|kv| {
                 let (k, _) = kv?;
@@ -197,7 +272,7 @@ impl Store {
     /// A territory's queue in order: (seq, lead).
     pub fn queue(&self, territory: &TerritoryId) -> Result<Vec<(u64, LeadId)>> {
         let prefix = compound_key(territory.as_str(), &[]);
-        self.trees[QUEUE]
+        self.h()?.trees[QUEUE]
             .scan_prefix(&prefix)
             .map(|kv| {
                 let (k, v) = kv?;
@@ -213,7 +288,7 @@ impl Store {
     }
 
     pub(crate) fn assignments(&self) -> Result<Vec<(LeadId, Assignment)>> {
-        self.trees[ASSIGNMENTS]
+        self.h()?.trees[ASSIGNMENTS]
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -225,7 +300,7 @@ impl Store {
     }
 
     pub(crate) fn dedupe_entries(&self) -> Result<Vec<(String, LeadId)>> {
-        self.trees[DEDUPE]
+        self.h()?.trees[DEDUPE]
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -238,7 +313,7 @@ impl Store {
 
     /// Every stored plugin's record (keys without a zero byte are records).
     pub(crate) fn plugin_records(&self) -> Result<Vec<PluginRecord>> {
-        self.trees[PLUGINS]
+        self.h()?.trees[PLUGINS]
             .iter()
             .filter(|kv| kv.as_ref().map_or(true, |(k, _)| !k.contains(&0)))
             .map(|kv| Ok(decode(&kv?.1)?))
@@ -247,13 +322,13 @@ impl Store {
 
     /// One stored module's bytes.
     pub(crate) fn plugin_wasm(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>> {
-        Ok(self.trees[PLUGINS]
+        Ok(self.h()?.trees[PLUGINS]
             .get(plugin_wasm_key(name, version))?
             .map(|v| v.to_vec()))
     }
 
     /// Number of leads ever stored.
     pub fn lead_count(&self) -> usize {
-        self.trees[LEADS].len()
+        self.h().map_or(0, |h| h.trees[LEADS].len())
     }
 }
