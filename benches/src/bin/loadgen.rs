@@ -42,6 +42,10 @@ struct Cli {
 enum Cmd {
     /// Measure the echo ceiling, then leadroute; print a markdown report.
     Run(RunArgs),
+    /// Overload leadroute: measure its max, then an open loop at `--factor` times that
+    /// for `--overload-seconds`, then half of max; report shedding, latency, peak RSS
+    /// and the time back to normal latency.
+    Overload(OverloadArgs),
     /// Serve `POST /echo` (JSON in, the same JSON out) and print `listening on ADDR`.
     Echo {
         /// Address to bind.
@@ -72,6 +76,38 @@ struct RunArgs {
     durability: String,
 }
 
+#[derive(Parser)]
+struct OverloadArgs {
+    /// The `leadroute` binary to start.
+    #[arg(long)]
+    leadroute: PathBuf,
+    /// Passed to the server as `--max-in-flight-leads`; 1000000 is as good as no limit.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight_leads: usize,
+    /// Seconds of the closed-loop max run and of the half-of-max baseline.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Seconds of overload.
+    #[arg(long, default_value_t = 60)]
+    overload_seconds: u64,
+    /// Seconds at half of max after the overload.
+    #[arg(long, default_value_t = 20)]
+    recovery_seconds: u64,
+    /// Overload rate as a multiple of the measured max.
+    #[arg(long, default_value_t = 10.0)]
+    factor: f64,
+    /// Connections for the closed-loop max run.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Connections available to the open-loop runs (the most requests the generator
+    /// can have outstanding).
+    #[arg(long, default_value_t = 1000)]
+    open_connections: usize,
+    /// `power` or `process`.
+    #[arg(long, default_value = "power")]
+    durability: String,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -80,6 +116,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Echo { listen } => runtime.block_on(echo(listen)),
         Cmd::Run(args) => runtime.block_on(run(args)),
+        Cmd::Overload(args) => runtime.block_on(overload::run(args)),
     }
 }
 
@@ -95,6 +132,11 @@ async fn echo(listen: SocketAddr) -> Result<()> {
     axum::serve(listener, app).await?;
     Ok(())
 }
+
+// A crate root in src/bin/ resolves modules next to itself, where cargo would take
+// them for binaries of their own: this one lives under loadgen/.
+#[path = "loadgen/overload.rs"]
+mod overload;
 
 /// A child process that is stopped (SIGTERM, then waited for) when dropped.
 struct Server {
