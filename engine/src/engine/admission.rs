@@ -9,6 +9,10 @@
 //! Leads (intake, batches, lead events, reassignments) share one limit, counted per
 //! lead. Admin writes are serialized anyway; they get a small limit of their own so
 //! waiting writers cannot pile up, and so a flood of leads never locks operators out.
+//!
+//! A place is held as long as the call's future: a caller that drops the future early
+//! gives the place back while its lead may still be queued inside. The server runs
+//! each intake call in a task of its own so a client hanging up cannot do that.
 
 use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 
