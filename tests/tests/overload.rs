@@ -106,3 +106,49 @@ async fn past_the_limit_leads_are_refused_at_once_and_admitted_after_draining() 
     }
     assert_healthy(&f.engine).await;
 }
+
+#[tokio::test]
+async fn admin_writes_past_their_limit_are_refused_and_leads_are_not_affected() {
+    let f = fixture_with(|c| c.max_in_flight_leads(4));
+    east_with_reps(&f.engine, 100).await;
+    type Write<'a> =
+        Pin<Box<dyn Future<Output = Result<(leadroute_engine::RepSnapshot, bool)>> + 'a>>;
+    let mut held: Vec<Write<'_>> = Vec::new();
+    let mut n = 0;
+    let refused = loop {
+        n += 1;
+        assert!(n < 10_000, "the engine never refused an admin write");
+        let mut w: Write<'_> = Box::pin(f.engine.upsert_rep(rid(&format!("r{n}")), rep("east", 5)));
+        match poll_once(&mut w) {
+            Poll::Pending => held.push(w),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            refused,
+            EngineError::Overloaded {
+                what: "admin writes",
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        held.len(),
+        64,
+        "refused exactly when 64 writes were waiting"
+    );
+    // Leads have their own limit: intake still works meanwhile.
+    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(routed.status, RouteStatus::Assigned);
+    for w in held {
+        w.await.unwrap();
+    }
+    f.engine
+        .upsert_rep(rid("late"), rep("east", 5))
+        .await
+        .expect("admitted again once the writes drained");
+    assert_healthy(&f.engine).await;
+}
