@@ -320,13 +320,15 @@ fn run(
             Err(e) => {
                 metrics.store_errors.inc();
                 tracing::error!(error = %e, changes = changes.len(), "store commit failed");
+                // Before the answers: whoever hears of the failure sees it in
+                // `Engine::store_writable` (and `/readyz`) too.
+                failing.store(true, Ordering::SeqCst);
                 for reply in replies {
                     let _ = reply.send(Err(EngineError::StoreUnavailable(e.clone())));
                 }
                 if stopping {
                     break;
                 }
-                failing.store(true, Ordering::SeqCst);
                 match recover(&rx, &store, durability, &index, &metrics) {
                     Some(file) => {
                         data_file = file;
@@ -364,6 +366,22 @@ fn recover(
     indexes: &Indexes,
     metrics: &Metrics,
 ) -> Option<Option<File>> {
+    // Reads first: with the ballast's space freed, reopen what was flushed (see
+    // `Store::ensure_ballast`); writes stay refused until the disk has room again.
+    if store.release_ballast() {
+        match store.reopen() {
+            Ok(()) => {
+                if let Ok(keys) = store.dedupe_entries() {
+                    indexes.dedupe.replace(&keys);
+                }
+                if let Ok(records) = store.sla_records() {
+                    indexes.sla.replace(&records);
+                }
+                tracing::info!("store reopened for reads; writes wait for space");
+            }
+            Err(e) => tracing::warn!(error = %e, "store reopen for reads failed"),
+        }
+    }
     let mut next_try = Instant::now() + RETRY_EVERY;
     loop {
         let wait = next_try.saturating_duration_since(Instant::now());
@@ -378,6 +396,11 @@ fn recover(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         next_try = Instant::now() + RETRY_EVERY;
+        // The reserve first, so that writing again leaves room for the next failure.
+        if let Err(e) = store.ensure_ballast() {
+            tracing::warn!(error = %e, "store still cannot write");
+            continue;
+        }
         if let Err(e) = probe_disk(&store.dir) {
             tracing::warn!(error = %e, "store still cannot write");
             continue;

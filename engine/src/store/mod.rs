@@ -135,6 +135,15 @@ pub(crate) struct Handle {
     pub(crate) trees: [sled::Tree; 14],
 }
 
+/// A file of reserved space in the data directory, freed when the disk fills up: sled
+/// cannot even open a store on a full disk, and a read that meets a page the failed
+/// write overfilled tries to split it, which writes. With the ballast freed the store
+/// reopens for reads, holding only what was flushed.
+const BALLAST: &str = "leadroute.ballast";
+
+/// The ballast's size.
+const BALLAST_BYTES: usize = 8 << 20;
+
 /// Longest [`Store::reopen`] waits for calls still using the old opening to finish.
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -145,10 +154,39 @@ impl Store {
             EngineError::StoreUnavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let handle = Handle::open(dir)?;
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             live: Arc::new(RwLock::new(Some(Arc::new(handle)))),
-        })
+        };
+        if let Err(e) = store.ensure_ballast() {
+            tracing::warn!(error = %e, "cannot reserve space for a full disk; reads may \
+                fail while the disk is full");
+        }
+        Ok(store)
+    }
+
+    /// Makes sure the ballast file holds its space; fails while the disk is full.
+    pub(crate) fn ensure_ballast(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = self.dir.join(BALLAST);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == BALLAST_BYTES as u64) {
+            return Ok(());
+        }
+        let result = (|| {
+            let mut file = File::create(&path)?;
+            // Written, not `set_len`: a sparse file would reserve nothing.
+            file.write_all(&vec![0u8; BALLAST_BYTES])?;
+            file.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
+    /// Frees the ballast's space; returns whether there was any.
+    pub(crate) fn release_ballast(&self) -> bool {
+        std::fs::remove_file(self.dir.join(BALLAST)).is_ok()
     }
 
     /// The current opening; refused while a reopen is under way or failed.
