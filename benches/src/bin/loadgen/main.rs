@@ -82,6 +82,11 @@ struct RunArgs {
     /// `power` or `process`.
     #[arg(long, default_value = "power")]
     durability: String,
+    /// Passed to the server as `--max-in-flight-leads`. The default, 1000000, is as good
+    /// as no limit: this run measures capacity (32 batches of 100 would pass the
+    /// server's default of 256 and be refused whole); shedding is `loadgen overload`'s.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_in_flight_leads: usize,
 }
 
 #[derive(Parser)]
@@ -514,6 +519,8 @@ async fn run(args: RunArgs) -> Result<()> {
         .arg(&args.durability)
         .arg("--data-dir")
         .arg(data.path())
+        .arg("--max-in-flight-leads")
+        .arg(args.max_in_flight_leads.to_string())
         .env_remove("LEADROUTE_ADMIN_TOKEN")
         .env_remove("LEADROUTE_INTAKE_TOKEN")
         .env_remove("LEADROUTE_CONFIG");
