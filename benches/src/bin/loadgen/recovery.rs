@@ -121,7 +121,12 @@ fn stored_leads(dir: &Path) -> Result<u64> {
 async fn fill(dir: &Path, from: u64, to: u64) -> Result<()> {
     // Process durability: the fill is set-up, not measured; the final shutdown
     // flushes everything.
-    let engine = Engine::open(EngineConfig::new(dir).durability(Durability::Process))?;
+    // No admission limit: the fill sends its batches concurrently on purpose.
+    let engine = Engine::open(
+        EngineConfig::new(dir)
+            .durability(Durability::Process)
+            .max_in_flight_leads(usize::MAX),
+    )?;
     engine
         .upsert_territory(
             TerritoryId::new("east")?,
