@@ -20,8 +20,9 @@
 //! # The life of a lead
 //! validate → de-duplicate → resolve territory (longest region prefix) →
 //! `TerritoryActor` ranks members with room → reserves with `RepActor`s in that order
-//! → the committer stores lead, assignment, load and history in one transaction and
-//! flushes once per group → the caller is answered.
+//! → the committer stores lead, assignment, load, history, the first-touch deadline and
+//! any webhook events in one transaction and flushes once per group → the caller is
+//! answered.
 
 mod actors;
 pub mod clock;
