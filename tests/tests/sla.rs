@@ -152,8 +152,8 @@ async fn a_lead_touched_in_time_stays_and_counts_as_within_sla() {
 #[tokio::test]
 async fn a_touch_after_the_deadline_is_not_within_sla() {
     let f = fixture();
-    // No second rep: the breach sends the lead back to the queue, where the deadline
-    // stops; nothing else is tested here.
+    // The touch comes before any sweep, so the late lead is never re-routed; only the
+    // touch metrics are tested here.
     east(&f.engine, serde_json::json!({}), &["a"]).await;
     let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
     f.clock.advance(2 * MINUTE);

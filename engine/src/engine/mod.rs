@@ -121,11 +121,12 @@ impl Engine {
         let store = Store::open(&config.data_dir)?;
         let opened = started.elapsed();
         let metrics = Metrics::new();
-        let (findings, mut keys) = audit_with_keys(&store)?;
+        let (findings, mut indexed) = audit_with_keys(&store)?;
         if !findings.is_empty() {
             metrics.recovery_repairs.inc_by(findings.len() as u64);
             repair(&store, &findings)?;
-            keys = store.dedupe_entries()?;
+            indexed.keys = store.dedupe_entries()?;
+            indexed.slas = store.sla_records()?;
         }
         let audited = started.elapsed();
         let recovery: Vec<String> = findings.iter().map(ToString::to_string).collect();
@@ -137,14 +138,9 @@ impl Engine {
         )?);
 
         let compiled = started.elapsed();
-        let dedupe = Arc::new(DedupeIndex::from_entries(keys));
+        let dedupe = Arc::new(DedupeIndex::from_entries(indexed.keys));
         let sla = Arc::new(SlaIndex::default());
-        let deadlines: Vec<_> = store
-            .sla_records()?
-            .into_iter()
-            .map(|(lead, record)| (lead, record.deadline))
-            .collect();
-        sla.apply(&deadlines);
+        sla.replace(&indexed.slas);
         metrics.sla_pending.set(sla.len() as i64);
         let outbox = Arc::new(Outbox::new(&store.webhooks()?));
         let indexed = started.elapsed();

@@ -126,12 +126,17 @@ pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
     Ok(audit_with_keys(store)?.0)
 }
 
-/// De-duplication keys and the open lead each points at, as stored.
-pub(crate) type DedupeKeys = Vec<(String, LeadId)>;
+/// What the audit read that start-up builds its in-memory indexes from, so that it
+/// need not read it again.
+pub(crate) struct Indexed {
+    /// De-duplication keys and the open lead each points at, as stored.
+    pub keys: Vec<(String, LeadId)>,
+    /// First-touch SLA records, as stored.
+    pub slas: Vec<(LeadId, SlaRecord)>,
+}
 
-/// [`audit`], also returning the de-duplication keys it read, so that start-up can
-/// build the in-memory index without reading them again.
-pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, DedupeKeys)> {
+/// [`audit`], also returning what it read for the in-memory indexes.
+pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> {
     let mut findings = Vec::new();
     let reps: BTreeMap<RepId, RepRecord> = store
         .rep_records()?
@@ -247,7 +252,8 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, DedupeKeys
     }
 
     // First-touch deadlines.
-    let slas: HashMap<LeadId, SlaRecord> = store.sla_records()?.into_iter().collect();
+    let sla_records = store.sla_records()?;
+    let slas: HashMap<LeadId, SlaRecord> = sla_records.iter().copied().collect();
     let sla_ms: HashMap<TerritoryId, u64> = store
         .territories()?
         .into_iter()
@@ -272,7 +278,13 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, DedupeKeys
             findings.push(Finding::StraySla(id));
         }
     }
-    Ok((findings, keys))
+    Ok((
+        findings,
+        Indexed {
+            keys,
+            slas: sla_records,
+        },
+    ))
 }
 
 /// Repairs every finding in place, then flushes. Repairs are idempotent: a crash in
