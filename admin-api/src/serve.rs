@@ -27,9 +27,6 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await?
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    for finding in engine.recovery_findings() {
-        tracing::warn!(%finding, "store repaired at start");
-    }
     if demo {
         let summary = demo::load(&engine)
             .await

@@ -1,14 +1,15 @@
-//! De-duplication: the normalized contact keys of a lead, and the index of open leads.
+//! De-duplication: the normalized contact keys of a lead, and how a set of keys finds
+//! the open lead sharing them.
 //!
 //! A lead is a duplicate when its normalized phone, e-mail or external id equals that
-//! of a lead still open. The store's committer is the only writer of the index (it
-//! applies every change in order), so a check there is authoritative; intake reads
-//! the index first to skip routing for the common, non-racing duplicate.
-
-use std::collections::HashMap;
-use std::sync::RwLock;
+//! of a lead still open. The index is the store's `dedupe` tree (key → open lead),
+//! read in place: nothing is loaded at start, so start-up time does not grow with the
+//! number of open leads. The committer is its only writer and checks inside its
+//! transaction, so its answer is authoritative; intake reads the tree first to skip
+//! routing for the common, non-racing duplicate.
 
 use crate::domain::{Lead, LeadId};
+use crate::error::Result;
 
 /// Normalizes a phone number: digits only, and the Chinese country code (`+86` or
 /// `0086`) dropped from an 11-digit mobile number.
@@ -53,70 +54,26 @@ pub fn kind(key: &str) -> &str {
     key.split_once(':').map_or(key, |(k, _)| k)
 }
 
-/// Normalized keys of open leads → lead id.
-#[derive(Debug, Default)]
-pub struct DedupeIndex {
-    map: RwLock<HashMap<String, LeadId>>,
+/// The open lead sharing any of `keys`, with the kinds that matched, given each key's
+/// `owner`. Keys that point at different leads count for the first one only.
+pub(crate) fn find<E>(
+    keys: &[String],
+    mut owner: impl FnMut(&str) -> std::result::Result<Option<LeadId>, E>,
+) -> std::result::Result<Option<(LeadId, Vec<String>)>, E> {
+    let mut hit: Option<(LeadId, Vec<String>)> = None;
+    for key in keys {
+        let Some(id) = owner(key)? else { continue };
+        match &mut hit {
+            None => hit = Some((id, vec![kind(key).to_string()])),
+            Some((first, kinds)) if *first == id => kinds.push(kind(key).to_string()),
+            Some(_) => {}
+        }
+    }
+    Ok(hit)
 }
 
-impl DedupeIndex {
-    /// The open lead sharing any of `keys`, with the kinds that matched.
-    pub fn lookup(&self, keys: &[String]) -> Option<(LeadId, Vec<String>)> {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let mut hit: Option<(LeadId, Vec<String>)> = None;
-        for key in keys {
-            if let Some(&id) = map.get(key) {
-                match &mut hit {
-                    None => hit = Some((id, vec![kind(key).to_string()])),
-                    Some((first, kinds)) if *first == id => kinds.push(kind(key).to_string()),
-                    Some(_) => {}
-                }
-            }
-        }
-        hit
-    }
-
-    /// An index holding `entries` (key, open lead), as read from the store at start.
-    pub fn from_entries(entries: Vec<(String, LeadId)>) -> Self {
-        let mut map = HashMap::with_capacity(entries.len());
-        map.extend(entries);
-        DedupeIndex {
-            map: RwLock::new(map),
-        }
-    }
-
-    /// Applies committed changes: `added` keys now point at their lead, `removed` keys
-    /// are gone.
-    pub fn apply(&self, added: &[(String, LeadId)], removed: &[String]) {
-        if added.is_empty() && removed.is_empty() {
-            return;
-        }
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        for key in removed {
-            map.remove(key);
-        }
-        for (key, id) in added {
-            map.insert(key.clone(), *id);
-        }
-    }
-
-    /// Replaces every key with `entries` (the store's, after it was reopened).
-    pub fn replace(&self, entries: &[(String, LeadId)]) {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        map.clear();
-        map.extend(entries.iter().cloned());
-    }
-
-    /// Number of keys held.
-    pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether the index is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// [`find`] with an error type the engine uses.
+pub(crate) type Found = Result<Option<(LeadId, Vec<String>)>>;
 
 #[cfg(test)]
 mod tests {
@@ -144,21 +101,23 @@ mod tests {
     }
 
     #[test]
-    fn the_index_reports_every_matching_kind_of_one_lead() {
-        let index = DedupeIndex::default();
-        let a = LeadId::from_ulid(ulid::Ulid::new());
-        index.apply(&[("phone:1".into(), a), ("email:x@y.z".into(), a)], &[]);
-        let (hit, kinds) = index
-            .lookup(&[
-                "email:x@y.z".into(),
-                "phone:1".into(),
-                "external_id:9".into(),
-            ])
+    fn a_match_reports_every_kind_of_the_first_lead_it_names() {
+        let (a, b) = (
+            LeadId::from_ulid(ulid::Ulid::new()),
+            LeadId::from_ulid(ulid::Ulid::new()),
+        );
+        let owners = std::collections::HashMap::from([
+            ("phone:1".to_string(), a),
+            ("email:x@y.z".to_string(), a),
+            ("external_id:9".to_string(), b),
+        ]);
+        let owner = |k: &str| Ok::<_, ()>(owners.get(k).copied());
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let (hit, kinds) = find(&keys(&["email:x@y.z", "external_id:9", "phone:1"]), owner)
+            .unwrap()
             .unwrap();
         assert_eq!(hit, a);
         assert_eq!(kinds, vec!["email", "phone"]);
-        index.apply(&[], &["phone:1".into(), "email:x@y.z".into()]);
-        assert!(index.lookup(&["phone:1".into()]).is_none());
-        assert!(index.is_empty());
+        assert_eq!(find(&keys(&["phone:2"]), owner).unwrap(), None);
     }
 }

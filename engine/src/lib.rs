@@ -10,10 +10,11 @@
 //! - [`strategy`]: built-in ranking strategies, one per file.
 //! - [`plugins`]: sandboxed WebAssembly routing plugins (wasmtime): registry,
 //!   sandbox, ABI host side, and the plugin strategy with its fallback.
-//! - [`dedupe`]: contact normalization and the open-lead index.
+//! - [`dedupe`]: contact normalization, and finding the open lead that shares a key.
 //! - [`sla`]: first-touch deadlines of assigned, untouched leads.
 //! - [`outbox`]: which events webhooks want, and the signal that new ones are durable.
-//! - [`store`]: sled trees, the group committer, start-up audit and repair.
+//! - [`store`]: sled trees, the group committer, the invariant audit and its repairs
+//!   (run in the background after each start: `engine/audit.rs`).
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: injected time.
 //!

@@ -76,8 +76,14 @@ pub struct Metrics {
     pub commit_duration: Histogram,
     /// `leadroute_store_errors_total`: group commits that failed.
     pub store_errors: IntCounter,
-    /// `leadroute_recovery_repairs_total`: invariant repairs made at start.
+    /// `leadroute_recovery_repairs_total`: invariant repairs made by the start-up audit.
     pub recovery_repairs: IntCounter,
+    /// `leadroute_startup_audit_running`: 1 while the start-up audit reads the store
+    /// (it runs in the background once the engine serves), then 0.
+    pub startup_audit_running: prometheus::IntGauge,
+    /// `leadroute_startup_audit_seconds`: how long the start-up audit took, repairs
+    /// included; 0 until it has finished.
+    pub startup_audit_seconds: prometheus::Gauge,
     /// `leadroute_overload_rejections_total{what}`: calls refused at admission because
     /// the limit on work in flight was reached; `what` is `leads` or `admin_writes`.
     pub overload_rejections: IntCounterVec,
@@ -286,7 +292,23 @@ impl Metrics {
                 &r,
                 IntCounter::new(
                     "leadroute_recovery_repairs_total",
-                    "Store invariant violations found and repaired at start.",
+                    "Store invariant violations found and repaired by the start-up audit.",
+                )
+                .unwrap(),
+            ),
+            startup_audit_running: register(
+                &r,
+                prometheus::IntGauge::new(
+                    "leadroute_startup_audit_running",
+                    "1 while the start-up audit of the store runs in the background.",
+                )
+                .unwrap(),
+            ),
+            startup_audit_seconds: register(
+                &r,
+                prometheus::Gauge::new(
+                    "leadroute_startup_audit_seconds",
+                    "How long the start-up audit took, repairs included (0 until done).",
                 )
                 .unwrap(),
             ),

@@ -315,7 +315,7 @@ proptest! {
             drop(f.engine);
             // And the durable state reopens clean.
             let engine = open(f.dir.path(), &f.clock);
-            assert_eq!(engine.recovery_findings(), &[] as &[String]);
+            assert_eq!(engine.startup_audit().await.unwrap(), Vec::<String>::new());
             check(&engine, &mut model).await;
         });
     }

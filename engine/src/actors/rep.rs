@@ -51,6 +51,13 @@ pub(crate) struct Release {
     pub lead: LeadId,
 }
 
+/// Corrects the load by what a store repair changed in the stored load (the start-up
+/// audit found it wrong). A difference, not a value: leads reserved meanwhile stay
+/// counted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AdjustLoad(pub i64);
+
 /// New configuration and territory membership.
 #[derive(Message)]
 #[rtype(result = "RepSnapshot")]
@@ -178,6 +185,16 @@ impl Handler<Release> for RepActor {
             return;
         }
         self.load -= 1;
+        self.publish();
+    }
+}
+
+impl Handler<AdjustLoad> for RepActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AdjustLoad, _ctx: &mut Context<Self>) {
+        let load = (i64::from(self.load) + msg.0).clamp(0, i64::from(u32::MAX));
+        self.load = u32::try_from(load).unwrap_or(u32::MAX);
         self.publish();
     }
 }

@@ -163,6 +163,11 @@ pub(crate) struct RemoveMember(pub RepId);
 #[rtype(result = "()")]
 pub(crate) struct Reconfigure(pub Arc<Territory>, pub Box<dyn Strategy>, pub Option<Trial>);
 
+/// A lead a store repair put at the back of the queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Enqueue(pub Queued);
+
 /// A queued lead left the queue another way (closed).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -860,6 +865,18 @@ impl Handler<Reconfigure> for TerritoryActor {
         self.territory = msg.0;
         self.strategy = msg.1;
         self.shadow = msg.2;
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Enqueue> for TerritoryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        if !self.queue.iter().any(|q| q.lead.id == msg.0.lead.id) {
+            self.queue.push_back(msg.0);
+        }
+        self.export_queue_depth();
         self.pump(ctx);
     }
 }

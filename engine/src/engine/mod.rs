@@ -16,6 +16,7 @@
 
 mod admin;
 mod admission;
+mod audit;
 mod intake;
 mod leads;
 mod plugins;
@@ -44,9 +45,9 @@ use crate::actors::rep::{RepActor, Snapshot};
 use crate::actors::territory::{AddMember, Queued, Settle, TerritoryActor};
 use crate::clock::Clock;
 use crate::config::EngineConfig;
-use crate::dedupe::DedupeIndex;
 use crate::domain::{
-    EventKind, LeadId, OutboxEvent, RegionTable, Rep, RepId, StrategySpec, Territory, TerritoryId,
+    EventKind, LeadId, LeadState, LeadStatus, OutboxEvent, RegionTable, Rep, RepId, StrategySpec,
+    Territory, TerritoryId,
 };
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
@@ -54,7 +55,7 @@ use crate::outbox::Outbox;
 use crate::plugins::{PluginStrategy, Registry, Trial};
 use crate::sla::SlaIndex;
 use crate::store::Store;
-use crate::store::audit::{audit, audit_with_keys, repair};
+use crate::store::audit::audit;
 use crate::store::commit::{Change, Committer, settle};
 use crate::strategy::{self, Strategy};
 
@@ -95,14 +96,14 @@ struct Inner {
     metrics: Metrics,
     clock: Arc<dyn Clock>,
     ids: Mutex<ulid::Generator>,
-    dedupe: Arc<DedupeIndex>,
     /// Serializes configuration changes so checks and writes cannot interleave.
     admin: tokio::sync::Mutex<()>,
     /// One permit per call in flight; shutdown takes them all.
     gate: Semaphore,
     /// The bound on leads and admin writes in flight.
     admission: admission::Admission,
-    recovery: Vec<String>,
+    /// The start-up audit, started once the actors run.
+    audit: std::sync::OnceLock<audit::StartupAudit>,
     /// Installed routing plugins and their sandbox.
     plugins: Arc<Registry>,
     /// First-touch deadlines, kept by the committer.
@@ -121,33 +122,23 @@ impl Engine {
         let store = Store::open(&config.data_dir)?;
         let opened = started.elapsed();
         let metrics = Metrics::new();
-        let (findings, mut indexed) = audit_with_keys(&store)?;
-        if !findings.is_empty() {
-            metrics.recovery_repairs.inc_by(findings.len() as u64);
-            repair(&store, &findings)?;
-            indexed.keys = store.dedupe_entries()?;
-            indexed.slas = store.sla_records()?;
-        }
-        let audited = started.elapsed();
-        let recovery: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        // What routing needs is read straight from the records that hold it. The
+        // audit of the rest runs once the engine serves (see `audit.rs`).
+        let sla = Arc::new(SlaIndex::default());
+        sla.replace(&store.sla_records()?);
+        metrics.sla_pending.set(sla.len() as i64);
+        let outbox = Arc::new(Outbox::new(&store.webhooks()?));
+        let indexed = started.elapsed();
         // Before the actors: territories bound to plugins need them compiled.
         let plugins = Arc::new(Registry::open(
             &store,
             config.plugin_limits.clone(),
             metrics.clone(),
         )?);
-
         let compiled = started.elapsed();
-        let dedupe = Arc::new(DedupeIndex::from_entries(indexed.keys));
-        let sla = Arc::new(SlaIndex::default());
-        sla.replace(&indexed.slas);
-        metrics.sla_pending.set(sla.len() as i64);
-        let outbox = Arc::new(Outbox::new(&store.webhooks()?));
-        let indexed = started.elapsed();
         let (committer, commit_thread) = Committer::start(
             store.clone(),
             config.durability,
-            dedupe.clone(),
             sla.clone(),
             outbox.clone(),
             metrics.clone(),
@@ -192,11 +183,10 @@ impl Engine {
                 metrics,
                 clock: config.clock,
                 ids: Mutex::new(ulid::Generator::new()),
-                dedupe,
+                audit: std::sync::OnceLock::new(),
                 admin: tokio::sync::Mutex::new(()),
                 gate: Semaphore::new(MAX_IN_FLIGHT as usize),
                 admission: admission::Admission::new(config.max_in_flight_leads),
-                recovery,
                 plugins,
                 sla,
                 sla_sweep: tokio::sync::Mutex::new(()),
@@ -204,13 +194,16 @@ impl Engine {
             }),
         };
         engine.boot_actors()?;
+        engine.inner.metrics.startup_audit_running.set(1);
+        let audit =
+            audit::StartupAudit::start(engine.inner.store.clone(), Arc::downgrade(&engine.inner))?;
+        let _ = engine.inner.audit.set(audit);
         // Start-up time grows with the store; say where it went.
         tracing::info!(
             store_ms = opened.as_millis() as u64,
-            audit_ms = (audited - opened).as_millis() as u64,
-            plugins_ms = (compiled - audited).as_millis() as u64,
-            dedupe_ms = (indexed - compiled).as_millis() as u64,
-            actors_ms = (started.elapsed() - indexed).as_millis() as u64,
+            deadlines_ms = (indexed - opened).as_millis() as u64,
+            plugins_ms = (compiled - indexed).as_millis() as u64,
+            actors_ms = (started.elapsed() - compiled).as_millis() as u64,
             "engine recovered"
         );
         Ok(engine)
@@ -232,20 +225,16 @@ impl Engine {
                 None
             });
             let mut queue = VecDeque::new();
-            for (_, lead) in store.queue(&territory.id)? {
-                if let Some(state) = store.lead(lead)? {
-                    // An escalated lead may go to anyone, as when it was queued.
-                    let escalated = store.sla(lead)?.is_some_and(|s| s.escalated);
-                    let exclude = if escalated {
-                        Vec::new()
-                    } else {
-                        state.previous_reps
-                    };
-                    queue.push_back(Queued {
-                        lead: Arc::new(state.lead),
-                        exclude,
-                    });
-                }
+            for (seq, lead) in store.queue(&territory.id)? {
+                // An entry that is not the queued lead's place is left for the audit.
+                let Some(state) = store.lead(lead)?.filter(|s| {
+                    s.status == LeadStatus::Queued
+                        && s.queue_seq == Some(seq)
+                        && s.territory == territory.id
+                }) else {
+                    continue;
+                };
+                queue.push_back(queued_entry(store, state)?);
             }
             dir.regions
                 .assign(&territory.id, &territory.regions, territory.default)
@@ -434,11 +423,6 @@ impl Engine {
         !self.inner.committer.failing()
     }
 
-    /// What the start-up audit found and repaired (empty on a healthy store).
-    pub fn recovery_findings(&self) -> &[String] {
-        &self.inner.recovery
-    }
-
     /// Waits until every decision taken so far is durable and every queue has been
     /// served as far as capacity allows: no routing in flight anywhere.
     pub async fn settle(&self) -> Result<()> {
@@ -523,8 +507,26 @@ impl Engine {
     }
 }
 
+/// A queued lead as its territory actor holds it.
+fn queued_entry(store: &Store, state: LeadState) -> Result<Queued> {
+    // An escalated lead may go to anyone, as when it was queued.
+    let escalated = store.sla(state.lead.id)?.is_some_and(|s| s.escalated);
+    let exclude = if escalated {
+        Vec::new()
+    } else {
+        state.previous_reps
+    };
+    Ok(Queued {
+        lead: Arc::new(state.lead),
+        exclude,
+    })
+}
+
 impl Inner {
     fn stop_threads(&self) {
+        if let Some(audit) = self.audit.get() {
+            audit.stop();
+        }
         self.system.stop();
         self.committer.stop();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));

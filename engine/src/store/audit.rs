@@ -1,4 +1,4 @@
-//! Invariant audit and repair, run at every start (and by tests at any time).
+//! Invariant audit and repair, run after every start (and by tests at any time).
 //!
 //! The committer keeps these true by construction; the audit is the net under it:
 //! - every open assignment belongs to an existing, assigned lead and an existing rep;
@@ -11,10 +11,16 @@
 //!
 //! The assignments are the source of truth: where records disagree, the others are
 //! repaired from them. Every finding is logged; none is silently ignored.
+//!
+//! At start the audit reads the store while it already serves (see
+//! `engine/audit.rs`), so a finding may be a change caught half-way through the read.
+//! [`Finding::holds`] checks one finding again; the committer runs it, as the store's
+//! only writer, right before [`repair_confirmed`] mends what still holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::codec::{Assignment, RepRecord, SlaRecord, decode, encode};
+use super::codec::{Assignment, RepRecord, SlaRecord, encode};
 use super::{ASSIGNMENTS, DEDUPE, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
 use crate::domain::{LeadId, LeadStatus, RepId, TerritoryId};
 use crate::error::{EngineError, Result};
@@ -123,20 +129,16 @@ impl Leads<'_> {
 
 /// Reads the whole open state and lists every broken invariant.
 pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
-    Ok(audit_with_keys(store)?.0)
+    let never = AtomicBool::new(false);
+    Ok(audit_until(store, &never)?.unwrap_or_default())
 }
 
-/// What the audit read that start-up builds its in-memory indexes from, so that it
-/// need not read it again.
-pub(crate) struct Indexed {
-    /// De-duplication keys and the open lead each points at, as stored.
-    pub keys: Vec<(String, LeadId)>,
-    /// First-touch SLA records, as stored.
-    pub slas: Vec<(LeadId, SlaRecord)>,
-}
+/// How many items the audit visits between looks at its cancel flag.
+const CANCEL_EVERY: usize = 4096;
 
-/// [`audit`], also returning what it read for the in-memory indexes.
-pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> {
+/// [`audit`], giving up (`None`) soon after `cancel` is set.
+pub(crate) fn audit_until(store: &Store, cancel: &AtomicBool) -> Result<Option<Vec<Finding>>> {
+    let cancelled = |i: usize| i.is_multiple_of(CANCEL_EVERY) && cancel.load(Ordering::Relaxed);
     let mut findings = Vec::new();
     let reps: BTreeMap<RepId, RepRecord> = store
         .rep_records()?
@@ -152,7 +154,10 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> 
     // has its entry.
     let mut counted: BTreeMap<RepId, u32> = BTreeMap::new();
     let mut assigned: HashMap<LeadId, (RepId, bool)> = HashMap::new();
-    for (id, a) in store.assignments()? {
+    for (i, (id, a)) in store.assignments()?.into_iter().enumerate() {
+        if cancelled(i) {
+            return Ok(None);
+        }
         let Some(state) = leads.get(id)? else {
             findings.push(Finding::AssignmentWithoutLead(id));
             continue;
@@ -169,7 +174,10 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> 
     }
 
     // The rep → lead index mirrors the assignments.
-    for kv in store.h()?.trees[REP_LEADS].iter() {
+    for (i, kv) in store.h()?.trees[REP_LEADS].iter().enumerate() {
+        if cancelled(i) {
+            return Ok(None);
+        }
         let (k, _) = kv?;
         let split = k.iter().position(|&b| b == 0).unwrap_or(k.len());
         let lead_id = LeadId::from_key(k.get(split + 1..).unwrap_or_default());
@@ -232,7 +240,10 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> 
     // every open lead without scanning closed history.
     let keys = store.dedupe_entries()?;
     let mut open_leads: HashSet<LeadId> = HashSet::new();
-    for (key, id) in &keys {
+    for (i, (key, id)) in keys.iter().enumerate() {
+        if cancelled(i) {
+            return Ok(None);
+        }
         match leads.get(*id)? {
             Some(s) if s.status.is_open() => {
                 open_leads.insert(*id);
@@ -252,8 +263,7 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> 
     }
 
     // First-touch deadlines.
-    let sla_records = store.sla_records()?;
-    let slas: HashMap<LeadId, SlaRecord> = sla_records.iter().copied().collect();
+    let slas: HashMap<LeadId, SlaRecord> = store.sla_records()?.into_iter().collect();
     let sla_ms: HashMap<TerritoryId, u64> = store
         .territories()?
         .into_iter()
@@ -261,7 +271,10 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> 
         .collect();
     let mut assigned_ids: Vec<LeadId> = assigned.keys().copied().collect();
     assigned_ids.sort();
-    for id in assigned_ids {
+    for (i, id) in assigned_ids.into_iter().enumerate() {
+        if cancelled(i) {
+            return Ok(None);
+        }
         let Some(s) = leads.get(id)? else { continue };
         let waiting = slas
             .get(&id)
@@ -278,84 +291,229 @@ pub(crate) fn audit_with_keys(store: &Store) -> Result<(Vec<Finding>, Indexed)> 
             findings.push(Finding::StraySla(id));
         }
     }
-    Ok((
-        findings,
-        Indexed {
-            keys,
-            slas: sla_records,
-        },
-    ))
+    Ok(Some(findings))
 }
 
-/// Repairs every finding in place, then flushes. Repairs are idempotent: a crash in
-/// the middle is finished by the next start's audit.
-pub(crate) fn repair(store: &Store, findings: &[Finding]) -> Result<()> {
-    let h = store.h()?;
-    let t = &h.trees;
-    for finding in findings {
-        tracing::warn!(%finding, "store invariant broken; repairing");
-        match finding {
+impl Finding {
+    /// Whether the finding is still true of `store`. Only meaningful where nothing
+    /// writes meanwhile: the committer calls it between its groups.
+    pub(crate) fn holds(&self, store: &Store) -> Result<bool> {
+        let assignment = |id: LeadId| store.assignment(id);
+        let rep_exists = |rep: &RepId| Ok::<_, EngineError>(store.rep_record(rep)?.is_some());
+        Ok(match self {
             Finding::AssignmentWithoutLead(id) => {
-                t[ASSIGNMENTS].remove(id.to_key())?;
+                assignment(*id)?.is_some() && store.lead(*id)?.is_none()
             }
-            Finding::AssignmentToUnknownRep(id, territory) | Finding::Orphan(id, territory) => {
-                t[ASSIGNMENTS].remove(id.to_key())?;
-                requeue(store, *id, territory)?;
-            }
+            Finding::AssignmentToUnknownRep(id, _) => match assignment(*id)? {
+                Some(a) => !rep_exists(&a.rep)? && store.lead(*id)?.is_some(),
+                None => false,
+            },
             Finding::LeadDisagreesWithAssignment(id, a) => {
-                if let Some(mut s) = store.lead(*id)? {
-                    s.status = LeadStatus::Assigned;
-                    s.rep = Some(a.rep.clone());
-                    s.territory = a.territory.clone();
-                    s.assigned_at.get_or_insert(a.since);
-                    s.queue_seq = None;
-                    s.closed_at = None;
-                    t[LEADS].insert(id.to_key(), encode(&s))?;
-                }
+                assignment(*id)?.as_ref() == Some(a)
+                    && rep_exists(&a.rep)?
+                    && store.lead(*id)?.is_some_and(|s| {
+                        s.status != LeadStatus::Assigned || s.rep.as_ref() != Some(&a.rep)
+                    })
             }
             Finding::RepLeadsIndex(rep, id, missing) => {
                 let key = compound_key(rep.as_str(), &id.to_key());
+                let indexed = store.h()?.trees[REP_LEADS].contains_key(key)?;
+                let owns = assignment(*id)?.is_some_and(|a| &a.rep == rep)
+                    && rep_exists(rep)?
+                    && store.lead(*id)?.is_some();
                 if *missing {
-                    t[REP_LEADS].insert(key, &[])?;
+                    !indexed && owns
                 } else {
-                    t[REP_LEADS].remove(key)?;
+                    indexed && !owns
                 }
             }
-            Finding::RepLoad(..) => {} // recomputed below, after the other repairs
-            Finding::StrayQueueEntry(key) => {
-                t[QUEUE].remove(key)?;
-            }
-            Finding::StrayDedupeKey(key) => {
-                t[DEDUPE].remove(key.as_bytes())?;
-            }
-            Finding::MissingDeadline(id, deadline) => {
-                let mut record: SlaRecord = store.sla(*id)?.unwrap_or_default();
-                record.deadline = Some(*deadline);
-                t[SLA].insert(id.to_key(), encode(&record))?;
+            Finding::RepLoad(rep, ..) => match store.rep_record(rep)? {
+                Some(record) => record.load != indexed_load(store, rep)?,
+                None => false,
+            },
+            Finding::StrayQueueEntry(key) => match store.h()?.trees[QUEUE].get(key)? {
+                Some(v) => !queue_entry_fits(store, key, &v)?,
+                None => false,
+            },
+            Finding::Orphan(id, _) => match store.lead(*id)? {
+                Some(s) if s.status.is_open() && assignment(*id)?.is_none() => {
+                    let queued = match (s.status, s.queue_seq) {
+                        (LeadStatus::Queued, Some(seq)) => {
+                            let key = compound_key(s.territory.as_str(), &seq.to_be_bytes());
+                            store.h()?.trees[QUEUE].get(&key)?.as_deref() == Some(&id.to_key()[..])
+                        }
+                        _ => false,
+                    };
+                    !queued
+                }
+                _ => false,
+            },
+            Finding::StrayDedupeKey(key) => match store.h()?.trees[DEDUPE].get(key.as_bytes())? {
+                Some(v) => match LeadId::from_key(&v) {
+                    Some(id) => !store.lead(id)?.is_some_and(|s| s.status.is_open()),
+                    None => true,
+                },
+                None => false,
+            },
+            Finding::MissingDeadline(id, _) => {
+                assignment(*id)?.is_some()
+                    && store
+                        .lead(*id)?
+                        .is_some_and(|s| s.status == LeadStatus::Assigned && s.stage.is_none())
+                    && !store
+                        .sla(*id)?
+                        .is_some_and(|r| r.escalated || r.deadline.is_some())
             }
             Finding::StraySla(id) => {
-                t[SLA].remove(id.to_key())?;
+                store.sla(*id)?.is_some()
+                    && !store
+                        .lead(*id)?
+                        .is_some_and(|s| s.status.is_open() && s.stage.is_none())
             }
+        })
+    }
+}
+
+/// Whether a queue entry is the place of the queued lead it names.
+fn queue_entry_fits(store: &Store, key: &[u8], value: &[u8]) -> Result<bool> {
+    let seq = key.len().checked_sub(8).map(|i| &key[i..]);
+    let (Some(id), Some(seq)) = (LeadId::from_key(value), seq) else {
+        return Ok(false);
+    };
+    Ok(store.lead(id)?.is_some_and(|s| {
+        s.status == LeadStatus::Queued
+            && s.queue_seq.map(u64::to_be_bytes).as_ref().map(|b| &b[..]) == Some(seq)
+            && key.starts_with(&compound_key(s.territory.as_str(), &[]))
+    }))
+}
+
+/// A rep's open assignments as its `rep_leads` entries count them.
+fn indexed_load(store: &Store, rep: &RepId) -> Result<u32> {
+    let prefix = compound_key(rep.as_str(), &[]);
+    let mut n = 0u32;
+    for kv in store.h()?.trees[REP_LEADS].scan_prefix(prefix) {
+        kv?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// What a repair changed that the in-memory state must learn.
+#[derive(Debug, Default)]
+pub(crate) struct Repaired {
+    /// The findings that still held and were repaired.
+    pub findings: Vec<Finding>,
+    /// Reps whose stored load changed, by how much.
+    pub loads: Vec<(RepId, i64)>,
+    /// Leads put back in their territory's queue.
+    pub requeued: Vec<(LeadId, TerritoryId)>,
+    /// First-touch deadlines set (`Some`) or removed (`None`).
+    pub deadlines: Vec<(LeadId, Option<u64>)>,
+}
+
+/// Repairs each finding that still [holds](Finding::holds), in order, recounts the
+/// loads of the reps concerned, then flushes. Only the store's writer may call it
+/// (the committer, or start-up before anything else runs). Repairs are idempotent:
+/// a crash in the middle is finished by the next start's audit.
+pub(crate) fn repair_confirmed(store: &Store, candidates: Vec<Finding>) -> Result<Repaired> {
+    let mut repaired = Repaired::default();
+    let mut recount: BTreeSet<RepId> = BTreeSet::new();
+    for finding in candidates {
+        if !finding.holds(store)? {
+            tracing::debug!(%finding, "audit finding no longer holds; a change was in flight");
+            continue;
+        }
+        tracing::warn!(%finding, "store invariant broken; repairing");
+        repair_one(store, &finding, &mut repaired, &mut recount)?;
+        repaired.findings.push(finding);
+    }
+    for rep in recount {
+        let Some(mut record) = store.rep_record(&rep)? else {
+            continue;
+        };
+        let actual = indexed_load(store, &rep)?;
+        if record.load != actual {
+            repaired
+                .loads
+                .push((rep.clone(), i64::from(actual) - i64::from(record.load)));
+            record.load = actual;
+            store.h()?.trees[REPS].insert(rep.as_str().as_bytes(), encode(&record))?;
         }
     }
-    if findings.iter().any(|f| {
-        !matches!(
-            f,
-            Finding::StrayDedupeKey(_)
-                | Finding::StrayQueueEntry(_)
-                | Finding::MissingDeadline(..)
-                | Finding::StraySla(_)
-        )
-    }) {
-        recount_loads(store)?;
+    if !repaired.findings.is_empty() {
+        store.h()?.db.flush()?;
     }
-    store.h()?.db.flush()?;
+    Ok(repaired)
+}
+
+fn repair_one(
+    store: &Store,
+    finding: &Finding,
+    repaired: &mut Repaired,
+    recount: &mut BTreeSet<RepId>,
+) -> Result<()> {
+    let h = store.h()?;
+    let t = &h.trees;
+    match finding {
+        Finding::AssignmentWithoutLead(id) => {
+            if let Some(a) = store.assignment(*id)? {
+                recount.insert(a.rep);
+            }
+            t[ASSIGNMENTS].remove(id.to_key())?;
+        }
+        Finding::AssignmentToUnknownRep(id, territory) | Finding::Orphan(id, territory) => {
+            t[ASSIGNMENTS].remove(id.to_key())?;
+            if requeue(store, *id, territory)? {
+                repaired.requeued.push((*id, territory.clone()));
+            }
+        }
+        Finding::LeadDisagreesWithAssignment(id, a) => {
+            if let Some(mut s) = store.lead(*id)? {
+                s.status = LeadStatus::Assigned;
+                s.rep = Some(a.rep.clone());
+                s.territory = a.territory.clone();
+                s.assigned_at.get_or_insert(a.since);
+                s.queue_seq = None;
+                s.closed_at = None;
+                t[LEADS].insert(id.to_key(), encode(&s))?;
+            }
+        }
+        Finding::RepLeadsIndex(rep, id, missing) => {
+            let key = compound_key(rep.as_str(), &id.to_key());
+            if *missing {
+                t[REP_LEADS].insert(key, &[])?;
+            } else {
+                t[REP_LEADS].remove(key)?;
+            }
+            recount.insert(rep.clone());
+        }
+        Finding::RepLoad(rep, ..) => {
+            recount.insert(rep.clone());
+        }
+        Finding::StrayQueueEntry(key) => {
+            t[QUEUE].remove(key.as_slice())?;
+        }
+        Finding::StrayDedupeKey(key) => {
+            t[DEDUPE].remove(key.as_bytes())?;
+        }
+        Finding::MissingDeadline(id, deadline) => {
+            let mut record: SlaRecord = store.sla(*id)?.unwrap_or_default();
+            record.deadline = Some(*deadline);
+            t[SLA].insert(id.to_key(), encode(&record))?;
+            repaired.deadlines.push((*id, Some(*deadline)));
+        }
+        Finding::StraySla(id) => {
+            t[SLA].remove(id.to_key())?;
+            repaired.deadlines.push((*id, None));
+        }
+    }
     Ok(())
 }
 
-fn requeue(store: &Store, id: LeadId, territory: &TerritoryId) -> Result<()> {
+/// Puts an open lead at the back of its territory's queue. False if it is gone.
+fn requeue(store: &Store, id: LeadId, territory: &TerritoryId) -> Result<bool> {
     let Some(mut s) = store.lead(id)? else {
-        return Ok(());
+        return Ok(false);
     };
     let seq = store.h()?.db.generate_id()?;
     store.h()?.trees[QUEUE].insert(
@@ -364,24 +522,8 @@ fn requeue(store: &Store, id: LeadId, territory: &TerritoryId) -> Result<()> {
     )?;
     s.status = LeadStatus::Queued;
     s.rep = None;
+    s.territory = territory.clone();
     s.queue_seq = Some(seq);
     store.h()?.trees[LEADS].insert(id.to_key(), encode(&s))?;
-    Ok(())
-}
-
-fn recount_loads(store: &Store) -> Result<()> {
-    let mut counted: HashMap<RepId, u32> = HashMap::new();
-    for (_, a) in store.assignments()? {
-        *counted.entry(a.rep).or_default() += 1;
-    }
-    for kv in store.h()?.trees[REPS].iter() {
-        let (k, v) = kv?;
-        let mut record: RepRecord = decode(&v).map_err(EngineError::from)?;
-        let actual = counted.get(&record.rep.id).copied().unwrap_or(0);
-        if record.load != actual {
-            record.load = actual;
-            store.h()?.trees[REPS].insert(k, encode(&record))?;
-        }
-    }
-    Ok(())
+    Ok(true)
 }

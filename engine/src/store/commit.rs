@@ -11,7 +11,6 @@
 //! no two open leads share a contact key. Each change is validated against the
 //! store before it writes anything, so a rejected change leaves no trace.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +22,7 @@ use sled::Transactional;
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::oneshot;
 
+use super::audit::{Finding, Repaired, repair_confirmed};
 use super::codec::{
     Assignment, CorruptRecord, PluginRecord, Record, RepRecord, SlaRecord, decode, encode,
 };
@@ -31,7 +31,7 @@ use super::{
     REPS, SLA, Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
 };
 use crate::clock::UnixMillis;
-use crate::dedupe::{self, DedupeIndex};
+use crate::dedupe;
 use crate::domain::{
     EventKind, HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, OutboxEvent, Outcome,
     Rep, RepId, Stage, Territory, TerritoryId, Webhook, WebhookId,
@@ -179,8 +179,15 @@ struct Pending {
 
 enum Msg {
     Commit(Box<Pending>),
+    /// Check audit findings again and repair those that still hold, between groups.
+    Repair(Box<RepairJob>),
     /// Finish what was submitted before, flush, and exit.
     Stop,
+}
+
+struct RepairJob {
+    findings: Vec<Finding>,
+    reply: oneshot::Sender<Result<Repaired>>,
 }
 
 /// Handle to the committer thread.
@@ -195,7 +202,6 @@ impl Committer {
     pub(crate) fn start(
         store: Store,
         durability: Durability,
-        index: Arc<DedupeIndex>,
         sla: Arc<SlaIndex>,
         outbox: Arc<Outbox>,
         metrics: Metrics,
@@ -210,11 +216,7 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("leadroute-commit".into())
             .spawn(move || {
-                let indexes = Indexes {
-                    dedupe: index,
-                    sla,
-                    outbox,
-                };
+                let indexes = Indexes { sla, outbox };
                 run(
                     rx,
                     store,
@@ -247,6 +249,17 @@ impl Committer {
         receipt
     }
 
+    /// Has the committer check `findings` again and repair those that still hold. It
+    /// does so between two groups, as the store's only writer, so a finding that was
+    /// a change caught half-way by a concurrent audit is seen for what it is.
+    pub(crate) fn repair(&self, findings: Vec<Finding>) -> oneshot::Receiver<Result<Repaired>> {
+        let (reply, receipt) = oneshot::channel();
+        let _ = self
+            .tx
+            .send(Msg::Repair(Box::new(RepairJob { findings, reply })));
+        receipt
+    }
+
     /// How many changes were ever submitted; lets callers tell whether work happened.
     pub(crate) fn submitted(&self) -> u64 {
         self.submitted.load(std::sync::atomic::Ordering::SeqCst)
@@ -271,7 +284,6 @@ pub(crate) async fn settle(receipt: Receipt) -> Result<Applied> {
 
 /// The in-memory indexes the committer keeps in step with the store.
 struct Indexes {
-    dedupe: Arc<DedupeIndex>,
     sla: Arc<SlaIndex>,
     outbox: Arc<Outbox>,
 }
@@ -289,13 +301,23 @@ fn run(
     while !stopping {
         let first = match rx.recv() {
             Ok(Msg::Commit(p)) => *p,
+            Ok(Msg::Repair(job)) => {
+                run_repair(&store, &index, &metrics, *job);
+                continue;
+            }
             Ok(Msg::Stop) | Err(_) => break,
         };
         let mut group = Vec::with_capacity(64);
         group.push(first);
+        // A repair waits for the group gathered before it.
+        let mut repair = None;
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(Msg::Commit(p)) => group.push(*p),
+                Ok(Msg::Repair(job)) => {
+                    repair = Some(*job);
+                    break;
+                }
                 Ok(Msg::Stop) => {
                     stopping = true;
                     break;
@@ -329,6 +351,11 @@ fn run(
                 if stopping {
                     break;
                 }
+                if let Some(job) = repair.take() {
+                    let _ = job
+                        .reply
+                        .send(Err(EngineError::StoreUnavailable(e.clone())));
+                }
                 match recover(&rx, &store, durability, &index, &metrics) {
                     Some(file) => {
                         data_file = file;
@@ -337,6 +364,9 @@ fn run(
                     None => return,
                 }
             }
+        }
+        if let Some(job) = repair {
+            run_repair(&store, &index, &metrics, job);
         }
     }
     match store.h() {
@@ -347,6 +377,17 @@ fn run(
         }
         Err(e) => tracing::error!(error = %e, "no store to flush at the end"),
     }
+}
+
+/// Repairs what still holds of `job`'s findings and brings the indexes the committer
+/// keeps in step with the store up to date.
+fn run_repair(store: &Store, indexes: &Indexes, metrics: &Metrics, job: RepairJob) {
+    let result = repair_confirmed(store, job.findings);
+    if let Ok(repaired) = &result {
+        indexes.sla.apply(&repaired.deadlines);
+        metrics.sla_pending.set(indexes.sla.len() as i64);
+    }
+    let _ = job.reply.send(result);
 }
 
 /// After a failed group commit: refuses every change at once until the disk takes
@@ -371,9 +412,6 @@ fn recover(
     if store.release_ballast() {
         match store.reopen() {
             Ok(()) => {
-                if let Ok(keys) = store.dedupe_entries() {
-                    indexes.dedupe.replace(&keys);
-                }
                 if let Ok(records) = store.sla_records() {
                     indexes.sla.replace(&records);
                 }
@@ -388,6 +426,12 @@ fn recover(
         match rx.recv_timeout(wait) {
             Ok(Msg::Commit(p)) => {
                 let _ = p.reply.send(Err(EngineError::StoreUnavailable(
+                    "the store failed to write and is not back yet".into(),
+                )));
+                continue;
+            }
+            Ok(Msg::Repair(job)) => {
+                let _ = job.reply.send(Err(EngineError::StoreUnavailable(
                     "the store failed to write and is not back yet".into(),
                 )));
                 continue;
@@ -424,7 +468,6 @@ fn reopen(store: &Store, durability: Durability, indexes: &Indexes) -> Result<Op
     let h = store.h()?;
     h.db.insert(b"write_check", &[])?;
     h.db.flush()?;
-    indexes.dedupe.replace(&store.dedupe_entries()?);
     indexes.sla.replace(&store.sla_records()?);
     Ok(match durability {
         Durability::Power => {
@@ -458,14 +501,11 @@ fn commit_group(
     indexes: &Indexes,
     changes: &[Change],
 ) -> std::result::Result<Vec<Result<Applied>>, String> {
-    let index = &*indexes.dedupe;
     let h = store.h().map_err(|e| e.to_string())?;
     let outcome = h.trees.transaction(|trees| {
         let mut writer = Writer {
             t: trees,
-            index,
             outbox: &indexes.outbox,
-            overlay: HashMap::new(),
             deadlines: Vec::new(),
             last_event: 0,
         };
@@ -477,25 +517,11 @@ fn commit_group(
                 Err(Fail::Tx(e)) => return Err(e.into()),
             }
         }
-        Ok((results, writer.overlay, writer.deadlines, writer.last_event))
+        Ok((results, writer.deadlines, writer.last_event))
     });
-    type Outcome = (
-        Vec<Result<Applied>>,
-        HashMap<String, Option<LeadId>>,
-        Vec<(LeadId, Option<UnixMillis>)>,
-        u64,
-    );
-    let (results, overlay, deadlines, last_event): Outcome =
+    type Outcome = (Vec<Result<Applied>>, Vec<(LeadId, Option<UnixMillis>)>, u64);
+    let (results, deadlines, last_event): Outcome =
         outcome.map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
-    // Publish de-duplication keys before acknowledging, so a repeat that arrives as
-    // soon as the first answer is out is caught by the intake pre-check.
-    let (added, removed): (Vec<_>, Vec<_>) = overlay.into_iter().partition(|(_, v)| v.is_some());
-    let added: Vec<(String, LeadId)> = added
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
-    let removed: Vec<String> = removed.into_iter().map(|(k, _)| k).collect();
-    index.apply(&added, &removed);
     h.db.flush().map_err(|e| e.to_string())?;
     if let Some(file) = data_file {
         file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
@@ -549,12 +575,9 @@ type Step<T> = std::result::Result<T, Fail>;
 /// everything first, then writes: a rejection never leaves partial writes.
 struct Writer<'a> {
     t: &'a [TransactionalTree],
-    index: &'a DedupeIndex,
     outbox: &'a Outbox,
     /// The seq of the last event written in this group (0: none).
     last_event: u64,
-    /// De-duplication keys added (`Some`) or removed (`None`) in this group.
-    overlay: HashMap<String, Option<LeadId>>,
     /// First-touch deadlines set (`Some`) or cleared (`None`) in this group, in order.
     deadlines: Vec<(LeadId, Option<UnixMillis>)>,
 }
@@ -691,7 +714,7 @@ impl Writer<'_> {
         sla_ms: u64,
     ) -> Step<Applied> {
         // The authoritative duplicate check: this thread applies every change in order.
-        if let Some((of, matched)) = self.find_duplicate(keys)
+        if let Some((of, matched)) = self.find_duplicate(keys)?
             && let Some(existing) = self.get::<LeadState>(LEADS, of.to_key())?
         {
             let at = state.lead.received_at;
@@ -717,7 +740,6 @@ impl Writer<'_> {
         self.put(LEADS, id.to_key(), &state)?;
         for key in keys {
             self.t[DEDUPE].insert(key.as_bytes(), &id.to_key())?;
-            self.overlay.insert(key.clone(), Some(id));
         }
         for entry in history {
             self.append_history(id, entry)?;
@@ -922,7 +944,6 @@ impl Writer<'_> {
             // Only drop keys that still point at this lead.
             if self.dedupe_owner(&key)? == Some(lead) {
                 self.t[DEDUPE].remove(key.as_bytes())?;
-                self.overlay.insert(key, None);
             }
         }
         if state.stage.is_none() {
@@ -1001,37 +1022,16 @@ impl Writer<'_> {
             .ok_or_else(|| EngineError::RepNotFound(rep.clone()))?)
     }
 
+    /// The open lead a de-duplication key points at, this group's changes included.
     fn dedupe_owner(&self, key: &str) -> Step<Option<LeadId>> {
-        if let Some(owner) = self.overlay.get(key) {
-            return Ok(*owner);
-        }
         Ok(self.t[DEDUPE]
             .get(key.as_bytes())?
             .and_then(|v| LeadId::from_key(&v)))
     }
 
-    /// The open lead sharing a key with `keys`, looking at this group's changes first.
-    fn find_duplicate(&self, keys: &[String]) -> Option<(LeadId, Vec<String>)> {
-        let mut hit: Option<(LeadId, Vec<String>)> = None;
-        for key in keys {
-            let owner = match self.overlay.get(key) {
-                Some(owner) => *owner,
-                None => self
-                    .index
-                    .lookup(std::slice::from_ref(key))
-                    .map(|(id, _)| id),
-            };
-            if let Some(owner) = owner {
-                match &mut hit {
-                    None => hit = Some((owner, vec![dedupe::kind(key).to_string()])),
-                    Some((first, kinds)) if *first == owner => {
-                        kinds.push(dedupe::kind(key).to_string())
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        hit
+    /// The open lead sharing a key with `keys`, this group's changes included.
+    fn find_duplicate(&self, keys: &[String]) -> Step<Option<(LeadId, Vec<String>)>> {
+        dedupe::find(keys, |key| self.dedupe_owner(key))
     }
 
     // ---- writes ----

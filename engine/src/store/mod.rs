@@ -368,6 +368,25 @@ impl Store {
             .collect()
     }
 
+    /// The open lead sharing any of `keys` (de-duplication keys), with the kinds that
+    /// matched.
+    pub(crate) fn duplicate_of(&self, keys: &[String]) -> crate::dedupe::Found {
+        let h = self.h()?;
+        crate::dedupe::find(keys, |key| {
+            Ok(h.trees[DEDUPE]
+                .get(key.as_bytes())?
+                .and_then(|v| LeadId::from_key(&v)))
+        })
+    }
+
+    /// A lead's open assignment, if it has one.
+    pub(crate) fn assignment(&self, lead: LeadId) -> Result<Option<Assignment>> {
+        Ok(self.h()?.trees[ASSIGNMENTS]
+            .get(lead.to_key())?
+            .map(|v| decode(&v))
+            .transpose()?)
+    }
+
     pub(crate) fn assignments(&self) -> Result<Vec<(LeadId, Assignment)>> {
         self.h()?.trees[ASSIGNMENTS]
             .iter()

@@ -366,11 +366,26 @@ pub fn after_restart(
     if ready.status != 200 {
         problems.push(format!("/readyz answered {} after restart", ready.status));
     }
-    let metrics = api.get("/metrics").text;
-    let repairs = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("leadroute_recovery_repairs_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+    // The audit runs in the background once the server is ready; wait for its end.
+    let gauge = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let metrics = loop {
+        let text = api.get("/metrics").text;
+        if gauge(&text, "leadroute_startup_audit_running") == Some(0.0)
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    if gauge(&metrics, "leadroute_startup_audit_running") != Some(0.0) {
+        problems.push("the start-up audit did not finish within 120 s".into());
+    }
+    let repairs = gauge(&metrics, "leadroute_recovery_repairs_total");
     if repairs != Some(0.0) {
         problems.push(format!(
             "the start-up audit repaired {repairs:?} things; the kill left the store inconsistent:\n{}",
@@ -513,16 +528,16 @@ pub fn library(dir: &Path) -> Vec<String> {
         Ok(e) => e,
         Err(e) => return vec![format!("the engine does not open the store: {e}")],
     };
-    let mut problems: Vec<String> = engine
-        .recovery_findings()
-        .iter()
-        .map(|f| format!("repaired at open: {f}"))
-        .collect();
+    let mut problems = Vec::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     runtime.block_on(async {
+        match engine.startup_audit().await {
+            Ok(found) => problems.extend(found.iter().map(|f| format!("repaired at open: {f}"))),
+            Err(e) => problems.push(format!("start-up audit: {e}")),
+        }
         match engine.settle().await {
             Ok(()) => match engine.check_invariants().await {
                 Ok(found) => problems.extend(found),
