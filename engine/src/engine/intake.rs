@@ -1,7 +1,7 @@
 //! Intake: routing new leads, one at a time or in batches, and simulations.
 //!
-//! A route runs in two halves. `begin` is synchronous: validate, check the
-//! de-duplication index, resolve the territory, and hand the lead to its territory.
+//! A route runs in two halves. `begin` is synchronous: validate, look the contact keys
+//! up among open leads, resolve the territory, and hand the lead to its territory.
 //! `finish` awaits the decision and its durable commit. A batch begins every lead
 //! before finishing any, so its commits share flushes.
 

@@ -219,9 +219,7 @@ pub(crate) fn audit_until(store: &Store, cancel: &AtomicBool) -> Result<Option<V
         let ok = match (LeadId::from_key(&v), seq) {
             (Some(id), Some(seq)) => match leads.get(id)? {
                 Some(s) => {
-                    let fits = s.status == LeadStatus::Queued
-                        && s.queue_seq.map(u64::to_be_bytes).as_ref().map(|b| &b[..]) == Some(seq)
-                        && k.starts_with(&compound_key(s.territory.as_str(), &[]));
+                    let fits = is_place_of(&k, seq, s.status, s.queue_seq, &s.territory);
                     if fits {
                         queued_leads.insert(id);
                     }
@@ -380,11 +378,22 @@ fn queue_entry_fits(store: &Store, key: &[u8], value: &[u8]) -> Result<bool> {
     let (Some(id), Some(seq)) = (LeadId::from_key(value), seq) else {
         return Ok(false);
     };
-    Ok(store.lead(id)?.is_some_and(|s| {
-        s.status == LeadStatus::Queued
-            && s.queue_seq.map(u64::to_be_bytes).as_ref().map(|b| &b[..]) == Some(seq)
-            && key.starts_with(&compound_key(s.territory.as_str(), &[]))
-    }))
+    Ok(store
+        .lead(id)?
+        .is_some_and(|s| is_place_of(key, seq, s.status, s.queue_seq, &s.territory)))
+}
+
+/// Whether queue entry `key` (ending in `seq`) is the place of a lead in this state.
+fn is_place_of(
+    key: &[u8],
+    seq: &[u8],
+    status: LeadStatus,
+    queue_seq: Option<u64>,
+    territory: &TerritoryId,
+) -> bool {
+    status == LeadStatus::Queued
+        && queue_seq.map(u64::to_be_bytes).as_ref().map(|b| &b[..]) == Some(seq)
+        && key.starts_with(&compound_key(territory.as_str(), &[]))
 }
 
 /// A rep's open assignments as its `rep_leads` entries count them.

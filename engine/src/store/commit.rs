@@ -391,8 +391,8 @@ fn run_repair(store: &Store, indexes: &Indexes, metrics: &Metrics, job: RepairJo
 }
 
 /// After a failed group commit: refuses every change at once until the disk takes
-/// writes again, then reopens the store and rebuilds the de-duplication index from
-/// it. Returns the data file to sync (power durability), or `None` when asked to stop
+/// writes again, then reopens the store and rebuilds the deadline index from it.
+/// Returns the data file to sync (power durability), or `None` when asked to stop
 /// meanwhile.
 ///
 /// Why reopen: sled 0.34.7 keeps the first write error and repeats it on every later
@@ -462,7 +462,7 @@ fn recover(
     }
 }
 
-/// Reopens the store, checks that a write is durable, and reloads the index.
+/// Reopens the store, checks that a write is durable, and reloads the deadlines.
 fn reopen(store: &Store, durability: Durability, indexes: &Indexes) -> Result<Option<File>> {
     store.reopen()?;
     let h = store.h()?;
