@@ -20,6 +20,7 @@
 //! target/release/loadgen recovery --leadroute target/release/leadroute --leads 1000000
 //! ```
 
+mod cpu_limit;
 mod overload;
 mod recovery;
 
@@ -119,6 +120,10 @@ struct OverloadArgs {
     /// `power` or `process`.
     #[arg(long, default_value = "power")]
     durability: String,
+    /// Caps the server at this percentage of one core (a cgroup; needs root), so the
+    /// generator, sharing the machine, can send a true multiple of the server's max.
+    #[arg(long)]
+    cpu_quota_percent: Option<u32>,
 }
 
 fn main() -> Result<()> {

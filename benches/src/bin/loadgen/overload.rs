@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 
+use super::cpu_limit::CpuLimit;
 use super::{Conn, Leads, Load, OverloadArgs, Pace, Server, measure, open_capacity};
 
 /// A window's p99 counts as normal again at most this many times the baseline p99.
@@ -209,6 +210,10 @@ pub(super) async fn run(args: OverloadArgs) -> Result<()> {
         .env_remove("LEADROUTE_MAX_IN_FLIGHT_LEADS");
     let server = Server::start(cmd)?;
     let pid = server.child.id();
+    let limit = args
+        .cpu_quota_percent
+        .map(|percent| CpuLimit::apply(pid, percent))
+        .transpose()?;
     let reps = open_capacity(server.addr).await?;
 
     let max = measure(
@@ -255,6 +260,7 @@ pub(super) async fn run(args: OverloadArgs) -> Result<()> {
     .await?;
     let rss_after = rss_kib(pid).unwrap_or(0);
     drop(server);
+    drop(limit);
 
     let window_p99: Vec<f64> = after
         .windows
@@ -268,11 +274,15 @@ pub(super) async fn run(args: OverloadArgs) -> Result<()> {
     println!(
         "leadroute overload run: max-in-flight-leads={}, durability={}, {reps} demo reps \
          with capacity lifted, {} open-loop connections, generator and server on this \
-         machine ({} cores)",
+         machine ({} cores), server CPU {}",
         args.max_in_flight_leads,
         args.durability,
         args.open_connections,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.cpu_quota_percent
+            .map_or("not capped".to_string(), |p| format!(
+                "capped at {p}% of one core"
+            )),
     );
     println!();
     println!(
