@@ -115,8 +115,9 @@ struct Inner {
 }
 
 impl Engine {
-    /// Opens the store in `config.data_dir`, audits and repairs it, and starts the
-    /// committer and one actor per rep and territory.
+    /// Opens the store in `config.data_dir` and starts the committer and one actor per
+    /// rep and territory. The store's audit then runs in the background; see
+    /// [`Engine::startup_audit`].
     pub fn open(config: EngineConfig) -> Result<Engine> {
         let started = std::time::Instant::now();
         let store = Store::open(&config.data_dir)?;
