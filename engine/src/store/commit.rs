@@ -31,7 +31,7 @@ use super::{
     REPS, SLA, Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
 };
 use crate::clock::UnixMillis;
-use crate::dedupe;
+use crate::dedupe::{self, KeyFilter};
 use crate::domain::{
     EventKind, HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, OutboxEvent, Outcome,
     Rep, RepId, Stage, Territory, TerritoryId, Webhook, WebhookId,
@@ -505,6 +505,7 @@ fn commit_group(
     let outcome = h.trees.transaction(|trees| {
         let mut writer = Writer {
             t: trees,
+            keys: &store.keys,
             outbox: &indexes.outbox,
             deadlines: Vec::new(),
             last_event: 0,
@@ -575,6 +576,8 @@ type Step<T> = std::result::Result<T, Fail>;
 /// everything first, then writes: a rejection never leaves partial writes.
 struct Writer<'a> {
     t: &'a [TransactionalTree],
+    /// Which de-duplication keys may be stored (see `dedupe::KeyFilter`).
+    keys: &'a KeyFilter,
     outbox: &'a Outbox,
     /// The seq of the last event written in this group (0: none).
     last_event: u64,
@@ -739,6 +742,8 @@ impl Writer<'_> {
         state.queue_seq = queue_seq;
         self.put(LEADS, id.to_key(), &state)?;
         for key in keys {
+            // The filter first: once loaded, it must know every stored key.
+            self.keys.insert(key.as_bytes());
             self.t[DEDUPE].insert(key.as_bytes(), &id.to_key())?;
         }
         for entry in history {
@@ -1024,6 +1029,9 @@ impl Writer<'_> {
 
     /// The open lead a de-duplication key points at, this group's changes included.
     fn dedupe_owner(&self, key: &str) -> Step<Option<LeadId>> {
+        if !self.keys.may_contain(key.as_bytes()) {
+            return Ok(None);
+        }
         Ok(self.t[DEDUPE]
             .get(key.as_bytes())?
             .and_then(|v| LeadId::from_key(&v)))

@@ -38,6 +38,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dedupe::KeyFilter;
 use crate::domain::{
     HistoryEntry, LeadId, LeadState, OutboxEvent, RepId, Territory, TerritoryId, Webhook, WebhookId,
 };
@@ -127,6 +128,8 @@ pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
 pub struct Store {
     pub(crate) dir: PathBuf,
     live: Arc<RwLock<Option<Arc<Handle>>>>,
+    /// Which de-duplication keys may be stored; outlives reopenings.
+    pub(crate) keys: Arc<KeyFilter>,
 }
 
 /// One opening of the database.
@@ -157,6 +160,7 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             live: Arc::new(RwLock::new(Some(Arc::new(handle)))),
+            keys: Arc::new(KeyFilter::new()),
         };
         if let Err(e) = store.ensure_ballast() {
             tracing::warn!(error = %e, "cannot reserve space for a full disk; reads may \
@@ -371,12 +375,28 @@ impl Store {
     /// The open lead sharing any of `keys` (de-duplication keys), with the kinds that
     /// matched.
     pub(crate) fn duplicate_of(&self, keys: &[String]) -> crate::dedupe::Found {
+        if !keys.iter().any(|k| self.keys.may_contain(k.as_bytes())) {
+            return Ok(None);
+        }
         let h = self.h()?;
         crate::dedupe::find(keys, |key| {
             Ok(h.trees[DEDUPE]
                 .get(key.as_bytes())?
                 .and_then(|v| LeadId::from_key(&v)))
         })
+    }
+
+    /// Adds every stored de-duplication key to the key filter, then marks it loaded.
+    /// False if `cancel` was set first.
+    pub(crate) fn load_key_filter(&self, cancel: &std::sync::atomic::AtomicBool) -> Result<bool> {
+        for (i, key) in self.h()?.trees[DEDUPE].iter().keys().enumerate() {
+            if i % 4096 == 0 && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(false);
+            }
+            self.keys.insert(&key?);
+        }
+        self.keys.mark_loaded();
+        Ok(true)
     }
 
     /// A lead's open assignment, if it has one.
