@@ -4,7 +4,8 @@
 //! lead) and written by the committer in the same transaction as the assignment, the
 //! touch or the close that sets or clears them. This index is their in-memory copy,
 //! ordered by time, so finding the leads that are due is a range read. The committer
-//! updates it after each durable group; [`crate::Engine::enforce_sla`] reads it.
+//! updates it after each durable group, and loads the stored ones at start, a chunk
+//! at a time between groups; [`crate::Engine::enforce_sla`] reads it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;

@@ -355,6 +355,8 @@ async fn deadlines_survive_a_restart_and_past_ones_fire_first() {
     // Down for 40 s: `old` (deadline at 60 s) passed meanwhile, `young` (90 s) not.
     f.clock.advance(40_000);
     let engine = open(f.dir.path(), &f.clock);
+    // Stored deadlines load in the background; the start-up work says when it is done.
+    assert_eq!(engine.startup_audit().await.unwrap(), Vec::<String>::new());
     let sweep = engine.enforce_sla().await.unwrap();
     assert_eq!(sweep.rerouted, 1, "{sweep:?}");
     assert_eq!(reassign_reasons(&engine, old.lead_id), ["sla_breach"]);

@@ -124,10 +124,8 @@ impl Engine {
         let opened = started.elapsed();
         let metrics = Metrics::new();
         // What routing needs is read straight from the records that hold it. The
-        // audit of the rest runs once the engine serves (see `audit.rs`).
+        // deadlines load, and the audit runs, once the engine serves (`audit.rs`).
         let sla = Arc::new(SlaIndex::default());
-        sla.replace(&store.sla_records()?);
-        metrics.sla_pending.set(sla.len() as i64);
         let outbox = Arc::new(Outbox::new(&store.webhooks()?));
         let indexed = started.elapsed();
         // Before the actors: territories bound to plugins need them compiled.
@@ -202,7 +200,7 @@ impl Engine {
         // Start-up time grows with the store; say where it went.
         tracing::info!(
             store_ms = opened.as_millis() as u64,
-            deadlines_ms = (indexed - opened).as_millis() as u64,
+            outbox_ms = (indexed - opened).as_millis() as u64,
             plugins_ms = (compiled - indexed).as_millis() as u64,
             actors_ms = (started.elapsed() - compiled).as_millis() as u64,
             "engine recovered"

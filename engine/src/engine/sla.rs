@@ -3,9 +3,9 @@
 //!
 //! Deadlines are set and cleared by the committer, in the same transaction as the
 //! assignment or touch (see [`crate::sla`]). Nothing here runs by itself: the server
-//! calls [`Engine::enforce_sla`] on a timer (and once at start, so deadlines that
-//! passed while the process was down fire at once), and tests call it after moving a
-//! manual clock.
+//! calls [`Engine::enforce_sla`] on a timer (every second from the start, so
+//! deadlines that passed while the process was down fire as soon as the background
+//! start-up work has loaded them), and tests call it after moving a manual clock.
 
 use futures_util::stream::{self, StreamExt};
 

@@ -181,6 +181,8 @@ enum Msg {
     Commit(Box<Pending>),
     /// Check audit findings again and repair those that still hold, between groups.
     Repair(Box<RepairJob>),
+    /// Load the next chunk of stored deadlines into the index, between groups.
+    LoadDeadlines(Box<LoadJob>),
     /// Finish what was submitted before, flush, and exit.
     Stop,
 }
@@ -189,6 +191,15 @@ struct RepairJob {
     findings: Vec<Finding>,
     reply: oneshot::Sender<Result<Repaired>>,
 }
+
+struct LoadJob {
+    after: Option<LeadId>,
+    reply: oneshot::Sender<Result<Option<LeadId>>>,
+}
+
+/// Stored deadlines loaded per [`Committer::load_deadlines`] call: a few milliseconds
+/// of the committer's time, so commits wait no longer than that.
+const DEADLINES_PER_CHUNK: usize = 8192;
 
 /// Handle to the committer thread.
 pub(crate) struct Committer {
@@ -260,6 +271,21 @@ impl Committer {
         receipt
     }
 
+    /// Has the committer load the next chunk of stored first-touch deadlines (after
+    /// lead `after`) into the deadline index. It does so between two groups, as the
+    /// store's only writer, so no change slips between the read and the index. The
+    /// answer is where the next chunk starts, `None` once all are loaded.
+    pub(crate) fn load_deadlines(
+        &self,
+        after: Option<LeadId>,
+    ) -> oneshot::Receiver<Result<Option<LeadId>>> {
+        let (reply, receipt) = oneshot::channel();
+        let _ = self
+            .tx
+            .send(Msg::LoadDeadlines(Box::new(LoadJob { after, reply })));
+        receipt
+    }
+
     /// How many changes were ever submitted; lets callers tell whether work happened.
     pub(crate) fn submitted(&self) -> u64 {
         self.submitted.load(std::sync::atomic::Ordering::SeqCst)
@@ -305,17 +331,21 @@ fn run(
                 run_repair(&store, &index, &metrics, *job);
                 continue;
             }
+            Ok(Msg::LoadDeadlines(job)) => {
+                run_load(&store, &index, &metrics, *job);
+                continue;
+            }
             Ok(Msg::Stop) | Err(_) => break,
         };
         let mut group = Vec::with_capacity(64);
         group.push(first);
-        // A repair waits for the group gathered before it.
-        let mut repair = None;
+        // A repair or a deadline load waits for the group gathered before it.
+        let mut between = None;
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(Msg::Commit(p)) => group.push(*p),
-                Ok(Msg::Repair(job)) => {
-                    repair = Some(*job);
+                Ok(msg @ (Msg::Repair(_) | Msg::LoadDeadlines(_))) => {
+                    between = Some(msg);
                     break;
                 }
                 Ok(Msg::Stop) => {
@@ -351,10 +381,18 @@ fn run(
                 if stopping {
                     break;
                 }
-                if let Some(job) = repair.take() {
-                    let _ = job
-                        .reply
-                        .send(Err(EngineError::StoreUnavailable(e.clone())));
+                match between.take() {
+                    Some(Msg::Repair(job)) => {
+                        let _ = job
+                            .reply
+                            .send(Err(EngineError::StoreUnavailable(e.clone())));
+                    }
+                    Some(Msg::LoadDeadlines(job)) => {
+                        let _ = job
+                            .reply
+                            .send(Err(EngineError::StoreUnavailable(e.clone())));
+                    }
+                    _ => {}
                 }
                 match recover(&rx, &store, durability, &index, &metrics) {
                     Some(file) => {
@@ -365,8 +403,10 @@ fn run(
                 }
             }
         }
-        if let Some(job) = repair {
-            run_repair(&store, &index, &metrics, job);
+        match between {
+            Some(Msg::Repair(job)) => run_repair(&store, &index, &metrics, *job),
+            Some(Msg::LoadDeadlines(job)) => run_load(&store, &index, &metrics, *job),
+            _ => {}
         }
     }
     match store.h() {
@@ -387,6 +427,26 @@ fn run_repair(store: &Store, indexes: &Indexes, metrics: &Metrics, job: RepairJo
         indexes.sla.apply(&repaired.deadlines);
         metrics.sla_pending.set(indexes.sla.len() as i64);
     }
+    let _ = job.reply.send(result);
+}
+
+/// Loads the next chunk of stored deadlines into the index.
+fn run_load(store: &Store, indexes: &Indexes, metrics: &Metrics, job: LoadJob) {
+    let result = store
+        .sla_records_after(job.after, DEADLINES_PER_CHUNK)
+        .map(|records| {
+            let deadlines: Vec<_> = records
+                .iter()
+                .filter_map(|(lead, r)| r.deadline.map(|at| (*lead, Some(at))))
+                .collect();
+            indexes.sla.apply(&deadlines);
+            metrics.sla_pending.set(indexes.sla.len() as i64);
+            if records.len() < DEADLINES_PER_CHUNK {
+                None
+            } else {
+                records.last().map(|(lead, _)| *lead)
+            }
+        });
     let _ = job.reply.send(result);
 }
 
@@ -434,6 +494,11 @@ fn recover(
                 let _ = job.reply.send(Err(EngineError::StoreUnavailable(
                     "the store failed to write and is not back yet".into(),
                 )));
+                continue;
+            }
+            // The reopen reloads every deadline.
+            Ok(Msg::LoadDeadlines(job)) => {
+                let _ = job.reply.send(Ok(None));
                 continue;
             }
             Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,

@@ -460,6 +460,30 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` SLA records after lead `after` (from the first with `None`), in
+    /// lead order.
+    pub(crate) fn sla_records_after(
+        &self,
+        after: Option<LeadId>,
+        limit: usize,
+    ) -> Result<Vec<(LeadId, SlaRecord)>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(id.to_key().to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.h()?.trees[SLA]
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let lead = LeadId::from_key(&k)
+                    .ok_or_else(|| EngineError::Internal("bad sla key".into()))?;
+                Ok((lead, decode(&v)?))
+            })
+            .collect()
+    }
+
     /// A lead's SLA state, while it is open and untouched.
     pub(crate) fn sla(&self, lead: LeadId) -> Result<Option<SlaRecord>> {
         Ok(self.h()?.trees[SLA]
