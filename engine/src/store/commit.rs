@@ -387,10 +387,9 @@ fn run(
                             .reply
                             .send(Err(EngineError::StoreUnavailable(e.clone())));
                     }
+                    // The reopen in `recover` reloads every deadline.
                     Some(Msg::LoadDeadlines(job)) => {
-                        let _ = job
-                            .reply
-                            .send(Err(EngineError::StoreUnavailable(e.clone())));
+                        let _ = job.reply.send(Ok(None));
                     }
                     _ => {}
                 }
