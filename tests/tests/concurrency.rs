@@ -217,9 +217,11 @@ async fn check(engine: &Engine, model: &mut Model) {
         }
     }
 
-    // Queues: a lead may leave for a rep only when every older one has left too. A
-    // lead that left and came back (assigned, then its rep was deleted) has a new
-    // place at the back and no longer counts as older.
+    // Queues: a lead may leave for a rep only when every older one has left too, or
+    // when the older ones must not go back to that rep (they were re-routed away from
+    // it): the drain serves the oldest lead some rep with room may take. A lead that
+    // left and came back (assigned, then its rep was deleted) has a new place at the
+    // back and no longer counts as older.
     for t in engine.territories().await.unwrap() {
         let id = t.territory.id.to_string();
         let before = model.queues.remove(&id).unwrap_or_default();
@@ -228,19 +230,24 @@ async fn check(engine: &Engine, model: &mut Model) {
             .iter()
             .map(|l| (*l, engine.lead(*l).unwrap().unwrap().state.queue_seq))
             .collect();
-        let mut still_waiting_ahead = false;
+        let mut waiting_ahead = Vec::new();
         for entry in &before {
+            let state = engine.lead(entry.0).unwrap().unwrap().state;
             if now.contains(entry) {
-                still_waiting_ahead = true;
+                waiting_ahead.push(state);
                 continue;
             }
-            let status = engine.lead(entry.0).unwrap().unwrap().state.status;
-            if status == LeadStatus::Assigned {
-                assert!(
-                    !still_waiting_ahead,
-                    "lead {} left {id}'s queue while an older lead still waits",
-                    entry.0
-                );
+            if state.status == LeadStatus::Assigned {
+                let rep = state.rep.clone().expect("an assigned lead has a rep");
+                for older in &waiting_ahead {
+                    assert!(
+                        older.previous_reps.contains(&rep),
+                        "lead {} left {id}'s queue for {rep} while older lead {}, which \
+                         {rep} may take, still waits",
+                        entry.0,
+                        older.lead.id
+                    );
+                }
             }
         }
         model.queues.insert(id, now);
