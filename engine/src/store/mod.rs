@@ -449,15 +449,7 @@ impl Store {
 
     /// Every untouched open lead's SLA state.
     pub(crate) fn sla_records(&self) -> Result<Vec<(LeadId, SlaRecord)>> {
-        self.h()?.trees[SLA]
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let lead = LeadId::from_key(&k)
-                    .ok_or_else(|| EngineError::Internal("bad sla key".into()))?;
-                Ok((lead, decode(&v)?))
-            })
-            .collect()
+        self.sla_records_after(None, usize::MAX)
     }
 
     /// Up to `limit` SLA records after lead `after` (from the first with `None`), in
