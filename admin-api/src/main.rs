@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use leadroute_admin_api::cli::{self, Cli};
 
+/// jemalloc, not the system allocator: measured faster for this workload (sled
+/// copies a node per write; memory is freed on other threads than allocated it).
+/// See `benches/README.md`, "Allocator".
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match cli::run(Cli::parse()) {
         Ok(code) => code,
