@@ -11,6 +11,7 @@
 //! no two open leads share a contact key. Each change is validated against the
 //! store before it writes anything, so a rejected change leaves no trace.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -573,6 +574,7 @@ fn commit_group(
             outbox: &indexes.outbox,
             deadlines: Vec::new(),
             last_event: 0,
+            reps: HashMap::new(),
         };
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
@@ -580,6 +582,14 @@ fn commit_group(
                 Ok(applied) => results.push(Ok(applied)),
                 Err(Fail::Reject(e)) => results.push(Err(e)),
                 Err(Fail::Tx(e)) => return Err(e.into()),
+            }
+        }
+        match writer.write_reps() {
+            Ok(()) => {}
+            Err(Fail::Tx(e)) => return Err(e.into()),
+            // Writing a record validates nothing; should it ever refuse, fail the group.
+            Err(Fail::Reject(_)) => {
+                return Err(sled::transaction::ConflictableTransactionError::Abort(()));
             }
         }
         Ok((results, writer.deadlines, writer.last_event))
@@ -647,6 +657,9 @@ struct Writer<'a> {
     last_event: u64,
     /// First-touch deadlines set (`Some`) or cleared (`None`) in this group, in order.
     deadlines: Vec<(LeadId, Option<UnixMillis>)>,
+    /// Reps changed in this group (`None`: deleted), written once at its end: a group
+    /// of a hundred leads for ten reps writes ten rep records, not a hundred.
+    reps: HashMap<RepId, Option<RepRecord>>,
 }
 
 impl Writer<'_> {
@@ -692,25 +705,22 @@ impl Writer<'_> {
                 self.duplicate_hit(&state, matched.clone(), source.clone(), *at)
             }
             Change::PutRep(rep) => {
-                let old: Option<RepRecord> = self.get(REPS, rep.id.as_str())?;
+                let old = self.find_rep(&rep.id)?;
                 let created = old.is_none();
                 let (load, last_assigned_at) =
                     old.map_or((0, None), |r| (r.load, r.last_assigned_at));
-                self.put(
-                    REPS,
-                    rep.id.as_str(),
-                    &RepRecord {
+                self.reps.insert(
+                    rep.id.clone(),
+                    Some(RepRecord {
                         rep: (**rep).clone(),
                         load,
                         last_assigned_at,
-                    },
-                )?;
+                    }),
+                );
                 Ok(Applied::RepStored { created, load })
             }
             Change::DeleteRep(id) => {
-                let record: RepRecord = self
-                    .get(REPS, id.as_str())?
-                    .ok_or_else(|| EngineError::RepNotFound(id.clone()))?;
+                let record = self.rep_record(id)?;
                 if record.load > 0 {
                     return Err(EngineError::RepHasOpenLeads {
                         rep: id.clone(),
@@ -718,7 +728,7 @@ impl Writer<'_> {
                     }
                     .into());
                 }
-                self.t[REPS].remove(id.as_str())?;
+                self.reps.insert(id.clone(), None);
                 Ok(Applied::Done)
             }
             Change::PutTerritory(territory) => {
@@ -1087,8 +1097,29 @@ impl Writer<'_> {
 
     fn rep_record(&self, rep: &RepId) -> Step<RepRecord> {
         Ok(self
-            .get(REPS, rep.as_str())?
+            .find_rep(rep)?
             .ok_or_else(|| EngineError::RepNotFound(rep.clone()))?)
+    }
+
+    /// A rep's record as this group left it, else as stored.
+    fn find_rep(&self, rep: &RepId) -> Step<Option<RepRecord>> {
+        match self.reps.get(rep) {
+            Some(record) => Ok(record.clone()),
+            None => self.get(REPS, rep.as_str()),
+        }
+    }
+
+    /// Writes the reps this group changed, once each.
+    fn write_reps(&mut self) -> Step<()> {
+        for (id, record) in std::mem::take(&mut self.reps) {
+            match record {
+                Some(record) => self.put(REPS, id.as_str(), &record)?,
+                None => {
+                    self.t[REPS].remove(id.as_str())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The open lead a de-duplication key points at, this group's changes included.
@@ -1129,7 +1160,7 @@ impl Writer<'_> {
         self.t[REP_LEADS].insert(compound_key(record.rep.id.as_str(), &lead.to_key()), &[])?;
         record.load += 1;
         record.last_assigned_at = Some(at);
-        self.put(REPS, record.rep.id.as_str(), &record)?;
+        self.reps.insert(record.rep.id.clone(), Some(record));
         Ok(())
     }
 
@@ -1137,7 +1168,7 @@ impl Writer<'_> {
         self.t[ASSIGNMENTS].remove(&lead.to_key())?;
         self.t[REP_LEADS].remove(compound_key(record.rep.id.as_str(), &lead.to_key()))?;
         record.load = record.load.saturating_sub(1);
-        self.put(REPS, record.rep.id.as_str(), &record)?;
+        self.reps.insert(record.rep.id.clone(), Some(record));
         Ok(())
     }
 
