@@ -77,6 +77,9 @@ struct RunArgs {
     /// Connections available to the open-loop run.
     #[arg(long, default_value_t = 64)]
     open_connections: usize,
+    /// Connections for the batch run.
+    #[arg(long, default_value_t = 8)]
+    batch_connections: usize,
     /// Leads per batch request.
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -554,7 +557,7 @@ async fn run(args: RunArgs) -> Result<()> {
         server.addr,
         Load::Batch(args.batch),
         Pace::Closed,
-        args.connections.min(8),
+        args.batch_connections,
         secs,
         counter.clone(),
     )
