@@ -7,7 +7,8 @@ use leadroute_admin_api::cli::{self, Cli};
 
 /// jemalloc, not the system allocator: measured faster for this workload (sled
 /// copies a node per write; memory is freed on other threads than allocated it).
-/// See `benches/README.md`, "Allocator".
+/// See `benches/README.md`, "Allocator, rep records once per group, and a pipelined
+/// flush".
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

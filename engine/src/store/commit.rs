@@ -584,14 +584,7 @@ fn commit_group(
                 Err(Fail::Tx(e)) => return Err(e.into()),
             }
         }
-        match writer.write_reps() {
-            Ok(()) => {}
-            Err(Fail::Tx(e)) => return Err(e.into()),
-            // Writing a record validates nothing; should it ever refuse, fail the group.
-            Err(Fail::Reject(_)) => {
-                return Err(sled::transaction::ConflictableTransactionError::Abort(()));
-            }
-        }
+        writer.write_reps()?;
         Ok((results, writer.deadlines, writer.last_event))
     });
     type Outcome = (Vec<Result<Applied>>, Vec<(LeadId, Option<UnixMillis>)>, u64);
@@ -1109,15 +1102,14 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes the reps this group changed, once each.
-    fn write_reps(&mut self) -> Step<()> {
+    /// Writes the reps this group changed, once each. Writing validates nothing, so
+    /// only the transaction itself can fail here.
+    fn write_reps(&mut self) -> std::result::Result<(), UnabortableTransactionError> {
         for (id, record) in std::mem::take(&mut self.reps) {
             match record {
-                Some(record) => self.put(REPS, id.as_str(), &record)?,
-                None => {
-                    self.t[REPS].remove(id.as_str())?;
-                }
-            }
+                Some(record) => self.t[REPS].insert(id.as_str(), encode(&record))?,
+                None => self.t[REPS].remove(id.as_str())?,
+            };
         }
         Ok(())
     }
