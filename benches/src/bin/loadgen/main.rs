@@ -71,13 +71,18 @@ struct RunArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 15)]
     seconds: u64,
-    /// Connections for the closed-loop runs.
+    /// Connections of the first step of each closed-loop sweep.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// Most connections a closed-loop sweep tries. Each sweep doubles the connections
+    /// while the rate grows by at least 5%: a closed loop's rate is connections over
+    /// latency, so too few connections measure latency, not capacity.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
     /// Connections available to the open-loop run.
     #[arg(long, default_value_t = 64)]
     open_connections: usize,
-    /// Connections for the batch run.
+    /// Connections of the batch sweep's first step.
     #[arg(long, default_value_t = 8)]
     batch_connections: usize,
     /// Leads per batch request.
@@ -461,6 +466,70 @@ async fn measure(
     Ok(all)
 }
 
+/// Least gain (a fraction) for which a sweep doubles its connections again.
+const SWEEP_GAIN: f64 = 0.05;
+
+/// A closed-loop sweep: each step and the best one.
+struct Sweep {
+    steps: Vec<(usize, Measured)>,
+    best: usize,
+}
+
+impl Sweep {
+    fn best(&self) -> &Measured {
+        &self.steps[self.best].1
+    }
+
+    fn best_connections(&self) -> usize {
+        self.steps[self.best].0
+    }
+
+    /// Adds a step; returns whether it beat the best so far by [`SWEEP_GAIN`], that
+    /// is, whether more connections are worth a try.
+    fn record(&mut self, connections: usize, m: Measured) -> bool {
+        let rate = m.per_second();
+        let first = self.steps.is_empty();
+        let gained = first || rate >= self.best().per_second() * (1.0 + SWEEP_GAIN);
+        if first || rate > self.best().per_second() {
+            self.best = self.steps.len();
+        }
+        self.steps.push((connections, m));
+        gained
+    }
+}
+
+/// Runs the closed loop at `first` connections, then doubles them (up to `most`)
+/// while the rate grows by at least [`SWEEP_GAIN`].
+async fn sweep(
+    addr: SocketAddr,
+    load: Load,
+    first: usize,
+    most: usize,
+    seconds: u64,
+    counter: Arc<AtomicU64>,
+) -> Result<Sweep> {
+    let mut connections = first.max(1);
+    let mut sweep = Sweep {
+        steps: Vec::new(),
+        best: 0,
+    };
+    loop {
+        let m = measure(
+            addr,
+            load,
+            Pace::Closed,
+            connections,
+            seconds,
+            counter.clone(),
+        )
+        .await?;
+        if !sweep.record(connections, m) || connections * 2 > most {
+            return Ok(sweep);
+        }
+        connections *= 2;
+    }
+}
+
 /// Lifts every demo rep's capacity so the run measures routing, not a full queue.
 async fn open_capacity(addr: SocketAddr) -> Result<usize> {
     let mut conn = Conn::open(addr).await?;
@@ -514,11 +583,11 @@ async fn run(args: RunArgs) -> Result<()> {
     let mut echo_cmd = Command::new(std::env::current_exe()?);
     echo_cmd.args(["echo", "--listen", "127.0.0.1:0"]);
     let echo_server = Server::start(echo_cmd)?;
-    let echo = measure(
+    let echo = sweep(
         echo_server.addr,
         Load::Echo,
-        Pace::Closed,
         args.connections,
+        args.max_connections,
         secs,
         counter.clone(),
     )
@@ -538,16 +607,17 @@ async fn run(args: RunArgs) -> Result<()> {
         .env_remove("LEADROUTE_CONFIG");
     let server = Server::start(cmd)?;
     let reps = open_capacity(server.addr).await?;
-    let closed = measure(
+    let single = sweep(
         server.addr,
         Load::Lead,
-        Pace::Closed,
         args.connections,
+        args.max_connections,
         secs,
         counter.clone(),
     )
     .await?;
-    let half = closed.per_second() / 2.0;
+    let max = single.best().per_second();
+    let half = max / 2.0;
     let open = measure(
         server.addr,
         Load::Lead,
@@ -557,11 +627,11 @@ async fn run(args: RunArgs) -> Result<()> {
         counter.clone(),
     )
     .await?;
-    let batch = measure(
+    let batch = sweep(
         server.addr,
         Load::Batch(args.batch),
-        Pace::Closed,
         args.batch_connections,
+        args.max_connections,
         secs,
         counter.clone(),
     )
@@ -569,43 +639,108 @@ async fn run(args: RunArgs) -> Result<()> {
     drop(server);
 
     println!(
-        "leadroute load run: {secs} s per row, durability={}, {} closed-loop connections, \
-         {reps} demo reps with capacity lifted, generator and servers on this machine ({} cores)",
+        "leadroute load run: {secs} s per row, durability={}, closed loops swept from {} \
+         connections ({} for batch) doubling while the rate grows by {:.0}% (at most {}), \
+         {reps} demo reps with capacity lifted, generator and servers on this machine \
+         ({} cores)",
         args.durability,
         args.connections,
+        args.batch_connections,
+        SWEEP_GAIN * 100.0,
+        args.max_connections,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!();
     println!("| run | items/s | requests/s | p50 µs | p99 µs | p99.9 µs | errors | statuses |");
     println!("|---|---|---|---|---|---|---|---|");
-    println!("{}", row("echo ceiling (closed loop)", &echo));
-    println!(
-        "{}",
-        row("leadroute POST /v1/leads (closed loop, max)", &closed)
-    );
-    println!(
-        "{}",
-        row(
-            &format!("leadroute POST /v1/leads (open loop at {half:.0}/s)"),
-            &open
-        )
-    );
+    let rows = |name: &str, sweep: &Sweep| {
+        for (i, (connections, m)) in sweep.steps.iter().enumerate() {
+            let mark = if i == sweep.best { ", max" } else { "" };
+            println!(
+                "{}",
+                row(
+                    &format!("{name} (closed loop, {connections} conns{mark})"),
+                    m
+                )
+            );
+        }
+    };
+    rows("echo ceiling", &echo);
+    rows("leadroute POST /v1/leads", &single);
     println!(
         "{}",
         row(
             &format!(
-                "leadroute POST /v1/leads/batch ×{} (closed loop)",
-                args.batch
+                "leadroute POST /v1/leads (open loop at {half:.0}/s, {} conns)",
+                args.open_connections
             ),
-            &batch
+            &open
         )
+    );
+    rows(
+        &format!("leadroute POST /v1/leads/batch ×{}", args.batch),
+        &batch,
     );
     println!();
     println!(
-        "durable leads/s: {:.0} = {:.1}% of the echo ceiling; batch intake {:.1}× single",
-        closed.per_second(),
-        100.0 * closed.per_second() / echo.per_second(),
-        batch.per_second() / closed.per_second(),
+        "durable leads/s: {max:.0} (at {} conns) = {:.1}% of the echo ceiling {:.0} \
+         (at {} conns); open loop at half of max: p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms; \
+         batch intake {:.0} leads/s (at {} conns) = {:.1}× single",
+        single.best_connections(),
+        100.0 * max / echo.best().per_second(),
+        echo.best().per_second(),
+        echo.best_connections(),
+        open.micros(0.5) / 1000.0,
+        open.micros(0.99) / 1000.0,
+        open.micros(0.999) / 1000.0,
+        batch.best().per_second(),
+        batch.best_connections(),
+        batch.best().per_second() / max,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(items: u64) -> Measured {
+        Measured {
+            requests: items,
+            items,
+            errors: 0,
+            statuses: Default::default(),
+            elapsed: Duration::from_secs(1),
+            latency: Histogram::new(3).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_sweep_goes_on_while_the_rate_grows_by_five_percent_and_keeps_the_best() {
+        let mut sweep = Sweep {
+            steps: Vec::new(),
+            best: 0,
+        };
+        assert!(sweep.record(32, rate(10_000)));
+        assert!(sweep.record(64, rate(12_000)), "+20%");
+        assert!(
+            !sweep.record(128, rate(12_400)),
+            "+3.3% is not worth another step"
+        );
+        assert_eq!(
+            sweep.best_connections(),
+            128,
+            "the best step, however small its gain"
+        );
+        assert_eq!(sweep.best().items, 12_400);
+
+        let mut falling = Sweep {
+            steps: Vec::new(),
+            best: 0,
+        };
+        assert!(falling.record(8, rate(20_000)));
+        assert!(!falling.record(16, rate(17_000)));
+        assert_eq!(falling.best_connections(), 8);
+        assert_eq!(falling.steps.len(), 2);
+    }
 }
