@@ -459,7 +459,9 @@ fn run_load(store: &Store, indexes: &Indexes, metrics: &Metrics, job: LoadJob) {
 /// write and flush, even once space is back; reads keep working (measured on a full
 /// tmpfs). A fresh opening recovers what was flushed, and nothing of the failed group
 /// (it was never flushed), so the store and the callers, who were told it failed and
-/// gave back what they held, agree again.
+/// gave back what they held, agree again. Not so when the error came after sled wrote
+/// the group (our `fdatasync` failed): the reopened store may hold it (README, "Disk
+/// trouble").
 fn recover(
     rx: &mpsc::Receiver<Msg>,
     store: &Store,
