@@ -5,10 +5,10 @@
 //!
 //! Why the audit may run while the engine serves: the committer changes the store
 //! only in whole transactions, so a crash cannot break an invariant, and every start
-//! loads what routing needs (loads, queues) straight from the records that hold it. The audit is the net for what the committer cannot
-//! cause: a bug, or a store changed behind the engine's back. It reads every open
-//! lead (about 11 µs each, so 11 s at a million), which is why it does not hold up
-//! `/readyz`.
+//! loads what routing needs (loads, queues) straight from the records that hold it.
+//! The audit is the net for what the committer cannot cause: a bug, or a store
+//! changed behind the engine's back. It reads every open lead (about 11 µs each, so
+//! 11 s at a million), which is why it does not hold up `/readyz`.
 //!
 //! Reading while the committer writes, the audit may catch a change half-way and
 //! report it as a finding. So each finding goes to the committer, which checks it
