@@ -1,5 +1,6 @@
 //! Engine configuration: data, validated once when the engine opens.
 
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,7 +32,14 @@ pub struct EngineConfig {
     /// [`EngineError::Overloaded`](crate::EngineError::Overloaded) at once. A batch
     /// counts its leads (a batch larger than the limit needs the engine to itself).
     pub max_in_flight_leads: usize,
+    /// How the committer makes a written group durable in power durability:
+    /// `fdatasync` of sled's data file ([`File::sync_data`]). This is where the engine
+    /// meets the device; tests replace it to make the sync fail.
+    pub data_sync: DataSync,
 }
+
+/// Syncs sled's data file (see [`EngineConfig::data_sync`]).
+pub type DataSync = Arc<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
 
 impl EngineConfig {
     /// Defaults: power durability, the system clock.
@@ -42,7 +50,18 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             plugin_limits: PluginLimits::default(),
             max_in_flight_leads: DEFAULT_MAX_IN_FLIGHT_LEADS,
+            data_sync: Arc::new(File::sync_data),
         }
+    }
+
+    /// Replaces how a written group is synced to the device (see
+    /// [`EngineConfig::data_sync`]).
+    pub fn data_sync(
+        mut self,
+        sync: impl Fn(&File) -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.data_sync = Arc::new(sync);
+        self
     }
 
     /// Sets the limit on leads in flight (at least 1).

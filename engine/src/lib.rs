@@ -41,7 +41,7 @@ pub mod strategy;
 
 pub use actors::{Decision, Placement, RepSnapshot, SimulatedDecision, TerritorySnapshot};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
-pub use config::EngineConfig;
+pub use config::{DataSync, EngineConfig};
 pub use engine::{
     Engine, LeadView, ReassignReason, ReplayDifference, ReplayOptions, ReplayReport, RouteOutcome,
     RouteStatus, Simulation, SlaSweep, Timings,

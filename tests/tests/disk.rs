@@ -1,13 +1,19 @@
-//! Disk trouble at the engine level: the store on a small tmpfs, filled until writes
-//! fail. Failed routes give back what they reserved, reads work, and once space returns
-//! the engine reopens the store by itself; memory and store agree throughout.
+//! Disk trouble at the engine level.
 //!
-//! Mounting needs root (or CAP_SYS_ADMIN); where it is refused the test says so and
-//! passes without running.
+//! - A full disk: the store on a small tmpfs, filled until writes fail. Failed routes
+//!   give back what they reserved, reads work, and once space returns the engine
+//!   reopens the store by itself; memory and store agree throughout. Mounting needs
+//!   root (or CAP_SYS_ADMIN); where it is refused the test says so and passes without
+//!   running.
+//! - A failing device: `fdatasync` fails after sled wrote a commit (injected through
+//!   `EngineConfig::data_sync`, where the engine meets the OS). The engine refuses
+//!   every change until it restarts; the restart finds memory and store agreeing.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use leadroute_engine::{Engine, EngineConfig, EngineError, ManualClock, RouteStatus};
@@ -127,4 +133,84 @@ async fn failed_writes_roll_back_and_the_engine_recovers_when_space_returns() {
     engine.shutdown().await.unwrap();
     drop(engine);
     drop(tmpfs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_failing_after_the_write_refuses_changes_until_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let device_fails = Arc::new(AtomicBool::new(false));
+    let fails = device_fails.clone();
+    let config = EngineConfig::new(dir.path())
+        .clock(clock.clone())
+        .data_sync(move |file| {
+            if fails.load(Ordering::SeqCst) {
+                Err(std::io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                file.sync_data()
+            }
+        });
+    let engine = Engine::open(config).unwrap();
+    east_with_reps(&engine, 100_000).await;
+    let mut acked = Vec::new();
+    for n in 1..=10 {
+        acked.push(engine.route(lead(n, "CN-SH")).await.unwrap().lead_id);
+    }
+    assert!(engine.store_writable() && !engine.store_needs_restart());
+
+    device_fails.store(true, Ordering::SeqCst);
+    let unsure = engine.route(lead(11, "CN-SH")).await;
+    assert!(
+        matches!(&unsure, Err(EngineError::StoreUnavailable(m)) if m.contains("fdatasync")),
+        "{unsure:?}"
+    );
+    assert!(engine.store_needs_restart());
+    assert!(!engine.store_writable());
+
+    // The device syncs again, but the engine cannot know what the failed sync lost:
+    // it keeps refusing, without retrying, until it restarts. Reads keep working.
+    device_fails.store(false, Ordering::SeqCst);
+    let refused = engine.route(lead(12, "CN-SH")).await;
+    assert!(
+        matches!(&refused, Err(EngineError::StoreUnavailable(m)) if m.contains("restarts")),
+        "{refused:?}"
+    );
+    let upsert = engine.upsert_rep(rid("c"), rep("east", 10)).await;
+    assert!(
+        matches!(upsert, Err(EngineError::StoreUnavailable(_))),
+        "{upsert:?}"
+    );
+    assert!(engine.store_needs_restart());
+    for id in &acked {
+        assert!(engine.lead(*id).unwrap().is_some(), "acknowledged {id}");
+    }
+    // Shutdown stops every thread, and says the last changes could not be made durable.
+    let stopped = engine.shutdown().await;
+    assert!(
+        matches!(stopped, Err(EngineError::StoreUnavailable(_))),
+        "{stopped:?}"
+    );
+    drop(engine);
+
+    let engine = open(dir.path(), &clock);
+    assert!(engine.store_writable() && !engine.store_needs_restart());
+    assert_healthy(&engine).await;
+    for id in &acked {
+        assert!(engine.lead(*id).unwrap().is_some(), "acknowledged {id}");
+    }
+    // The lead whose sync failed is stored or not; retried, it exists exactly once
+    // (a duplicate of the stored one, or new), and the loads count it once.
+    let retried = engine.route(lead(11, "CN-SH")).await.unwrap();
+    assert!(
+        matches!(
+            retried.status,
+            RouteStatus::Assigned | RouteStatus::Duplicate
+        ),
+        "{retried:?}"
+    );
+    assert!(engine.route(lead(12, "CN-SH")).await.is_ok());
+    assert_healthy(&engine).await;
+    let loads: u32 = engine.reps().await.unwrap().iter().map(|r| r.load).sum();
+    assert_eq!(loads as usize, acked.len() + 2);
+    engine.shutdown().await.unwrap();
 }

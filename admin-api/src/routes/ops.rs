@@ -49,8 +49,9 @@ pub async fn healthz() -> Json<Health> {
     responses(
         (status = 200, description = "Ready for traffic.", body = Health),
         (status = 503, description = "`draining`: shutting down; `store_unavailable`: the \
-            store cannot write (disk full, read-only, I/O errors) and has not recovered yet; \
-            reads still work.", body = ErrorBody),
+            store cannot write (disk full, read-only, I/O errors) and has not recovered yet, or \
+            a written commit failed to sync and only a restart mends it (the message says \
+            which); reads still work.", body = ErrorBody),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
@@ -59,6 +60,13 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppEr
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "the server is shutting down",
+        ))
+    } else if state.engine.store_needs_restart() {
+        Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "a written commit failed to sync to the device; changes are refused until \
+             the process restarts",
         ))
     } else if !state.engine.store_writable() {
         Err(AppError::new(

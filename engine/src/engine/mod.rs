@@ -141,6 +141,7 @@ impl Engine {
             sla.clone(),
             outbox.clone(),
             metrics.clone(),
+            config.data_sync.clone(),
         )?;
         let committer = Arc::new(committer);
         {
@@ -420,6 +421,14 @@ impl Engine {
     /// [`EngineError::StoreUnavailable`] and reads keep working.
     pub fn store_writable(&self) -> bool {
         !self.inner.committer.failing()
+    }
+
+    /// Whether the store failed in a way only a restart mends: sled wrote a commit,
+    /// then syncing it to the device failed, so memory (loads, queues) and store may
+    /// disagree. Changes stay refused with [`EngineError::StoreUnavailable`] until the
+    /// process restarts; reads keep working.
+    pub fn store_needs_restart(&self) -> bool {
+        self.inner.committer.halted()
     }
 
     /// Waits until every decision taken so far is durable and every queue has been

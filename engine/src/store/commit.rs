@@ -32,6 +32,7 @@ use super::{
     REPS, SLA, Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
 };
 use crate::clock::UnixMillis;
+use crate::config::DataSync;
 use crate::dedupe::{self, KeyFilter};
 use crate::domain::{
     EventKind, HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, OutboxEvent, Outcome,
@@ -207,6 +208,7 @@ pub(crate) struct Committer {
     tx: mpsc::Sender<Msg>,
     submitted: std::sync::atomic::AtomicU64,
     failing: Arc<AtomicBool>,
+    halted: Arc<AtomicBool>,
 }
 
 impl Committer {
@@ -217,6 +219,7 @@ impl Committer {
         sla: Arc<SlaIndex>,
         outbox: Arc<Outbox>,
         metrics: Metrics,
+        data_sync: DataSync,
     ) -> Result<(Committer, JoinHandle<()>)> {
         let data_file = match durability {
             Durability::Power => Some(store.data_file()?),
@@ -224,26 +227,27 @@ impl Committer {
         };
         let (tx, rx) = mpsc::channel::<Msg>();
         let failing = Arc::new(AtomicBool::new(false));
-        let thread_failing = failing.clone();
+        let halted = Arc::new(AtomicBool::new(false));
+        let state = State {
+            store,
+            durability,
+            data_sync,
+            metrics,
+            failing: failing.clone(),
+            halted: halted.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("leadroute-commit".into())
             .spawn(move || {
                 let indexes = Indexes { sla, outbox };
-                run(
-                    rx,
-                    store,
-                    data_file,
-                    durability,
-                    indexes,
-                    metrics,
-                    thread_failing,
-                )
+                run(rx, state, data_file, indexes)
             })
             .map_err(|e| EngineError::Internal(format!("cannot start committer: {e}")))?;
         let committer = Committer {
             tx,
             submitted: Default::default(),
             failing,
+            halted,
         };
         Ok((committer, thread))
     }
@@ -298,6 +302,12 @@ impl Committer {
         self.failing.load(Ordering::SeqCst)
     }
 
+    /// Whether the store failed in a way only a restart mends (a written group failed
+    /// to sync): every change is refused until the process restarts.
+    pub(crate) fn halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
+    }
+
     /// Asks the thread to finish what was submitted before, flush and exit.
     pub(crate) fn stop(&self) {
         let _ = self.tx.send(Msg::Stop);
@@ -315,25 +325,30 @@ struct Indexes {
     outbox: Arc<Outbox>,
 }
 
-fn run(
-    rx: mpsc::Receiver<Msg>,
+/// What the committer thread works with, and the flags it shares with its handle.
+struct State {
     store: Store,
-    mut data_file: Option<File>,
     durability: Durability,
-    index: Indexes,
+    data_sync: DataSync,
     metrics: Metrics,
+    /// Set while the store cannot write (see [`Committer::failing`]).
     failing: Arc<AtomicBool>,
-) {
+    /// Set for good once only a restart can mend the store (see [`Committer::halted`]).
+    halted: Arc<AtomicBool>,
+}
+
+fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index: Indexes) {
+    let State { store, metrics, .. } = &state;
     let mut stopping = false;
     while !stopping {
         let first = match rx.recv() {
             Ok(Msg::Commit(p)) => *p,
             Ok(Msg::Repair(job)) => {
-                run_repair(&store, &index, &metrics, *job);
+                run_repair(store, &index, metrics, *job);
                 continue;
             }
             Ok(Msg::LoadDeadlines(job)) => {
-                run_load(&store, &index, &metrics, *job);
+                run_load(store, &index, metrics, *job);
                 continue;
             }
             Ok(Msg::Stop) | Err(_) => break,
@@ -360,53 +375,54 @@ fn run(
         metrics.commit_group_size.observe(group.len() as f64);
         let (changes, replies): (Vec<Change>, Vec<_>) =
             group.into_iter().map(|p| (p.change, p.reply)).unzip();
-        let results = commit_group(&store, data_file.as_ref(), &index, &changes);
+        let results = commit_group(&state, data_file.as_ref(), &index, &changes);
         metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
-        match results {
+        let failure = match results {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
-            }
-            Err(e) => {
-                metrics.store_errors.inc();
-                tracing::error!(error = %e, changes = changes.len(), "store commit failed");
-                // Before the answers: whoever hears of the failure sees it in
-                // `Engine::store_writable` (and `/readyz`) too.
-                failing.store(true, Ordering::SeqCst);
-                for reply in replies {
-                    let _ = reply.send(Err(EngineError::StoreUnavailable(e.clone())));
-                }
-                if stopping {
-                    break;
-                }
-                match between.take() {
-                    Some(Msg::Repair(job)) => {
-                        let _ = job
-                            .reply
-                            .send(Err(EngineError::StoreUnavailable(e.clone())));
-                    }
-                    // The reopen in `recover` reloads every deadline.
-                    Some(Msg::LoadDeadlines(job)) => {
-                        let _ = job.reply.send(Ok(None));
-                    }
+                match between {
+                    Some(Msg::Repair(job)) => run_repair(store, &index, metrics, *job),
+                    Some(Msg::LoadDeadlines(job)) => run_load(store, &index, metrics, *job),
                     _ => {}
                 }
-                match recover(&rx, &store, durability, &index, &metrics) {
-                    Some(file) => {
-                        data_file = file;
-                        failing.store(false, Ordering::SeqCst);
-                    }
-                    None => return,
-                }
+                continue;
             }
+            Err(failure) => failure,
+        };
+        report_failure(&state, &failure, changes.len());
+        for reply in replies {
+            let _ = reply.send(Err(failure.refusal()));
+        }
+        if stopping {
+            break;
         }
         match between {
-            Some(Msg::Repair(job)) => run_repair(&store, &index, &metrics, *job),
-            Some(Msg::LoadDeadlines(job)) => run_load(&store, &index, &metrics, *job),
+            Some(Msg::Repair(job)) => {
+                let _ = job.reply.send(Err(failure.refusal()));
+            }
+            // The reopen in `recover` reloads every deadline; a halted committer
+            // loads none.
+            Some(Msg::LoadDeadlines(job)) => {
+                let _ = job.reply.send(Ok(None));
+            }
             _ => {}
+        }
+        match failure {
+            GroupFailure::Unwritten(_) => match recover(&rx, &state, &index) {
+                Some(file) => {
+                    data_file = file;
+                    state.failing.store(false, Ordering::SeqCst);
+                }
+                None => break,
+            },
+            GroupFailure::Unsure(_) => {
+                refuse_until_stopped(&rx);
+                break;
+            }
         }
     }
     match store.h() {
@@ -416,6 +432,75 @@ fn run(
             }
         }
         Err(e) => tracing::error!(error = %e, "no store to flush at the end"),
+    }
+}
+
+/// Counts and logs a failed group and raises the flags, before any caller hears of
+/// it: whoever does sees it in `Engine::store_writable` (and `/readyz`) too.
+fn report_failure(state: &State, failure: &GroupFailure, changes: usize) {
+    state.metrics.store_errors.inc();
+    match failure {
+        GroupFailure::Unwritten(e) => {
+            tracing::error!(error = %e, changes, "store commit failed");
+        }
+        GroupFailure::Unsure(e) => {
+            tracing::error!(
+                error = %e,
+                changes,
+                "store sync failed after sled wrote the commit; refusing every change \
+                 until the process restarts"
+            );
+            state.halted.store(true, Ordering::SeqCst);
+        }
+    }
+    state.failing.store(true, Ordering::SeqCst);
+}
+
+/// Why a group was not acknowledged.
+enum GroupFailure {
+    /// sled refused the transaction or its flush: a fresh opening of the store holds
+    /// nothing of the group, so the engine can reopen it and go on (see [`recover`]).
+    Unwritten(String),
+    /// sled wrote the group, then the sync of its data file failed. Whether the group
+    /// survives is unknown (Linux may have dropped the dirty pages it failed to write),
+    /// while its callers gave back what they held in memory: only a restart, which
+    /// reloads memory from the store, makes the two agree again. PostgreSQL stops
+    /// after a failed fsync for the same reason.
+    Unsure(String),
+}
+
+impl GroupFailure {
+    /// The error every caller waiting on the group (or arriving after it) gets.
+    fn refusal(&self) -> EngineError {
+        match self {
+            GroupFailure::Unwritten(e) => EngineError::StoreUnavailable(e.clone()),
+            GroupFailure::Unsure(e) => EngineError::StoreUnavailable(format!(
+                "{e}; the store refuses changes until the process restarts"
+            )),
+        }
+    }
+}
+
+/// After a group failed to sync: refuses every change, repair and deadline load until
+/// the engine stops. Reads keep working; nothing is reopened.
+fn refuse_until_stopped(rx: &mpsc::Receiver<Msg>) {
+    const WHY: &str = "a written commit failed to sync to the device; the store refuses \
+                       changes until the process restarts";
+    loop {
+        match rx.recv() {
+            Ok(Msg::Commit(p)) => {
+                let _ = p.reply.send(Err(EngineError::StoreUnavailable(WHY.into())));
+            }
+            Ok(Msg::Repair(job)) => {
+                let _ = job
+                    .reply
+                    .send(Err(EngineError::StoreUnavailable(WHY.into())));
+            }
+            Ok(Msg::LoadDeadlines(job)) => {
+                let _ = job.reply.send(Ok(None));
+            }
+            Ok(Msg::Stop) | Err(_) => return,
+        }
     }
 }
 
@@ -460,15 +545,10 @@ fn run_load(store: &Store, indexes: &Indexes, metrics: &Metrics, job: LoadJob) {
 /// tmpfs). A fresh opening recovers what was flushed, and nothing of the failed group
 /// (it was never flushed), so the store and the callers, who were told it failed and
 /// gave back what they held, agree again. Not so when the error came after sled wrote
-/// the group (our `fdatasync` failed): the reopened store may hold it (README, "Disk
-/// trouble").
-fn recover(
-    rx: &mpsc::Receiver<Msg>,
-    store: &Store,
-    durability: Durability,
-    indexes: &Indexes,
-    metrics: &Metrics,
-) -> Option<Option<File>> {
+/// the group (our `fdatasync` failed): that is [`GroupFailure::Unsure`], which does
+/// not come here.
+fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option<Option<File>> {
+    let State { store, metrics, .. } = state;
     // Reads first: with the ballast's space freed, reopen what was flushed (see
     // `Store::ensure_ballast`); writes stay refused until the disk has room again.
     if store.release_ballast() {
@@ -516,7 +596,7 @@ fn recover(
             tracing::warn!(error = %e, "store still cannot write");
             continue;
         }
-        match reopen(store, durability, indexes) {
+        match reopen(state, indexes) {
             Ok(file) => {
                 tracing::info!("store writes again; reopened");
                 return Some(file);
@@ -530,16 +610,17 @@ fn recover(
 }
 
 /// Reopens the store, checks that a write is durable, and reloads the deadlines.
-fn reopen(store: &Store, durability: Durability, indexes: &Indexes) -> Result<Option<File>> {
+fn reopen(state: &State, indexes: &Indexes) -> Result<Option<File>> {
+    let store = &state.store;
     store.reopen()?;
     let h = store.h()?;
     h.db.insert(b"write_check", &[])?;
     h.db.flush()?;
     indexes.sla.replace(&store.sla_records()?);
-    Ok(match durability {
+    Ok(match state.durability {
         Durability::Power => {
             let file = store.data_file()?;
-            file.sync_data()
+            (state.data_sync)(&file)
                 .map_err(|e| EngineError::StoreUnavailable(format!("fdatasync: {e}")))?;
             Some(file)
         }
@@ -563,12 +644,14 @@ fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
 /// Applies `changes` in one transaction and makes them durable. The outer error means
 /// nothing of the group is acknowledged.
 fn commit_group(
-    store: &Store,
+    state: &State,
     data_file: Option<&File>,
     indexes: &Indexes,
     changes: &[Change],
-) -> std::result::Result<Vec<Result<Applied>>, String> {
-    let h = store.h().map_err(|e| e.to_string())?;
+) -> std::result::Result<Vec<Result<Applied>>, GroupFailure> {
+    let store = &state.store;
+    let unwritten = |e: &dyn std::fmt::Display| GroupFailure::Unwritten(e.to_string());
+    let h = store.h().map_err(|e| unwritten(&e))?;
     let outcome = h.trees.transaction(|trees| {
         let mut writer = Writer {
             t: trees,
@@ -591,10 +674,12 @@ fn commit_group(
     });
     type Outcome = (Vec<Result<Applied>>, Vec<(LeadId, Option<UnixMillis>)>, u64);
     let (results, deadlines, last_event): Outcome =
-        outcome.map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
-    h.db.flush().map_err(|e| e.to_string())?;
+        outcome.map_err(|e: sled::transaction::TransactionError<()>| {
+            GroupFailure::Unwritten(format!("{e:?}"))
+        })?;
+    h.db.flush().map_err(|e| unwritten(&e))?;
     if let Some(file) = data_file {
-        file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
+        (state.data_sync)(file).map_err(|e| GroupFailure::Unsure(format!("fdatasync: {e}")))?;
     }
     // Only once durable: a deadline must not fire, nor an event be announced, for a
     // change that might be lost.
