@@ -395,21 +395,13 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         };
         report_failure(&state, &failure, changes.len());
         for reply in replies {
-            let _ = reply.send(Err(failure.refusal()));
+            let _ = reply.send(Err(EngineError::StoreUnavailable(failure.why())));
         }
         if stopping {
             break;
         }
-        match between {
-            Some(Msg::Repair(job)) => {
-                let _ = job.reply.send(Err(failure.refusal()));
-            }
-            // The reopen in `recover` reloads every deadline; a halted committer
-            // loads none.
-            Some(Msg::LoadDeadlines(job)) => {
-                let _ = job.reply.send(Ok(None));
-            }
-            _ => {}
+        if let Some(msg) = between {
+            refuse(msg, &failure.why());
         }
         match failure {
             GroupFailure::Unwritten(_) => match recover(&rx, &state, &index) {
@@ -470,13 +462,13 @@ enum GroupFailure {
 }
 
 impl GroupFailure {
-    /// The error every caller waiting on the group (or arriving after it) gets.
-    fn refusal(&self) -> EngineError {
+    /// What every caller waiting on the group is told.
+    fn why(&self) -> String {
         match self {
-            GroupFailure::Unwritten(e) => EngineError::StoreUnavailable(e.clone()),
-            GroupFailure::Unsure(e) => EngineError::StoreUnavailable(format!(
-                "{e}; the store refuses changes until the process restarts"
-            )),
+            GroupFailure::Unwritten(e) => e.clone(),
+            GroupFailure::Unsure(e) => {
+                format!("{e}; the store refuses changes until the process restarts")
+            }
         }
     }
 }
@@ -486,22 +478,31 @@ impl GroupFailure {
 fn refuse_until_stopped(rx: &mpsc::Receiver<Msg>) {
     const WHY: &str = "a written commit failed to sync to the device; the store refuses \
                        changes until the process restarts";
-    loop {
-        match rx.recv() {
-            Ok(Msg::Commit(p)) => {
-                let _ = p.reply.send(Err(EngineError::StoreUnavailable(WHY.into())));
-            }
-            Ok(Msg::Repair(job)) => {
-                let _ = job
-                    .reply
-                    .send(Err(EngineError::StoreUnavailable(WHY.into())));
-            }
-            Ok(Msg::LoadDeadlines(job)) => {
-                let _ = job.reply.send(Ok(None));
-            }
-            Ok(Msg::Stop) | Err(_) => return,
+    while let Ok(msg) = rx.recv() {
+        if !refuse(msg, WHY) {
+            return;
         }
     }
+}
+
+/// Answers `msg` while the store cannot write: a change or a repair is refused with
+/// `why`; a deadline load is answered "all loaded" (a reopen reloads every deadline,
+/// a halted committer loads none). False for `Stop`.
+fn refuse(msg: Msg, why: &str) -> bool {
+    let refused = || EngineError::StoreUnavailable(why.into());
+    match msg {
+        Msg::Commit(p) => {
+            let _ = p.reply.send(Err(refused()));
+        }
+        Msg::Repair(job) => {
+            let _ = job.reply.send(Err(refused()));
+        }
+        Msg::LoadDeadlines(job) => {
+            let _ = job.reply.send(Ok(None));
+        }
+        Msg::Stop => return false,
+    }
+    true
 }
 
 /// Repairs what still holds of `job`'s findings and brings the indexes the committer
@@ -566,24 +567,13 @@ fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option
     loop {
         let wait = next_try.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Msg::Commit(p)) => {
-                let _ = p.reply.send(Err(EngineError::StoreUnavailable(
-                    "the store failed to write and is not back yet".into(),
-                )));
-                continue;
+            Ok(msg) => {
+                if refuse(msg, "the store failed to write and is not back yet") {
+                    continue;
+                }
+                return None;
             }
-            Ok(Msg::Repair(job)) => {
-                let _ = job.reply.send(Err(EngineError::StoreUnavailable(
-                    "the store failed to write and is not back yet".into(),
-                )));
-                continue;
-            }
-            // The reopen reloads every deadline.
-            Ok(Msg::LoadDeadlines(job)) => {
-                let _ = job.reply.send(Ok(None));
-                continue;
-            }
-            Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         next_try = Instant::now() + RETRY_EVERY;
