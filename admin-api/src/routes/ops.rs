@@ -50,8 +50,8 @@ pub async fn healthz() -> Json<Health> {
         (status = 200, description = "Ready for traffic.", body = Health),
         (status = 503, description = "`draining`: shutting down; `store_unavailable`: the \
             store cannot write (disk full, read-only, I/O errors) and has not recovered yet, or \
-            a written commit failed to sync and only a restart mends it (the message says \
-            which); reads still work.", body = ErrorBody),
+            a commit failed after it may have been written and only a restart mends it \
+            (the message says which); reads still work.", body = ErrorBody),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
@@ -65,7 +65,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppEr
         Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            "a written commit failed to sync to the device; changes are refused until \
+            "a commit failed after it may have been written; changes are refused until \
              the process restarts",
         ))
     } else if !state.engine.store_writable() {

@@ -423,9 +423,9 @@ impl Engine {
         !self.inner.committer.failing()
     }
 
-    /// Whether the store failed in a way only a restart mends: sled wrote a commit,
-    /// then syncing it to the device failed, so memory (loads, queues) and store may
-    /// disagree. Changes stay refused with [`EngineError::StoreUnavailable`] until the
+    /// Whether the store failed in a way only a restart mends: a commit failed after
+    /// sled may have written it (its sync to the device failed, or a large commit
+    /// failed half-way), so memory (loads, queues) and store may disagree. Changes stay refused with [`EngineError::StoreUnavailable`] until the
     /// process restarts; reads keep working.
     pub fn store_needs_restart(&self) -> bool {
         self.inner.committer.halted()

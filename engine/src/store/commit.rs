@@ -1,9 +1,10 @@
 //! The committer: the single writer, and group commit.
 //!
 //! Every durable change is a [`Change`] submitted to one thread. It drains whatever is
-//! waiting (a *group*), applies the group in one sled transaction across all trees,
-//! flushes once (plus `fdatasync` in power durability), and only then answers each
-//! submitter. One flush thus serves every commit that waited for it.
+//! waiting (a *group*), applies the group in sled transactions across all trees (one
+//! per 64 changes, so each change is atomic), flushes once (plus `fdatasync` in power
+//! durability), and only then answers each submitter. One flush thus serves every
+//! commit that waited for it.
 //!
 //! Because this thread is the only writer and applies changes in submission order,
 //! it is also where rules that span actors are enforced: a lead has at most one open
@@ -44,8 +45,17 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::sla::SlaIndex;
 
-/// Most changes applied in one transaction; bounds the latency of a group.
+/// Most changes in one group; bounds the latency of a group.
 const MAX_GROUP: usize = 1024;
+
+/// Most changes in one sled transaction; a larger group is applied in several, then
+/// flushed once. sled's epoch collector cannot free the node versions a transaction
+/// replaces before it ends: with one transaction for a whole group of batch intake
+/// (hundreds of changes), this thread, the bottleneck, freed a group's worth at a
+/// time. In transactions of 64 the freeing moves to sled's I/O threads on the other
+/// core, and batch intake took 12–41% more leads/s (`benches/README.md`, "One
+/// transaction per group, or several").
+const MAX_TRANSACTION: usize = 64;
 
 /// While the store is failing, how often the committer checks whether it can write
 /// again. Changes arriving meanwhile are refused at once, not held.
@@ -394,6 +404,7 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
             Err(failure) => failure,
         };
         report_failure(&state, &failure, changes.len());
+        reopen_for_reads(store, &index);
         for reply in replies {
             let _ = reply.send(Err(EngineError::StoreUnavailable(failure.why())));
         }
@@ -439,7 +450,7 @@ fn report_failure(state: &State, failure: &GroupFailure, changes: usize) {
             tracing::error!(
                 error = %e,
                 changes,
-                "store sync failed after sled wrote the commit; refusing every change \
+                "store failed after the commit may be written; refusing every change \
                  until the process restarts"
             );
             state.halted.store(true, Ordering::SeqCst);
@@ -450,14 +461,16 @@ fn report_failure(state: &State, failure: &GroupFailure, changes: usize) {
 
 /// Why a group was not acknowledged.
 enum GroupFailure {
-    /// sled refused the transaction or its flush: a fresh opening of the store holds
-    /// nothing of the group, so the engine can reopen it and go on (see [`recover`]).
+    /// sled refused the group's first transaction, or the flush of a group that fits
+    /// in one: a fresh opening of the store holds nothing of the group, so the engine
+    /// can reopen it and go on (see [`recover`]).
     Unwritten(String),
-    /// sled wrote the group, then the sync of its data file failed. Whether the group
-    /// survives is unknown (Linux may have dropped the dirty pages it failed to write),
-    /// while its callers gave back what they held in memory: only a restart, which
-    /// reloads memory from the store, makes the two agree again. PostgreSQL stops
-    /// after a failed fsync for the same reason.
+    /// Part or all of the group may be written, and its callers are told it failed:
+    /// sled wrote the group and the sync of its data file failed (Linux may have
+    /// dropped the dirty pages it failed to write), or a group of several transactions
+    /// failed after its first. The callers gave back what they held in memory: only a
+    /// restart, which reloads memory from the store, makes the two agree again.
+    /// PostgreSQL stops after a failed fsync for the same reason.
     Unsure(String),
 }
 
@@ -473,10 +486,11 @@ impl GroupFailure {
     }
 }
 
-/// After a group failed to sync: refuses every change, repair and deadline load until
-/// the engine stops. Reads keep working; nothing is reopened.
+/// After a group failed once it may have been written: refuses every change, repair
+/// and deadline load until the engine stops. Reads keep working; writes are never
+/// tried again.
 fn refuse_until_stopped(rx: &mpsc::Receiver<Msg>) {
-    const WHY: &str = "a written commit failed to sync to the device; the store refuses \
+    const WHY: &str = "a commit failed after it may have been written; the store refuses \
                        changes until the process restarts";
     while let Ok(msg) = rx.recv() {
         if !refuse(msg, WHY) {
@@ -536,22 +550,11 @@ fn run_load(store: &Store, indexes: &Indexes, metrics: &Metrics, job: LoadJob) {
     let _ = job.reply.send(result);
 }
 
-/// After a failed group commit: refuses every change at once until the disk takes
-/// writes again, then reopens the store and rebuilds the deadline index from it.
-/// Returns the data file to sync (power durability), or `None` when asked to stop
-/// meanwhile.
-///
-/// Why reopen: sled 0.34.7 keeps the first write error and repeats it on every later
-/// write and flush, even once space is back; reads keep working (measured on a full
-/// tmpfs). A fresh opening recovers what was flushed, and nothing of the failed group
-/// (it was never flushed), so the store and the callers, who were told it failed and
-/// gave back what they held, agree again. Not so when the error came after sled wrote
-/// the group (our `fdatasync` failed): that is [`GroupFailure::Unsure`], which does
-/// not come here.
-fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option<Option<File>> {
-    let State { store, metrics, .. } = state;
-    // Reads first: with the ballast's space freed, reopen what was flushed (see
-    // `Store::ensure_ballast`); writes stay refused until the disk has room again.
+/// After a failed group commit, before any caller hears of it: frees the ballast's
+/// space and reopens what was flushed, for reads (see `Store::ensure_ballast`). The
+/// failed opening may hold pages the failed group overfilled, and a read that meets
+/// one tries to split it, which writes and fails on a full disk. Writes stay refused.
+fn reopen_for_reads(store: &Store, indexes: &Indexes) {
     if store.release_ballast() {
         match store.reopen() {
             Ok(()) => {
@@ -563,6 +566,22 @@ fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option
             Err(e) => tracing::warn!(error = %e, "store reopen for reads failed"),
         }
     }
+}
+
+/// After a failed group commit: refuses every change at once until the disk takes
+/// writes again, then reopens the store and rebuilds the deadline index from it.
+/// Returns the data file to sync (power durability), or `None` when asked to stop
+/// meanwhile.
+///
+/// Why reopen: sled 0.34.7 keeps the first write error and repeats it on every later
+/// write and flush, even once space is back; reads keep working (measured on a full
+/// tmpfs). A fresh opening recovers what was flushed, and nothing of the failed group
+/// (it was never flushed), so the store and the callers, who were told it failed and
+/// gave back what they held, agree again. Not so when the error came after sled wrote
+/// the group or part of it: that is [`GroupFailure::Unsure`], which does not come
+/// here.
+fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option<Option<File>> {
+    let State { store, metrics, .. } = state;
     let mut next_try = Instant::now() + RETRY_EVERY;
     loop {
         let wait = next_try.saturating_duration_since(Instant::now());
@@ -631,8 +650,17 @@ fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
     result
 }
 
-/// Applies `changes` in one transaction and makes them durable. The outer error means
-/// nothing of the group is acknowledged.
+/// What one transaction of a group did: each change's result, the deadlines it set or
+/// cleared, and the last outbox event it wrote.
+type Applies = (Vec<Result<Applied>>, Vec<(LeadId, Option<UnixMillis>)>, u64);
+
+/// Applies `changes` in transactions of at most [`MAX_TRANSACTION`] and makes them
+/// durable with one flush. The outer error means nothing of the group is acknowledged.
+///
+/// Each change is atomic, the group is not: a crash may keep the group's first
+/// transactions and lose the rest, none of them answered yet. Hence a failure after a
+/// transaction of the group went into sled's log is [`GroupFailure::Unsure`]: that
+/// transaction may have been written, while its callers are told it failed.
 fn commit_group(
     state: &State,
     data_file: Option<&File>,
@@ -640,34 +668,31 @@ fn commit_group(
     changes: &[Change],
 ) -> std::result::Result<Vec<Result<Applied>>, GroupFailure> {
     let store = &state.store;
-    let unwritten = |e: &dyn std::fmt::Display| GroupFailure::Unwritten(e.to_string());
-    let h = store.h().map_err(|e| unwritten(&e))?;
-    let outcome = h.trees.transaction(|trees| {
-        let mut writer = Writer {
-            t: trees,
-            keys: &store.keys,
-            outbox: &indexes.outbox,
-            deadlines: Vec::new(),
-            last_event: 0,
-            reps: HashMap::new(),
-        };
-        let mut results = Vec::with_capacity(changes.len());
-        for change in changes {
-            match writer.apply(change) {
-                Ok(applied) => results.push(Ok(applied)),
-                Err(Fail::Reject(e)) => results.push(Err(e)),
-                Err(Fail::Tx(e)) => return Err(e.into()),
-            }
+    let h = store
+        .h()
+        .map_err(|e| GroupFailure::Unwritten(e.to_string()))?;
+    let mut results = Vec::with_capacity(changes.len());
+    let mut deadlines = Vec::new();
+    let mut last_event = 0;
+    for (i, part) in changes.chunks(MAX_TRANSACTION).enumerate() {
+        let (part_results, part_deadlines, part_last) = apply_transaction(store, &h, indexes, part)
+            .map_err(|e| match i {
+                0 => GroupFailure::Unwritten(e),
+                _ => GroupFailure::Unsure(format!("{e} (after {i} transactions of the group)")),
+            })?;
+        results.extend(part_results);
+        deadlines.extend(part_deadlines);
+        last_event = last_event.max(part_last);
+    }
+    h.db.flush().map_err(|e| {
+        if changes.len() > MAX_TRANSACTION {
+            GroupFailure::Unsure(format!(
+                "{e} (the group's first transactions may be written)"
+            ))
+        } else {
+            GroupFailure::Unwritten(e.to_string())
         }
-        writer.write_reps()?;
-        Ok((results, writer.deadlines, writer.last_event))
-    });
-    type Outcome = (Vec<Result<Applied>>, Vec<(LeadId, Option<UnixMillis>)>, u64);
-    let (results, deadlines, last_event): Outcome =
-        outcome.map_err(|e: sled::transaction::TransactionError<()>| {
-            GroupFailure::Unwritten(format!("{e:?}"))
-        })?;
-    h.db.flush().map_err(|e| unwritten(&e))?;
+    })?;
     if let Some(file) = data_file {
         (state.data_sync)(file).map_err(|e| GroupFailure::Unsure(format!("fdatasync: {e}")))?;
     }
@@ -678,6 +703,37 @@ fn commit_group(
         indexes.outbox.written(last_event);
     }
     Ok(results)
+}
+
+/// Applies `changes` in one sled transaction (in memory until the next flush).
+fn apply_transaction(
+    store: &Store,
+    h: &super::Handle,
+    indexes: &Indexes,
+    changes: &[Change],
+) -> std::result::Result<Applies, String> {
+    h.trees
+        .transaction(|trees| {
+            let mut writer = Writer {
+                t: trees,
+                keys: &store.keys,
+                outbox: &indexes.outbox,
+                deadlines: Vec::new(),
+                last_event: 0,
+                reps: HashMap::new(),
+            };
+            let mut results = Vec::with_capacity(changes.len());
+            for change in changes {
+                match writer.apply(change) {
+                    Ok(applied) => results.push(Ok(applied)),
+                    Err(Fail::Reject(e)) => results.push(Err(e)),
+                    Err(Fail::Tx(e)) => return Err(e.into()),
+                }
+            }
+            writer.write_reps()?;
+            Ok((results, writer.deadlines, writer.last_event))
+        })
+        .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))
 }
 
 /// The reason recorded with a lead's `queued` history entry, if it has one.
