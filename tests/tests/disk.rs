@@ -37,6 +37,18 @@ impl Tmpfs {
         }
         Ok(Tmpfs(dir))
     }
+
+    /// Mounts one, or says why not and returns `None`: the test then passes without
+    /// running.
+    fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        Tmpfs::mount(size)
+            .inspect_err(|why| {
+                println!(
+                    "SKIPPED: cannot mount a tmpfs here ({why}); run as root to test disk trouble"
+                )
+            })
+            .ok()
+    }
 }
 
 impl Drop for Tmpfs {
@@ -51,26 +63,25 @@ impl Drop for Tmpfs {
     }
 }
 
-fn fill(dir: &Path) -> std::path::PathBuf {
+/// Fills the file system of `dir` with one file, then frees its last `leave` bytes.
+fn fill(dir: &Path, leave: u64) -> std::path::PathBuf {
     let path = dir.join("filler");
     let mut file = std::fs::File::create(&path).unwrap();
     let chunk = vec![0x5a_u8; 64 * 1024];
     while file.write_all(&chunk).is_ok() {}
     while file.write_all(&[0x5a]).is_ok() {}
     let _ = file.sync_all();
+    if leave > 0 {
+        file.set_len(file.metadata().unwrap().len() - leave)
+            .unwrap();
+    }
     path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_writes_roll_back_and_the_engine_recovers_when_space_returns() {
-    let tmpfs = match Tmpfs::mount("64m") {
-        Ok(t) => t,
-        Err(why) => {
-            println!(
-                "SKIPPED: cannot mount a tmpfs here ({why}); run as root to test disk trouble"
-            );
-            return;
-        }
+    let Some(tmpfs) = Tmpfs::mount_or_skip("64m") else {
+        return;
     };
     let clock = ManualClock::new(1_700_000_000_000);
     let engine =
@@ -83,7 +94,7 @@ async fn failed_writes_roll_back_and_the_engine_recovers_when_space_returns() {
         acked.push(engine.route(lead(n, "CN-SH")).await.unwrap().lead_id);
     }
 
-    let filler = fill(tmpfs.0.path());
+    let filler = fill(tmpfs.0.path(), 0);
     let err = loop {
         n += 1;
         assert!(
@@ -147,14 +158,8 @@ async fn failed_writes_roll_back_and_the_engine_recovers_when_space_returns() {
 /// run of four: the runs where a group's first transactions reached the disk.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_commit_failing_on_a_full_disk_leaves_memory_and_store_agreeing() {
-    let tmpfs = match Tmpfs::mount("64m") {
-        Ok(t) => t,
-        Err(why) => {
-            println!(
-                "SKIPPED: cannot mount a tmpfs here ({why}); run as root to test disk trouble"
-            );
-            return;
-        }
+    let Some(tmpfs) = Tmpfs::mount_or_skip("64m") else {
+        return;
     };
     let data = tmpfs.0.path().join("data");
     let clock = ManualClock::new(1_700_000_000_000);
@@ -163,14 +168,7 @@ async fn a_large_commit_failing_on_a_full_disk_leaves_memory_and_store_agreeing(
     // 4 MiB left free: a dozen batches fit, and the group that meets the full disk
     // may have its first transactions written before one fails. With the disk full
     // from the start, the first group fails before anything reaches the disk.
-    let filler = fill(tmpfs.0.path());
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap();
-    file.set_len(file.metadata().unwrap().len() - (4 << 20))
-        .unwrap();
-    drop(file);
+    let filler = fill(tmpfs.0.path(), 4 << 20);
     let mut acked = Vec::new();
     let mut n = 0;
     loop {
