@@ -423,10 +423,19 @@ impl Engine {
         !self.inner.committer.failing()
     }
 
+    /// After a write failure, has the store try to write again now instead of at its
+    /// next automatic attempt (one a second), and answers whether it takes writes.
+    /// True at once when it never stopped; false while the disk still refuses, and
+    /// for good once only a restart can mend it ([`Engine::store_needs_restart`]).
+    pub async fn retry_store(&self) -> bool {
+        self.inner.committer.retry().await.unwrap_or(false)
+    }
+
     /// Whether the store failed in a way only a restart mends: a commit failed after
     /// sled may have written it (its sync to the device failed, or a large commit
-    /// failed half-way), so memory (loads, queues) and store may disagree. Changes stay refused with [`EngineError::StoreUnavailable`] until the
-    /// process restarts; reads keep working.
+    /// failed half-way), so memory (loads, queues) and store may disagree. Changes stay
+    /// refused with [`EngineError::StoreUnavailable`] until the process restarts;
+    /// reads keep working.
     pub fn store_needs_restart(&self) -> bool {
         self.inner.committer.halted()
     }

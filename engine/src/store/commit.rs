@@ -195,6 +195,9 @@ enum Msg {
     Repair(Box<RepairJob>),
     /// Load the next chunk of stored deadlines into the index, between groups.
     LoadDeadlines(Box<LoadJob>),
+    /// After a failure, try to write again now rather than at the next retry; the
+    /// answer is whether the store takes writes.
+    Retry(oneshot::Sender<bool>),
     /// Finish what was submitted before, flush, and exit.
     Stop,
 }
@@ -301,6 +304,15 @@ impl Committer {
         receipt
     }
 
+    /// Has the committer, if the store is failing, try at once to write again (as it
+    /// does every [`RETRY_EVERY`] by itself). Resolves to whether the store takes
+    /// writes; false once only a restart can mend it.
+    pub(crate) fn retry(&self) -> oneshot::Receiver<bool> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.tx.send(Msg::Retry(reply));
+        answer
+    }
+
     /// How many changes were ever submitted; lets callers tell whether work happened.
     pub(crate) fn submitted(&self) -> u64 {
         self.submitted.load(std::sync::atomic::Ordering::SeqCst)
@@ -361,6 +373,10 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
                 run_load(store, &index, metrics, *job);
                 continue;
             }
+            Ok(Msg::Retry(reply)) => {
+                let _ = reply.send(true);
+                continue;
+            }
             Ok(Msg::Stop) | Err(_) => break,
         };
         let mut group = Vec::with_capacity(64);
@@ -370,6 +386,9 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(Msg::Commit(p)) => group.push(*p),
+                Ok(Msg::Retry(reply)) => {
+                    let _ = reply.send(true);
+                }
                 Ok(msg @ (Msg::Repair(_) | Msg::LoadDeadlines(_))) => {
                     between = Some(msg);
                     break;
@@ -501,7 +520,8 @@ fn refuse_until_stopped(rx: &mpsc::Receiver<Msg>) {
 
 /// Answers `msg` while the store cannot write: a change or a repair is refused with
 /// `why`; a deadline load is answered "all loaded" (a reopen reloads every deadline,
-/// a halted committer loads none). False for `Stop`.
+/// a halted committer loads none); a retry is answered "not writable". False for
+/// `Stop`.
 fn refuse(msg: Msg, why: &str) -> bool {
     let refused = || EngineError::StoreUnavailable(why.into());
     match msg {
@@ -513,6 +533,9 @@ fn refuse(msg: Msg, why: &str) -> bool {
         }
         Msg::LoadDeadlines(job) => {
             let _ = job.reply.send(Ok(None));
+        }
+        Msg::Retry(reply) => {
+            let _ = reply.send(false);
         }
         Msg::Stop => return false,
     }
@@ -569,7 +592,8 @@ fn reopen_for_reads(store: &Store, indexes: &Indexes) {
 }
 
 /// After a failed group commit: refuses every change at once until the disk takes
-/// writes again, then reopens the store and rebuilds the deadline index from it.
+/// writes again, then reopens the store and rebuilds the deadline index from it. It
+/// tries every [`RETRY_EVERY`], and at once when asked ([`Committer::retry`]).
 /// Returns the data file to sync (power durability), or `None` when asked to stop
 /// meanwhile.
 ///
@@ -581,11 +605,11 @@ fn reopen_for_reads(store: &Store, indexes: &Indexes) {
 /// the group or part of it: that is [`GroupFailure::Unsure`], which does not come
 /// here.
 fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option<Option<File>> {
-    let State { store, metrics, .. } = state;
     let mut next_try = Instant::now() + RETRY_EVERY;
     loop {
         let wait = next_try.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
+        let asked = match rx.recv_timeout(wait) {
+            Ok(Msg::Retry(reply)) => Some(reply),
             Ok(msg) => {
                 if refuse(msg, "the store failed to write and is not back yet") {
                     continue;
@@ -593,27 +617,41 @@ fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option
                 return None;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+        };
         next_try = Instant::now() + RETRY_EVERY;
-        // The reserve first, so that writing again leaves room for the next failure.
-        if let Err(e) = store.ensure_ballast() {
-            tracing::warn!(error = %e, "store still cannot write");
-            continue;
+        let outcome = write_again(state, indexes);
+        if let Some(reply) = asked {
+            let _ = reply.send(outcome.is_some());
         }
-        if let Err(e) = probe_disk(&store.dir) {
-            tracing::warn!(error = %e, "store still cannot write");
-            continue;
+        if outcome.is_some() {
+            return outcome;
         }
-        match reopen(state, indexes) {
-            Ok(file) => {
-                tracing::info!("store writes again; reopened");
-                return Some(file);
-            }
-            Err(e) => {
-                metrics.store_errors.inc();
-                tracing::warn!(error = %e, "store reopen failed; will retry");
-            }
+    }
+}
+
+/// One attempt to take writes again: the ballast back, a probe of the disk, then a
+/// fresh opening. `Some` (with the data file to sync) once the store writes again.
+fn write_again(state: &State, indexes: &Indexes) -> Option<Option<File>> {
+    let State { store, metrics, .. } = state;
+    // The reserve first, so that writing again leaves room for the next failure.
+    if let Err(e) = store.ensure_ballast() {
+        tracing::warn!(error = %e, "store still cannot write");
+        return None;
+    }
+    if let Err(e) = probe_disk(&store.dir) {
+        tracing::warn!(error = %e, "store still cannot write");
+        return None;
+    }
+    match reopen(state, indexes) {
+        Ok(file) => {
+            tracing::info!("store writes again; reopened");
+            Some(file)
+        }
+        Err(e) => {
+            metrics.store_errors.inc();
+            tracing::warn!(error = %e, "store reopen failed; will retry");
+            None
         }
     }
 }
