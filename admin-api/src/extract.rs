@@ -80,7 +80,13 @@ where
     }
 }
 
-/// Reads the whole body, answering 413 `body_too_large` past the route's limit.
+/// Longest a request's body may take to arrive, whole: a client trickling a large body
+/// must not hold its connection and task for ever. 8 MiB (the batch limit) in this
+/// time is about 2 Mbit/s.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads the whole body, answering 413 `body_too_large` past the route's limit and 408
+/// `body_timeout` when it takes longer than [`BODY_READ_TIMEOUT`].
 ///
 /// A declared `Content-Length` over the limit is refused before a byte of the body is
 /// read, so a client that sent `Expect: 100-continue` never uploads it.
@@ -103,7 +109,18 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
     {
         return Err(too_large());
     }
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await
+    else {
+        return Err(AppError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
         } else {
@@ -125,17 +142,29 @@ fn is_json(value: Option<&header::HeaderValue>) -> bool {
 
 /// Parses JSON text into `T`; errors name the offending field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    parse_at(bytes, "")
+}
+
+/// Parses JSON text into `T`, one part of a larger body; errors name the field under
+/// `prefix` (e.g. `leads[3]`).
+pub fn parse_at<T: DeserializeOwned>(text: impl AsRef<[u8]>, prefix: &str) -> Result<T, AppError> {
+    let bytes = text.as_ref();
     // serde also accepts a struct written as an array of its fields in order, so
     // `["crm-1"]` would pass as a lead; every body of the API is an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(AppError::new(
+        let error = AppError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
-            "the body must be a JSON object, not an array",
-        ));
+            "expected a JSON object, not an array",
+        );
+        return Err(if prefix.is_empty() {
+            error
+        } else {
+            error.with_field(prefix)
+        });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e, ""))?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e, prefix))?;
     // Trailing garbage after the document is malformed JSON too.
     de.end().map_err(|e| {
         AppError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
@@ -143,13 +172,50 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     Ok(value)
 }
 
-/// Converts an already-parsed JSON value into `T`; errors name the field under
-/// `prefix` (e.g. `leads[3]`).
-pub fn from_value<T: DeserializeOwned>(
-    value: serde_json::Value,
-    prefix: &str,
-) -> Result<T, AppError> {
-    serde_path_to_error::deserialize(value).map_err(|e| json_error(e, prefix))
+/// `deserialize_with` for a field that holds a struct: only a JSON object will do.
+/// serde's derive also accepts a struct written as an array of its fields in order
+/// (`"lead": ["crm-1"]`), a form the API does not have.
+pub fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(Object(std::marker::PhantomData))
+}
+
+/// [`object`] for an optional struct: a JSON object, or `null`.
+pub fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Optional<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Optional<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            object(d).map(Some)
+        }
+    }
+    deserializer.deserialize_option(Optional(std::marker::PhantomData))
 }
 
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> AppError {
@@ -258,8 +324,16 @@ mod tests {
     #[allow(dead_code)]
     struct Body {
         name: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "optional_object")]
         inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Wrapper {
+        #[serde(deserialize_with = "object")]
+        inner: Inner,
     }
 
     #[derive(Debug, serde::Deserialize)]
@@ -299,13 +373,53 @@ mod tests {
         assert_eq!(e.code, "missing_field");
         assert_eq!(e.field.as_deref(), Some("name"));
 
-        let e = from_value::<Body>(
-            serde_json::json!({"name": "a", "inner": {"m": 1}}),
-            "leads[2]",
-        )
-        .unwrap_err();
+        let e = parse_at::<Body>(r#"{"name": "a", "inner": {"m": 1}}"#, "leads[2]").unwrap_err();
         assert_eq!(e.code, "unknown_field");
         assert_eq!(e.field.as_deref(), Some("leads[2].inner.m"));
+
+        let e = parse_at::<Body>(r#" ["a"]"#, "leads[2]").unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.field.as_deref(), Some("leads[2]"));
+    }
+
+    #[test]
+    fn structs_inside_a_body_must_be_objects() {
+        // serde's derive would take `[1]` as `Inner { n: 1 }`.
+        let e = parse::<Wrapper>(br#"{"inner":[1]}"#).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code.as_ref()), (422, "invalid_field"));
+        assert_eq!(e.field.as_deref(), Some("inner"));
+        assert!(
+            e.message.contains("expected a JSON object"),
+            "{}",
+            e.message
+        );
+        let e = parse::<Body>(br#"{"name":"a","inner":[1]}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field");
+        assert_eq!(e.field.as_deref(), Some("inner"));
+
+        assert_eq!(
+            parse::<Wrapper>(br#"{"inner":{"n":1}}"#).unwrap().inner.n,
+            1
+        );
+        assert_eq!(
+            parse::<Body>(br#"{"name":"a","inner":{"n":2}}"#)
+                .unwrap()
+                .inner
+                .unwrap()
+                .n,
+            2
+        );
+        assert!(
+            parse::<Body>(br#"{"name":"a","inner":null}"#)
+                .unwrap()
+                .inner
+                .is_none()
+        );
+        assert!(parse::<Body>(br#"{"name":"a"}"#).unwrap().inner.is_none());
+        // Errors inside still name their field, and unknown fields are still refused.
+        let e = parse::<Wrapper>(br#"{"inner":{"n":1,"m":2}}"#).unwrap_err();
+        assert_eq!(e.code, "unknown_field");
+        assert_eq!(e.field.as_deref(), Some("inner.m"));
     }
 
     #[test]

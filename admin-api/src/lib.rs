@@ -2,8 +2,8 @@
 //!
 //! It knows nothing of sled or actors: every request becomes one call on
 //! [`leadroute_engine::Engine`], and every engine error one HTTP status
-//! ([`error::engine_status`]). The contract is `API.md`; `/openapi.json` documents it
-//! from the same registrations that build the router.
+//! ([`error::engine_status`]). `/openapi.json` documents the contract from the same
+//! registrations that build the router.
 //!
 //! # Layout
 //! - [`app`] builds the router (callable without a socket, for tests); [`run`] serves
@@ -121,6 +121,68 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     AppError::internal(format!("handler panicked: {detail}")).into_response()
 }
 
+/// Longest a client may take to send a request's head (on a kept-alive connection,
+/// from the end of the previous answer): hyper then closes the connection. The body
+/// has its own deadline (`extract::BODY_READ_TIMEOUT`).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections and serves `app` on each until `shutdown` completes; then
+/// stops accepting and returns once every connection has finished its request in
+/// flight and closed.
+///
+/// What `axum::serve` does, plus a timer for hyper, without which a client that opens
+/// a connection and never finishes its request head holds it (and a task) forever.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    back_off_after(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// After a failed `accept`: nothing for an error of that one connection; a pause for
+/// any other (out of file descriptors, say), which would otherwise repeat at once.
+async fn back_off_after(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tracing::error!(error = %e, "cannot accept connections; retrying in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Serves the app on `listener` until `shutdown` completes, then drains: `/readyz`
 /// turns 503, no new connections are accepted, requests in flight finish (for at
 /// most `drain_timeout`), and the engine shuts down, making everything durable.
@@ -172,7 +234,7 @@ pub async fn run_with(
         draining.set_ready(false);
         let _ = drain_tx.send(true);
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
+    let server = serve_connections(listener, app(state), signal);
     let drained = async move {
         // A client holding a connection open must not keep the process alive forever.
         let _ = drain_rx.wait_for(|d| *d).await;

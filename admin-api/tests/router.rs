@@ -14,7 +14,7 @@ use leadroute_engine::{Engine, EngineConfig};
 use serde_json::Value;
 use tower::ServiceExt;
 
-/// Every route of API.md, plus the operations routes.
+/// Every route of the HTTP contract, plus the operations routes.
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/leads"),
     ("POST", "/v1/leads/batch"),
@@ -221,6 +221,83 @@ async fn extractor_rejections_are_json_errors() {
 }
 
 #[tokio::test]
+async fn structs_written_as_arrays_are_refused_and_store_nothing() {
+    let f = open();
+    let app = app(f.state.clone());
+    let json = Some("application/json");
+    // serde's derive would read `["crm-1"]` as a lead whose external id is `crm-1`.
+    let (status, body) = send(
+        &app,
+        request(
+            "POST",
+            "/v1/leads/batch",
+            json,
+            r#"{"leads":[["crm-1"], {}]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let first = &body["results"][0]["error"];
+    assert_eq!(
+        (first["code"].as_str(), first["field"].as_str()),
+        (Some("invalid_field"), Some("leads[0]"))
+    );
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(2));
+    for (uri, text, field) in [
+        ("/admin/simulate", r#"{"lead":["crm-1"]}"#, "lead"),
+        (
+            "/admin/simulate",
+            r#"{"lead":{},"plugin":["p",1]}"#,
+            "plugin",
+        ),
+        (
+            "/admin/territories/t",
+            r#"{"name":"T","strategy":["rules"]}"#,
+            "strategy",
+        ),
+        (
+            "/admin/territories/t",
+            r#"{"name":"T","shadow":["p",1]}"#,
+            "shadow",
+        ),
+    ] {
+        let method = if uri.starts_with("/admin/territories") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let (status, body) = send(&app, request(method, uri, json, text)).await;
+        assert_eq!(
+            (status.as_u16(), code(&body)),
+            (422, "invalid_field"),
+            "{text}"
+        );
+        assert_eq!(body["error"]["field"], field, "{text}");
+    }
+    assert!(f.state.engine.territories().await.unwrap().is_empty());
+}
+
+/// A batch of a million tiny leads fits in the batch body limit; it is refused by its
+/// count, its leads past the limit counted without being kept.
+#[tokio::test]
+async fn an_oversized_batch_is_refused_by_its_count() {
+    let f = open();
+    let app = app(f.state.clone());
+    let leads = vec!["{}"; 1_000_000].join(",");
+    let text = format!(r#"{{"leads":[{leads}]}}"#);
+    assert!(text.len() < Limits::default().batch_body_bytes);
+    let (status, body) = send(
+        &app,
+        request("POST", "/v1/leads/batch", Some("application/json"), &text),
+    )
+    .await;
+    assert_eq!((status.as_u16(), code(&body)), (422, "too_many_leads"));
+    assert_eq!(body["error"]["field"], "leads");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("this one has 1000000"), "{message}");
+}
+
+#[tokio::test]
 async fn auth_rejections_are_json_errors() {
     let f = fixture(
         Auth {
@@ -344,4 +421,72 @@ async fn shutdown_stops_accepting_finishes_in_flight_then_stops_the_engine() {
         matches!(after, Err(leadroute_engine::EngineError::ShuttingDown)),
         "the engine was shut down: {after:?}"
     );
+}
+
+/// A client that starts a request and never finishes it is cut off: after
+/// `HEADER_READ_TIMEOUT` for the head (hyper closes the connection), after
+/// `BODY_READ_TIMEOUT` for the body (408 `body_timeout`). On tokio's paused clock,
+/// which moves to the next timer whenever every task waits.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_request_is_cut_off() {
+    use leadroute_admin_api::HEADER_READ_TIMEOUT;
+    use leadroute_admin_api::extract::BODY_READ_TIMEOUT;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+
+    let f = open();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(leadroute_admin_api::run(
+        listener,
+        f.state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(1),
+    ));
+
+    // The head stops half-way: the connection is closed, nothing is answered.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(HEADER_READ_TIMEOUT * 4, conn.read_to_end(&mut answer));
+    assert!(closed.await.is_ok(), "still open after 4 × the deadline");
+    assert!(
+        started.elapsed() >= HEADER_READ_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1 2"),
+        "{answer:?}"
+    );
+
+    // The body stops half-way: 408 with the JSON error body.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        b"POST /v1/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"phone\": ",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(BODY_READ_TIMEOUT * 4, conn.read_to_end(&mut answer));
+    assert!(closed.await.is_ok(), "still open after 4 × the deadline");
+    assert!(
+        started.elapsed() >= BODY_READ_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -2,11 +2,14 @@
 
 use leadroute_engine::domain::CandidateSnapshot;
 use leadroute_engine::{RouteOutcome, RouteStatus, Timings};
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::{LeadBody, micros};
 use crate::error::ErrorBody;
+use crate::routes::MAX_BATCH;
 
 /// What happened to a lead at intake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -129,12 +132,52 @@ impl From<RouteOutcome> for RouteOutcomeView {
 
 /// `POST /v1/leads/batch`: up to 1000 leads. Each lead is checked on its own, so one
 /// bad lead fails only its own slot.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     /// The leads, each as for `POST /v1/leads`.
     #[schema(value_type = Vec<LeadBody>, max_items = 1000)]
-    pub leads: Vec<serde_json::Value>,
+    pub leads: BatchLeads,
+}
+
+/// The leads of a batch as they came, each kept as its JSON text until it is parsed on
+/// its own. Past [`MAX_BATCH`] they are counted, not kept: parsed into JSON values, a
+/// body of a million tiny leads would take a hundred times its size in memory before
+/// the count could refuse it.
+#[derive(Debug, Default)]
+pub struct BatchLeads {
+    /// The first [`MAX_BATCH`] leads, in order (all of them within the limit).
+    pub kept: Vec<Box<RawValue>>,
+    /// How many leads the batch holds.
+    pub total: usize,
+}
+
+impl<'de> Deserialize<'de> for BatchLeads {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Leads;
+        impl<'de> Visitor<'de> for Leads {
+            type Value = BatchLeads;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of leads")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BatchLeads, A::Error> {
+                let mut leads = BatchLeads::default();
+                loop {
+                    let more = if leads.kept.len() < MAX_BATCH {
+                        seq.next_element::<Box<RawValue>>()?
+                            .map(|lead| leads.kept.push(lead))
+                    } else {
+                        seq.next_element::<IgnoredAny>()?.map(drop)
+                    };
+                    if more.is_none() {
+                        return Ok(leads);
+                    }
+                    leads.total += 1;
+                }
+            }
+        }
+        deserializer.deserialize_seq(Leads)
+    }
 }
 
 /// One slot of a batch answer: an outcome or an error.

@@ -22,12 +22,13 @@ pub struct PluginRef {
 #[serde(deny_unknown_fields)]
 pub struct SimulateBody {
     /// The lead, as for `POST /v1/leads`.
+    #[serde(deserialize_with = "crate::extract::object")]
     pub lead: LeadBody,
     /// Decide in this territory instead of the one the lead's region resolves to.
     #[serde(default)]
     pub territory_id: Option<String>,
     /// Decide with this plugin version instead of the territory's strategy.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::optional_object")]
     pub plugin: Option<PluginRef>,
 }
 

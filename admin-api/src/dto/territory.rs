@@ -131,7 +131,7 @@ pub struct TerritoryBody {
     #[serde(default)]
     pub default: bool,
     /// `{"builtin": "least_loaded"}` when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::optional_object")]
     pub strategy: Option<StrategyBody>,
     /// Strategy configuration, a JSON object (at most 16 KiB).
     #[serde(default)]
@@ -154,7 +154,7 @@ pub struct TerritoryBody {
     pub sla_reroute_when_away: bool,
     /// `{"plugin": NAME, "version": N}` to run beside the strategy; absent or null for
     /// none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::optional_object")]
     pub shadow: Option<ShadowBody>,
 }
 

@@ -13,10 +13,10 @@ use utoipa_axum::routes;
 use super::body_limit;
 use crate::dto::{BatchBody, BatchItem, BatchResults, LeadBody, RouteOutcomeView};
 use crate::error::{AppError, ErrorBody};
-use crate::extract::{Json, from_value};
+use crate::extract::{Json, parse_at};
 use crate::state::AppState;
 
-/// Most leads in one batch (API.md).
+/// Most leads in one batch.
 pub const MAX_BATCH: usize = 1000;
 
 /// Returns the intake routes; the batch route gets the larger batch body limit.
@@ -88,22 +88,23 @@ pub async fn create_batch(
     State(state): State<AppState>,
     Json(body): Json<BatchBody>,
 ) -> Result<Json<BatchResults>, AppError> {
-    if body.leads.len() > MAX_BATCH {
+    if body.leads.total > MAX_BATCH {
         return Err(AppError::invalid(
             "too_many_leads",
             "leads",
             format!(
                 "a batch holds at most {MAX_BATCH} leads; this one has {}",
-                body.leads.len()
+                body.leads.total
             ),
         ));
     }
     // Each lead is parsed alone, so one bad lead costs only its own slot.
     let parsed: Vec<Result<LeadInput, AppError>> = body
         .leads
-        .into_iter()
+        .kept
+        .iter()
         .enumerate()
-        .map(|(i, v)| from_value::<LeadBody>(v, &format!("leads[{i}]")).map(Into::into))
+        .map(|(i, raw)| parse_at::<LeadBody>(raw.get(), &format!("leads[{i}]")).map(Into::into))
         .collect();
     let inputs: Vec<LeadInput> = parsed
         .iter()
