@@ -303,3 +303,62 @@ async fn a_sync_failing_after_the_write_refuses_changes_until_a_restart() {
     assert_eq!(loads as usize, acked.len() + 2);
     engine.shutdown().await.unwrap();
 }
+
+/// A rep turned away is stored even when handing its untouched leads over then fails:
+/// the answer says it was stored, as the store does after a restart, and the lead that
+/// could not move is still held by someone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rep_turned_away_is_stored_even_when_its_leads_cannot_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let syncs_left = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+    let left = syncs_left.clone();
+    let config = EngineConfig::new(dir.path())
+        .clock(clock.clone())
+        .data_sync(move |file| {
+            if left.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                Err(std::io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                file.sync_data()
+            }
+        });
+    let engine = Engine::open(config).unwrap();
+    engine
+        .upsert_territory(
+            tid("east"),
+            territory(serde_json::json!({"name": "East", "regions": ["CN-SH"],
+                "default": true, "sla_reroute_when_away": true})),
+        )
+        .await
+        .unwrap();
+    for id in ["a", "b"] {
+        engine.upsert_rep(rid(id), rep("east", 5)).await.unwrap();
+    }
+    let mut of_a = None;
+    for n in 1..=4 {
+        let routed = engine.route(lead(n, "CN-SH")).await.unwrap();
+        if routed.rep_id == Some(rid("a")) {
+            of_a = Some(routed.lead_id);
+        }
+    }
+    let of_a = of_a.expect("least loaded gives `a` a lead");
+
+    // The rep's own commit syncs; the hand-over's commit is the one that fails.
+    syncs_left.store(1, Ordering::SeqCst);
+    let mut away = rep("east", 5);
+    away.status = leadroute_engine::domain::RepStatus::Away;
+    let stored = engine.upsert_rep(rid("a"), away).await;
+    assert!(stored.is_ok(), "the rep was stored: {stored:?}");
+    assert!(engine.store_needs_restart());
+    assert!(engine.shutdown().await.is_err());
+    drop(engine);
+
+    let engine = open(dir.path(), &clock);
+    let reps = engine.reps().await.unwrap();
+    let a = reps.iter().find(|r| r.rep.id == rid("a")).unwrap();
+    assert_eq!(a.rep.status, leadroute_engine::domain::RepStatus::Away);
+    let held = engine.lead(of_a).unwrap().unwrap().state.rep;
+    assert!(held.is_some(), "{held:?}");
+    assert_healthy(&engine).await;
+    engine.shutdown().await.unwrap();
+}

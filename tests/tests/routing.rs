@@ -452,3 +452,50 @@ async fn a_queued_lead_only_its_old_reps_could_take_does_not_hold_up_new_leads()
     assert_eq!(view.state.rep, Some(rid("b")));
     assert_healthy(&f.engine).await;
 }
+
+/// Two re-routes of one lead that both read it assigned to the same rep: the
+/// committer applies the first, and the second finds the lead gone from that rep. It
+/// is refused as a lead no longer assigned there (which every internal caller skips:
+/// SLA sweeps, reps going away, reps deleted), not as an internal error, and gives back
+/// the room it had reserved. Whether both reads come before the first commit depends
+/// on the threads, so the race is run twenty times; it happens in most of them.
+#[tokio::test]
+async fn two_reroutes_racing_for_one_lead_move_it_once() {
+    let f = fixture();
+    f.engine
+        .upsert_territory(
+            tid("east"),
+            territory(serde_json::json!({"name": "East", "regions": ["CN-SH"], "default": true})),
+        )
+        .await
+        .unwrap();
+    for r in ["a", "b", "c", "d"] {
+        f.engine.upsert_rep(rid(r), rep("east", 50)).await.unwrap();
+    }
+    let mut raced = 0;
+    for n in 1..=20 {
+        let id = f.engine.route(lead(n, "CN-SH")).await.unwrap().lead_id;
+        let (one, two) = tokio::join!(
+            f.engine
+                .reassign(id, leadroute_engine::ReassignReason::Manual),
+            f.engine
+                .reassign(id, leadroute_engine::ReassignReason::Manual),
+        );
+        let moves = [&one, &two].into_iter().filter(|r| r.is_ok()).count();
+        for refused in [&one, &two].into_iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(refused.code(), "lead_not_assigned", "{refused:?}");
+            raced += 1;
+        }
+        let view = f.engine.lead(id).unwrap().unwrap();
+        let reassigned = view
+            .history
+            .iter()
+            .filter(|h| matches!(h.event, HistoryEvent::Reassigned { .. }))
+            .count();
+        assert_eq!(reassigned, moves, "one history entry per move");
+    }
+    assert!(raced > 0, "no re-route ever lost the race");
+    let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
+    assert_eq!(loads, 20, "refused re-routes gave their room back");
+    assert_healthy(&f.engine).await;
+}

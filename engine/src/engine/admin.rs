@@ -115,10 +115,18 @@ impl Engine {
                 }
             }
         };
-        // Leads this rep has not touched leave with it, where the territory asks.
-        let moved = self.reroute_away(&snap.rep.id, snap.rep.status).await?;
-        if moved > 0 {
-            tracing::info!(rep = %snap.rep.id, moved, "rep away; untouched leads re-routed");
+        // Leads this rep has not touched leave with it, where the territory asks. The
+        // rep is stored whatever happens here, and the answer must say so: a lead that
+        // cannot move now stays until its first-touch deadline, which the SLA sweep
+        // enforces.
+        match self.reroute_away(&snap.rep.id, snap.rep.status).await {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::info!(rep = %snap.rep.id, moved, "rep away; untouched leads re-routed")
+            }
+            Err(e) => tracing::warn!(rep = %snap.rep.id, error = %e,
+                "rep away, but its untouched leads could not all be re-routed; the rest \
+                 wait for their first-touch deadlines"),
         }
         Ok((snap, created))
     }

@@ -1046,11 +1046,10 @@ impl Writer<'_> {
         } = *r;
         let to = to.as_ref();
         let mut state = self.open_lead(lead)?;
+        // Moved (or queued) since the caller read it: another re-route got there first
+        // (an SLA sweep, a rep going away, a rep deleted). Every caller expects this.
         if state.status != LeadStatus::Assigned || state.rep.as_ref() != Some(from) {
-            return Err(EngineError::Internal(format!(
-                "lead {lead} is no longer assigned to {from}"
-            ))
-            .into());
+            return Err(EngineError::LeadNotAssigned(lead).into());
         }
         let sla: Option<SlaRecord> = self.get(SLA, lead.to_key())?;
         if why.is_sla_breach() {
