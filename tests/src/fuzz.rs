@@ -50,13 +50,22 @@ pub fn plugin_answer(data: &[u8]) {
 }
 
 /// Upload validation's first step: any bytes as a module. Compiling under the
-/// engine's limits never panics; garbage is an error.
+/// engine's limits never panics; garbage is an error: in particular anything without
+/// the `\0asm` header is refused. (Inputs with the header may be real modules, so
+/// whether those compile is not judged here.)
 pub fn plugin_upload(data: &[u8]) {
     let limits = PluginLimits {
         fuel: 1_000_000,
         ..PluginLimits::default()
     };
-    let _ = Standalone::new(limits, data, &serde_json::json!({}));
+    let result = Standalone::new(limits, data, &serde_json::json!({}));
+    if !data.starts_with(b"\0asm") {
+        assert!(
+            result.is_err(),
+            "{} bytes without the \\0asm header were accepted as a module",
+            data.len()
+        );
+    }
 }
 
 /// A lifecycle driven through the real engine and store: each byte is an event

@@ -5,7 +5,11 @@ use leadroute_engine::{EngineError, RouteStatus};
 use leadroute_plugin_builds::{INDUSTRY_AFFINITY, LEAD_SCORE, RULES, VIP_TIER};
 use leadroute_tests::*;
 
-/// Reps with skills and tiers, in territory `east`.
+/// Reps with skills, tiers and open leads, in territory `east`: lab-junior carries 3
+/// leads, pharma-senior 1, clinic-junior 0 and principal 2, each of capacity 50. The
+/// loads are real leads: each rep starts with a capacity equal to its load, exactly
+/// that many leads are routed (so every rep fills to its capacity whatever the
+/// strategy), then every capacity is raised to 50.
 async fn staff(f: &Fixture) {
     let reps = [
         ("lab-junior", &["hospital-lab"][..], "junior", 3),
@@ -13,22 +17,43 @@ async fn staff(f: &Fixture) {
         ("clinic-junior", &["clinic"][..], "junior", 0),
         ("principal", &[][..], "principal", 2),
     ];
-    for (id, skills, tier, _) in reps {
-        f.engine
-            .upsert_rep(
-                rid(id),
-                RepInput {
-                    name: id.into(),
-                    territories: vec!["east".into()],
-                    skills: skills.iter().map(|s| s.to_string()).collect(),
-                    tier: Some(tier.into()),
-                    capacity: 50,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+    let upsert = |id: &str, skills: &[&str], tier: &str, capacity: u32| {
+        f.engine.upsert_rep(
+            rid(id),
+            RepInput {
+                name: id.into(),
+                territories: vec!["east".into()],
+                skills: skills.iter().map(|s| s.to_string()).collect(),
+                tier: Some(tier.into()),
+                capacity,
+                ..Default::default()
+            },
+        )
+    };
+    for (id, skills, tier, load) in reps {
+        upsert(id, skills, tier, load).await.unwrap();
     }
+    let total: u32 = reps.iter().map(|r| r.3).sum();
+    for n in 0..total {
+        let out = f.engine.route(lead(1000 + n, "CN-SH")).await.unwrap();
+        assert_eq!(out.status, RouteStatus::Assigned, "{out:?}");
+    }
+    for (id, skills, tier, _) in reps {
+        upsert(id, skills, tier, 50).await.unwrap();
+    }
+    f.engine.settle().await.unwrap();
+    let mut loads: Vec<(String, u32)> = f
+        .engine
+        .reps()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.rep.id.to_string(), r.load))
+        .collect();
+    loads.sort();
+    let mut expected: Vec<(String, u32)> = reps.iter().map(|r| (r.0.to_string(), r.3)).collect();
+    expected.sort();
+    assert_eq!(loads, expected, "the staff carries its loads");
 }
 
 async fn east(f: &Fixture, strategy: serde_json::Value, config: serde_json::Value) {
@@ -131,10 +156,12 @@ async fn every_example_plugin_routes_real_leads() {
         ),
         (
             "industry-affinity",
-            serde_json::json!({"affinity": {"hospital-lab": {"clinic": 0.9}}, "load_weight": 1.0}),
-            // lab-junior (3/50) scores 1 - 0.06; clinic-junior (0/50) scores 0.9.
+            serde_json::json!({"affinity": {"hospital-lab": {"clinic": 0.95}}, "load_weight": 1.0}),
+            // Load decides: lab-junior (its 3 leads and the `rules` case's one: 4/50)
+            // scores 1 - 0.08 = 0.92; idle clinic-junior (0/50) scores 0.95. Without the
+            // load term, the exact match (1.0) would win.
             lead_with(3, Some("hospital-lab"), 0.0, serde_json::json!({})),
-            "lab-junior",
+            "clinic-junior",
         ),
         (
             "lead-score",
@@ -159,6 +186,24 @@ async fn every_example_plugin_routes_real_leads() {
         );
         assert_eq!(out.fallback, None, "{name}");
         assert!(out.reason.starts_with(name), "{name}: {}", out.reason);
+        if name == "industry-affinity" {
+            let load = |id: &str| {
+                out.candidates
+                    .iter()
+                    .find(|c| c.rep == rid(id))
+                    .map(|c| c.load)
+            };
+            assert_eq!(
+                (load("lab-junior"), load("clinic-junior")),
+                (Some(4), Some(0)),
+                "{out:?}"
+            );
+            assert!(
+                out.reason.ends_with("via clinic, score 0.95"),
+                "{}",
+                out.reason
+            );
+        }
         let view = f.engine.lead(out.lead_id).unwrap().unwrap();
         let HistoryEvent::Routed {
             decided_by,

@@ -197,7 +197,29 @@ async fn repeated_breaches_escalate_to_the_queue_and_then_stop() {
     f.engine.settle().await.unwrap();
     // Escalated through the queue, open to every rep (earlier owners too): it lands.
     let last = rep_of(&f.engine, routed.lead_id).expect("drained from the queue");
-    assert_eq!(owners.len(), 2);
+    assert_ne!(owners[0], owners[1], "the allowed re-route moved the lead");
+    let moves: Vec<(String, Option<String>)> = f
+        .engine
+        .lead(routed.lead_id)
+        .unwrap()
+        .unwrap()
+        .history
+        .into_iter()
+        .filter_map(|e| match e.event {
+            HistoryEvent::Reassigned { from, to, .. } => {
+                Some((from.to_string(), to.map(|r| r.to_string())))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (owners[0].clone(), Some(owners[1].clone())),
+            (owners[1].clone(), None),
+        ],
+        "re-routed once to another rep, then escalated from that rep to the queue"
+    );
     assert_eq!(
         reassign_reasons(&f.engine, routed.lead_id),
         ["sla_breach", "sla_escalation"]

@@ -192,23 +192,55 @@ fn lifecycle_events_follow_the_stage_order() {
 }
 
 #[test]
-fn closing_a_lead_on_a_queued_lead_is_refused_until_it_is_assigned() {
+fn a_queued_lead_refuses_touches_and_stages_but_can_be_closed() {
     let dir = data_dir();
     let server = two_reps(dir.path());
     let api = Api {
         server: &server,
         token: None,
     };
-    api.lead(1, "CN-SH");
-    api.lead(2, "CN-SH");
+    assert_eq!(api.lead(1, "CN-SH").status, 201);
+    assert_eq!(api.lead(2, "CN-SH").status, 201);
     let queued = api.lead(3, "CN-SH");
-    assert_eq!(queued.status, 202);
+    assert_eq!(queued.status, 202, "{queued:?}");
     let id = queued.json()["lead_id"].as_str().unwrap().to_string();
-    let r = api.post(
-        &format!("/v1/leads/{id}/events"),
-        json!({"type": "touched"}),
-    );
+    let events = format!("/v1/leads/{id}/events");
+
+    // Nobody owns it, so nobody can have touched it or moved it along.
+    let r = api.post(&events, json!({"type": "touched"}));
     assert_eq!((r.status, r.code().as_str()), (409, "lead_not_assigned"));
+    let r = api.post(&events, json!({"type": "stage", "stage": "first_contact"}));
+    assert_eq!((r.status, r.code().as_str()), (409, "lead_not_assigned"));
+    let lead = api.get(&format!("/v1/leads/{id}")).json();
+    assert_eq!(lead["status"], "queued", "the refusals changed nothing");
+    assert_eq!(api.get("/admin/territories/east").json()["queue_depth"], 1);
+
+    // Closing it is allowed: it leaves the queue without taking anyone's load.
+    let r = api.post(&events, json!({"type": "closed", "outcome": "lost"}));
+    assert_eq!(r.status, 200, "{r:?}");
+    let closed = r.json();
+    assert_eq!(closed["status"], "closed");
+    assert_eq!(closed["outcome"], "lost");
+    assert!(closed["rep_id"].is_null(), "{closed}");
+    let kinds: Vec<&str> = closed["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["queued", "closed"]);
+    let territory = api.get("/admin/territories/east").json();
+    assert_eq!(territory["queue_depth"], 0, "{territory}");
+    let loads: Vec<u64> = territory["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["load"].as_u64().unwrap())
+        .collect();
+    assert_eq!(loads, [1, 1], "the reps keep their own leads only");
+
+    let r = api.post(&events, json!({"type": "closed", "outcome": "lost"}));
+    assert_eq!((r.status, r.code().as_str()), (409, "lead_closed"));
 }
 
 #[test]

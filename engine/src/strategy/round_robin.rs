@@ -106,11 +106,24 @@ mod tests {
     }
 
     #[test]
-    fn ranking_does_not_change_state() {
-        let rr = RoundRobin::default();
-        let reps = [rep("a", 0, 9), rep("b", 0, 9)];
+    fn rotation_advances_only_for_the_rep_actually_assigned() {
+        let mut rr = RoundRobin::default();
+        let reps = [rep("a", 0, 9), rep("b", 0, 9), rep("c", 0, 9)];
         let c = view(&reps);
-        let first = rr.rank(&lead(None, 0.0), &c);
-        assert_eq!(first, rr.rank(&lead(None, 0.0), &c));
+        let order = |rr: &RoundRobin| ids(&rr.rank(&lead(None, 0.0), &c), &c);
+        // Ranking alone (simulations, refused reservations) moves nobody.
+        for _ in 0..5 {
+            assert_eq!(order(&rr), ["a", "b", "c"]);
+        }
+        // `a` was ranked first but `b` took the lead (say `a` filled up meanwhile):
+        // only `b` goes to the back; `a` keeps its turn.
+        rr.on_assigned(c[1].id, c[1].weight);
+        for _ in 0..3 {
+            assert_eq!(order(&rr), ["a", "c", "b"]);
+        }
+        rr.on_assigned(c[0].id, c[0].weight);
+        assert_eq!(order(&rr), ["c", "a", "b"]);
+        rr.on_assigned(c[2].id, c[2].weight);
+        assert_eq!(order(&rr), ["a", "b", "c"], "a full round, level again");
     }
 }
