@@ -20,11 +20,11 @@ use crate::auth::{Auth, Token};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
-/// Default JSON body limit (API.md).
+/// Default JSON body limit.
 pub const DEFAULT_JSON_BODY_BYTES: usize = 64 * 1024;
 /// Default batch body limit: 1000 leads of ~8 KiB each.
 pub const DEFAULT_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// Default plugin upload limit (API.md).
+/// Default plugin upload limit.
 pub const DEFAULT_PLUGIN_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Default wait for in-flight requests at shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;

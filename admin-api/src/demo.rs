@@ -1,5 +1,5 @@
-//! The demo organisation of `leadroute serve --demo`, after the origin case: an East
-//! China medical-device distributor with 63 reps over Shanghai and six provinces.
+//! The demo organisation of `leadroute serve --demo`: an East China medical-device
+//! distributor with 63 reps over Shanghai and six provinces.
 //!
 //! Generated deterministically (no randomness), so every run and every reader sees
 //! the same organisation, and loaded with upserts, so loading it again is harmless.
@@ -80,7 +80,7 @@ const PROVINCES: [Province; 7] = [
     },
 ];
 
-/// The industry tags of the origin case's customers.
+/// The industry tags of the distributor's customers.
 pub const SKILLS: [&str; 5] = [
     "hospital-lab",
     "imaging",
@@ -187,7 +187,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_demo_matches_the_origin_case() {
+    fn the_demo_has_seven_territories_one_default_and_63_staffed_reps() {
         let territories = territories();
         let reps = reps();
         assert_eq!(territories.len(), 7);

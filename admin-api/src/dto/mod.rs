@@ -1,8 +1,8 @@
 //! The JSON the API speaks: request bodies and response views.
 //!
 //! The engine's types are storage-shaped (bincode, no JSON values); these are
-//! client-shaped, documented for OpenAPI, and owned by the server so the contract
-//! in `API.md` changes only when we change it here.
+//! client-shaped, documented for OpenAPI, and owned by the server so the HTTP
+//! contract changes only when we change it here.
 //!
 //! - `lead.rs`: intake body, the lead view with its history, lifecycle events.
 //! - `outcome.rs`: the routing outcome, batches, candidates and timings.

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use super::{RegionCode, RepId, TerritoryId, check_text};
 use crate::error::ValidationError;
 
-/// First-touch SLA when a territory does not set one: 30 minutes, the origin case's
-/// conversion cliff.
+/// First-touch SLA when a territory does not set one: 30 minutes, past which a lead's
+/// chance to convert falls off.
 pub const DEFAULT_FIRST_TOUCH_SLA_SECS: u64 = 1800;
 
 /// SLA re-routes a lead gets before it goes to the escalation target, by default.

@@ -1,7 +1,7 @@
 //! The one place that knows how records become bytes.
 //!
-//! Values are bincode 2 (serde) behind a one-byte schema version. bincode is the
-//! customer's choice and is marked unmaintained upstream, so nothing else in the
+//! Values are bincode 2 (serde) behind a one-byte schema version. bincode is a
+//! required dependency and is marked unmaintained upstream, so nothing else in the
 //! crate touches it: swapping the format means changing this file and bumping the
 //! versions.
 

@@ -1,4 +1,4 @@
-//! `rules`: the origin case's rule set.
+//! `rules`: the rule set of a distributor's sales team (the demo organisation's).
 //!
 //! 1. Reps skilled in the lead's industry first.
 //! 2. For a big buyer (`purchase_amount` at or above `vip_threshold`), senior reps first.
