@@ -142,14 +142,19 @@ impl WebhookInput {
     /// Validates the input into a [`Webhook`] with the given id.
     pub fn validate(self, id: WebhookId) -> Result<Webhook, ValidationError> {
         let url = self.url.trim().to_string();
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
-        let host_ok = rest.is_some_and(|r| {
-            let host = r.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty() && !host.contains(char::is_whitespace)
-        });
-        if !host_ok || url.len() > 2048 || url.chars().any(char::is_control) {
+        // Parsed as the delivering client will parse it, so a URL accepted here is one
+        // it can send to (a bad port or bracket would otherwise only show up as dead
+        // letters). The parser drops tabs and newlines silently, and reads
+        // `http:///y` as `http://y/`; both are refused.
+        let host_first = url
+            .split_once("://")
+            .is_some_and(|(_, r)| !r.starts_with('/'));
+        let deliverable = host_first
+            && url::Url::parse(&url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+        if !deliverable || url.len() > 2048 || url.chars().any(char::is_control) {
             return Err(ValidationError::field(
                 "url",
                 "must be an http:// or https:// URL with a host, at most 2048 characters",
@@ -204,6 +209,24 @@ mod tests {
         let events = serde_json::json!(["lead.assigned"]);
         assert_eq!(bad("ftp://x/y", events.clone(), "0123456789abcdef"), "url");
         assert_eq!(bad("http:///y", events.clone(), "0123456789abcdef"), "url");
+        for url in [
+            "http://h:99999/",
+            "http://[::1/hook",
+            "http://exa mple.com/",
+            "https://h/a\tb",
+            "mailto:x@y",
+            "http://",
+        ] {
+            assert_eq!(bad(url, events.clone(), "0123456789abcdef"), "url", "{url}");
+        }
+        for url in [
+            "http://[::1]:8080/hook",
+            "https://hooks.example.com/a?b=c#d",
+        ] {
+            let ok = parse(serde_json::json!({"url": url, "events": ["lead.assigned"],
+                "secret": "0123456789abcdef"}));
+            assert!(ok.is_ok(), "{url}: {ok:?}");
+        }
         assert_eq!(
             bad("http://x", serde_json::json!([]), "0123456789abcdef"),
             "events"
