@@ -435,10 +435,7 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         }
         match failure {
             GroupFailure::Unwritten(_) => match recover(&rx, &state, &index) {
-                Some(file) => {
-                    data_file = file;
-                    state.failing.store(false, Ordering::SeqCst);
-                }
+                Some(file) => data_file = file,
                 None => break,
             },
             GroupFailure::Unsure(_) => {
@@ -592,8 +589,9 @@ fn reopen_for_reads(store: &Store, indexes: &Indexes) {
 }
 
 /// After a failed group commit: refuses every change at once until the disk takes
-/// writes again, then reopens the store and rebuilds the deadline index from it. It
-/// tries every [`RETRY_EVERY`], and at once when asked ([`Committer::retry`]).
+/// writes again, then reopens the store, rebuilds the deadline index from it and
+/// lowers the failing flag. It tries every [`RETRY_EVERY`], and at once when asked
+/// ([`Committer::retry`]).
 /// Returns the data file to sync (power durability), or `None` when asked to stop
 /// meanwhile.
 ///
@@ -621,6 +619,11 @@ fn recover(rx: &mpsc::Receiver<Msg>, state: &State, indexes: &Indexes) -> Option
         };
         next_try = Instant::now() + RETRY_EVERY;
         let outcome = write_again(state, indexes);
+        if outcome.is_some() {
+            // Before anyone hears of it: whoever is told "writable" sees it in
+            // `Engine::store_writable` too.
+            state.failing.store(false, Ordering::SeqCst);
+        }
         if let Some(reply) = asked {
             let _ = reply.send(outcome.is_some());
         }
