@@ -447,43 +447,34 @@ async fn a_client_that_never_finishes_its_request_is_cut_off() {
         std::time::Duration::from_secs(1),
     ));
 
+    // Sends `request`, waits (on the paused clock) for the server to close the
+    // connection, and returns what it answered; the close must take `deadline`.
+    let cut_off = |request: &'static [u8], deadline: std::time::Duration| async move {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(deadline * 4, conn.read_to_end(&mut answer));
+        assert!(closed.await.is_ok(), "still open after 4 × the deadline");
+        assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+
     // The head stops half-way: the connection is closed, nothing is answered.
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut answer = Vec::new();
-    let closed = tokio::time::timeout(HEADER_READ_TIMEOUT * 4, conn.read_to_end(&mut answer));
-    assert!(closed.await.is_ok(), "still open after 4 × the deadline");
-    assert!(
-        started.elapsed() >= HEADER_READ_TIMEOUT,
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
-        !String::from_utf8_lossy(&answer).contains("HTTP/1.1 2"),
-        "{answer:?}"
-    );
+    let answer = cut_off(
+        b"POST /v1/leads HTTP/1.1\r\nHost: x\r\n",
+        HEADER_READ_TIMEOUT,
+    )
+    .await;
+    assert!(!answer.contains("HTTP/1.1 2"), "{answer:?}");
 
     // The body stops half-way: 408 with the JSON error body.
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(
+    let answer = cut_off(
         b"POST /v1/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
           Content-Length: 100\r\n\r\n{\"phone\": ",
+        BODY_READ_TIMEOUT,
     )
-    .await
-    .unwrap();
-    let started = Instant::now();
-    let mut answer = Vec::new();
-    let closed = tokio::time::timeout(BODY_READ_TIMEOUT * 4, conn.read_to_end(&mut answer));
-    assert!(closed.await.is_ok(), "still open after 4 × the deadline");
-    assert!(
-        started.elapsed() >= BODY_READ_TIMEOUT,
-        "{:?}",
-        started.elapsed()
-    );
-    let answer = String::from_utf8_lossy(&answer);
+    .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
 

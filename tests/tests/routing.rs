@@ -462,14 +462,8 @@ async fn a_queued_lead_only_its_old_reps_could_take_does_not_hold_up_new_leads()
 #[tokio::test]
 async fn two_reroutes_racing_for_one_lead_move_it_once() {
     let f = fixture();
-    f.engine
-        .upsert_territory(
-            tid("east"),
-            territory(serde_json::json!({"name": "East", "regions": ["CN-SH"], "default": true})),
-        )
-        .await
-        .unwrap();
-    for r in ["a", "b", "c", "d"] {
+    east_with_reps(&f.engine, 50).await;
+    for r in ["c", "d"] {
         f.engine.upsert_rep(rid(r), rep("east", 50)).await.unwrap();
     }
     let mut raced = 0;

@@ -1,6 +1,6 @@
 //! Intake, lead reads, lifecycle events, batches, and every intake rejection.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Api, Server, data_dir, head_only, raw};
 
@@ -154,12 +154,7 @@ fn lifecycle_events_follow_the_stage_order() {
     assert_eq!(lead["status"], "closed");
     assert_eq!(lead["outcome"], "won");
     assert!(lead["rep_id"].is_string(), "the lead remembers who won it");
-    let kinds: Vec<&str> = lead["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["type"].as_str().unwrap())
-        .collect();
+    let kinds = history_kinds(&lead);
     assert_eq!(
         kinds,
         [
@@ -222,12 +217,7 @@ fn a_queued_lead_refuses_touches_and_stages_but_can_be_closed() {
     assert_eq!(closed["status"], "closed");
     assert_eq!(closed["outcome"], "lost");
     assert!(closed["rep_id"].is_null(), "{closed}");
-    let kinds: Vec<&str> = closed["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["type"].as_str().unwrap())
-        .collect();
+    let kinds = history_kinds(&closed);
     assert_eq!(kinds, ["queued", "closed"]);
     let territory = api.get("/admin/territories/east").json();
     assert_eq!(territory["queue_depth"], 0, "{territory}");
@@ -398,4 +388,14 @@ fn batches_answer_per_lead_in_order() {
         results.iter().all(|r| r["status"] == "queued"),
         "the reps are full"
     );
+}
+
+/// The `type` of each history entry of a lead view, in order.
+fn history_kinds(lead: &Value) -> Vec<&str> {
+    lead["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["type"].as_str().unwrap())
+        .collect()
 }
