@@ -1,7 +1,7 @@
 //! Routing, queueing, de-duplication and lifecycle through the real actors and store.
 
 use leadroute_engine::domain::{
-    HistoryEvent, LeadEventInput, LeadInput, LeadStatus, Outcome, Stage,
+    HistoryEvent, LeadEventInput, LeadInput, LeadStatus, Outcome, REPEATS_IN_HISTORY, Stage,
 };
 use leadroute_engine::{EngineError, RouteStatus};
 use leadroute_tests::*;
@@ -168,6 +168,48 @@ async fn duplicates_take_no_load_and_are_recorded_on_the_original() {
     assert_eq!(fresh.status, RouteStatus::Assigned);
     assert_ne!(fresh.lead_id, original.lead_id);
     assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn repeats_are_counted_and_only_the_first_ones_kept_in_history() {
+    let f = fixture();
+    east_with_reps(&f.engine, 5).await;
+    let original = f.engine.route(lead(7, "CN-SH")).await.unwrap();
+    // One at a time (the read-ahead path), then in batches, where the committer's own
+    // check finds them.
+    for n in 0..15 {
+        f.clock.advance(1);
+        let dup = f.engine.route(lead(7, "CN-SH")).await.unwrap();
+        assert_eq!(dup.status, RouteStatus::Duplicate, "repeat {n}");
+    }
+    let batch: Vec<LeadInput> = (0..30).map(|_| lead(7, "CN-SH")).collect();
+    for result in f.engine.route_batch(&batch).await {
+        assert_eq!(result.unwrap().status, RouteStatus::Duplicate);
+    }
+    let last = leadroute_engine::Clock::now(&f.clock);
+
+    let check = |view: leadroute_engine::LeadView| {
+        assert_eq!(view.state.repeats, 45);
+        assert_eq!(view.state.last_repeat_at, Some(last));
+        let kept = view
+            .history
+            .iter()
+            .filter(|e| matches!(e.event, HistoryEvent::Duplicate { .. }))
+            .count();
+        assert_eq!(kept, REPEATS_IN_HISTORY as usize);
+        assert_eq!(
+            view.history.len(),
+            1 + REPEATS_IN_HISTORY as usize,
+            "routed + kept"
+        );
+    };
+    check(f.engine.lead(original.lead_id).unwrap().unwrap());
+    f.engine.shutdown().await.unwrap();
+    drop(f.engine);
+    let engine = open(f.dir.path(), &f.clock);
+    assert_eq!(engine.startup_audit().await.unwrap(), Vec::<String>::new());
+    check(engine.lead(original.lead_id).unwrap().unwrap());
+    assert_healthy(&engine).await;
 }
 
 #[tokio::test]

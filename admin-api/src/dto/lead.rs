@@ -284,9 +284,18 @@ pub struct LeadView {
     pub closed_at: Option<String>,
     /// Reps that owned it before the current one, oldest first.
     pub previous_rep_ids: Vec<String>,
+    /// Repeats of this lead that arrived while it was open (each answered
+    /// `duplicate`). The first 20 are also `duplicate` entries in `history`; later ones
+    /// are only counted here.
+    pub repeats: u32,
+    /// When the last repeat arrived (RFC 3339).
+    pub last_repeat_at: Option<String>,
     /// Every event, oldest first.
     pub history: Vec<HistoryEntryView>,
 }
+
+// The field documentation of `repeats` names the number.
+const _: () = assert!(leadroute_engine::domain::REPEATS_IN_HISTORY == 20);
 
 impl From<EngineLeadView> for LeadView {
     fn from(v: EngineLeadView) -> Self {
@@ -322,6 +331,8 @@ impl From<EngineLeadView> for LeadView {
             first_touch_deadline: None,
             closed_at: s.closed_at.map(rfc3339),
             previous_rep_ids: s.previous_reps.into_iter().map(String::from).collect(),
+            repeats: s.repeats,
+            last_repeat_at: s.last_repeat_at.map(rfc3339),
             history: v.history.into_iter().map(Into::into).collect(),
         }
     }

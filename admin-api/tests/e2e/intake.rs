@@ -89,6 +89,11 @@ fn leads_are_assigned_then_queued_and_duplicates_answer_200() {
     assert_eq!(history[0]["candidates"][0]["load"], 0);
     assert!(history[0]["at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(history[1]["type"], "duplicate");
+    assert_eq!(lead["repeats"], 1);
+    assert!(lead["last_repeat_at"].as_str().unwrap().ends_with('Z'));
+    let queued_view = api.get(&format!("/v1/leads/{}", third["lead_id"].as_str().unwrap()));
+    assert_eq!(queued_view.json()["repeats"], 0);
+    assert!(queued_view.json()["last_repeat_at"].is_null());
 
     let queued = api.get(&format!("/v1/leads/{}", third["lead_id"].as_str().unwrap()));
     assert_eq!(queued.json()["status"], "queued");

@@ -781,6 +781,8 @@ fn new_state(lead: &Lead, territory: &Territory, rep: Option<RepId>, now: u64) -
         closed_at: None,
         previous_reps: Vec::new(),
         queue_seq: None,
+        repeats: 0,
+        last_repeat_at: None,
     }
 }
 

@@ -324,7 +324,17 @@ pub struct LeadState {
     pub previous_reps: Vec<RepId>,
     /// Position in its territory's queue while queued.
     pub queue_seq: Option<u64>,
+    /// Repeats of it that arrived while it was open (each answered `duplicate`). Only
+    /// the first [`REPEATS_IN_HISTORY`] are history entries; the rest are counted here.
+    pub repeats: u32,
+    /// When the last repeat arrived.
+    pub last_repeat_at: Option<UnixMillis>,
 }
+
+/// Repeats of a lead recorded as `duplicate` history entries. A client re-sending the
+/// same contact in a loop would otherwise grow one lead's history without bound; past
+/// this, repeats are only counted ([`LeadState::repeats`]).
+pub const REPEATS_IN_HISTORY: u32 = 20;
 
 /// An event reported for a lead (`POST /v1/leads/{id}/events`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

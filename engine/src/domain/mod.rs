@@ -16,7 +16,7 @@ pub use history::{CandidateSnapshot, HistoryEntry, HistoryEvent};
 pub use ids::{LeadId, RepId, TerritoryId, WebhookId};
 pub use lead::{
     Contact, Lead, LeadEventInput, LeadInput, LeadState, LeadStatus, MAX_ATTRIBUTES_BYTES, Outcome,
-    Stage,
+    REPEATS_IN_HISTORY, Stage,
 };
 pub use region::{RegionCode, RegionTable};
 pub use rep::{MAX_CAPACITY, Rep, RepInput, RepStatus};

@@ -8,9 +8,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::clock::UnixMillis;
 use crate::domain::{
-    HistoryEntry, LeadState, OutboxEvent, RegionCode, Rep, RepId, StrategySpec, Territory,
-    TerritoryId, Webhook,
+    HistoryEntry, Lead, LeadState, LeadStatus, OutboxEvent, RegionCode, Rep, RepId, Stage,
+    StrategySpec, Territory, TerritoryId, Webhook,
 };
 
 /// A stored record type and the schema version it is written with.
@@ -104,6 +105,41 @@ impl From<TerritoryV1> for Territory {
             sla_escalation_rep: None,
             sla_reroute_when_away: false,
             shadow: None,
+        }
+    }
+}
+
+/// A lead as schema version 1 stored it: before repeats were counted.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct LeadStateV1 {
+    pub lead: Lead,
+    pub status: LeadStatus,
+    pub territory: TerritoryId,
+    pub rep: Option<RepId>,
+    pub stage: Option<Stage>,
+    pub assigned_at: Option<UnixMillis>,
+    pub touched_at: Option<UnixMillis>,
+    pub closed_at: Option<UnixMillis>,
+    pub previous_reps: Vec<RepId>,
+    pub queue_seq: Option<u64>,
+}
+
+impl From<LeadStateV1> for LeadState {
+    /// Repeats before version 2 are in the history (one entry each), not counted.
+    fn from(s: LeadStateV1) -> Self {
+        LeadState {
+            lead: s.lead,
+            status: s.status,
+            territory: s.territory,
+            rep: s.rep,
+            stage: s.stage,
+            assigned_at: s.assigned_at,
+            touched_at: s.touched_at,
+            closed_at: s.closed_at,
+            previous_reps: s.previous_reps,
+            queue_seq: s.queue_seq,
+            repeats: 0,
+            last_repeat_at: None,
         }
     }
 }
@@ -213,8 +249,16 @@ impl Record for SlaRecord {
     const KIND: &'static str = "sla";
 }
 impl Record for LeadState {
-    const VERSION: u8 = 1;
+    /// 2 added `repeats` and `last_repeat_at`.
+    const VERSION: u8 = 2;
     const KIND: &'static str = "lead";
+
+    fn migrate(version: u8, bytes: &[u8]) -> Option<Result<Self, String>> {
+        match version {
+            1 => Some(decode_layout::<LeadStateV1>(bytes).map(LeadState::from)),
+            _ => None,
+        }
+    }
 }
 impl Record for Assignment {
     const VERSION: u8 = 1;
@@ -314,6 +358,8 @@ mod tests {
             closed_at: Some(3),
             previous_reps: vec![rep.id.clone()],
             queue_seq: None,
+            repeats: 4,
+            last_repeat_at: Some(2),
         });
         round_trip(HistoryEntry {
             at: 9,
@@ -395,6 +441,39 @@ mod tests {
             err.to_string().contains("corrupt territory record"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn leads_stored_before_repeats_were_counted_still_decode() {
+        let lead = LeadInput {
+            email: Some("a@example.cn".into()),
+            ..Default::default()
+        }
+        .validate(LeadId::from_ulid(ulid::Ulid::new()), 5)
+        .unwrap();
+        let old = LeadStateV1 {
+            lead,
+            status: LeadStatus::Assigned,
+            territory: TerritoryId::new("t").unwrap(),
+            rep: Some(RepId::new("a").unwrap()),
+            stage: Some(Stage::FirstContact),
+            assigned_at: Some(6),
+            touched_at: Some(7),
+            closed_at: None,
+            previous_reps: vec![RepId::new("b").unwrap()],
+            queue_seq: None,
+        };
+        // Exactly the bytes a version-1 build wrote: its version byte, then its layout.
+        let mut bytes = vec![1u8];
+        bincode::serde::encode_into_std_write(&old, &mut bytes, config()).unwrap();
+        let state: LeadState = decode(&bytes).unwrap();
+        assert_eq!(state, LeadState::from(old.clone()));
+        assert_eq!((state.repeats, state.last_repeat_at), (0, None));
+        assert_eq!(state.previous_reps, old.previous_reps);
+        assert_eq!(state.touched_at, Some(7));
+        let written = encode(&state);
+        assert_eq!(written[0], 2);
+        assert_eq!(decode::<LeadState>(&written).unwrap(), state);
     }
 
     #[test]

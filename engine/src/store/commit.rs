@@ -37,7 +37,7 @@ use crate::config::DataSync;
 use crate::dedupe::{self, KeyFilter};
 use crate::domain::{
     EventKind, HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, OutboxEvent, Outcome,
-    Rep, RepId, Stage, Territory, TerritoryId, Webhook, WebhookId,
+    REPEATS_IN_HISTORY, Rep, RepId, Stage, Territory, TerritoryId, Webhook, WebhookId,
 };
 use crate::engine::ReassignReason;
 use crate::error::{EngineError, Result};
@@ -1224,16 +1224,22 @@ impl Writer<'_> {
         if !existing.status.is_open() {
             return Err(EngineError::LeadClosed(existing.lead.id).into());
         }
-        self.append_history(
-            existing.lead.id,
-            &HistoryEntry {
-                at,
-                event: HistoryEvent::Duplicate {
-                    matched: matched.clone(),
-                    source,
+        let mut state = existing.clone();
+        state.repeats = state.repeats.saturating_add(1);
+        state.last_repeat_at = Some(at);
+        self.put(LEADS, state.lead.id.to_key(), &state)?;
+        if state.repeats <= REPEATS_IN_HISTORY {
+            self.append_history(
+                existing.lead.id,
+                &HistoryEntry {
+                    at,
+                    event: HistoryEvent::Duplicate {
+                        matched: matched.clone(),
+                        source,
+                    },
                 },
-            },
-        )?;
+            )?;
+        }
         Ok(Applied::Duplicate {
             of: existing.lead.id,
             rep: existing.rep.clone(),
