@@ -100,6 +100,23 @@ impl Auth {
     }
 }
 
+/// The role the route group at `path` needs: `/admin/*` admin, `/v1/*` intake, the
+/// operational routes none. Requests no route matched are checked against it before
+/// they learn so, so the set of admin routes cannot be probed without a token.
+pub fn needed_for_path(path: &str) -> Option<Role> {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if under("/admin") {
+        Some(Role::Admin)
+    } else if under("/v1") {
+        Some(Role::Intake)
+    } else {
+        None
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
@@ -173,6 +190,18 @@ mod tests {
         assert_eq!(status(&auth, Some(&admin), Role::Admin), 200);
         let prefix = format!("Bearer {}", &ADMIN[..ADMIN.len() - 1]);
         assert_eq!(status(&auth, Some(&prefix), Role::Admin), 401);
+    }
+
+    #[test]
+    fn paths_need_their_group_role() {
+        assert_eq!(needed_for_path("/admin"), Some(Role::Admin));
+        assert_eq!(needed_for_path("/admin/nope"), Some(Role::Admin));
+        assert_eq!(needed_for_path("/v1/leads/x/y"), Some(Role::Intake));
+        assert_eq!(needed_for_path("/v1"), Some(Role::Intake));
+        assert_eq!(needed_for_path("/administrator"), None);
+        assert_eq!(needed_for_path("/v10/leads"), None);
+        assert_eq!(needed_for_path("/metrics"), None);
+        assert_eq!(needed_for_path("/"), None);
     }
 
     #[test]

@@ -43,7 +43,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, Request, StatusCode, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
@@ -99,16 +100,37 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> AppError {
-    AppError::not_found("route_not_found", "no such route; see /openapi.json")
+/// Checks a request no route took against the token its path's group needs, so that
+/// which routes exist under `/admin` and `/v1` is not told before auth.
+fn unrouted_auth(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<(), AppError> {
+    match auth::needed_for_path(uri.path()) {
+        Some(role) => state.auth.check(headers, role),
+        None => Ok(()),
+    }
 }
 
-async fn method_not_allowed() -> AppError {
-    AppError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that method; see /openapi.json",
-    )
+async fn not_found(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> AppError {
+    unrouted_auth(&state, &uri, &headers)
+        .err()
+        .unwrap_or_else(|| {
+            AppError::not_found("route_not_found", "no such route; see /openapi.json")
+        })
+}
+
+async fn method_not_allowed(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> AppError {
+    unrouted_auth(&state, &uri, &headers)
+        .err()
+        .unwrap_or_else(|| {
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see /openapi.json",
+            )
+        })
 }
 
 /// Turns a handler panic into the generic 500 body; the panic is logged.

@@ -319,6 +319,52 @@ async fn auth_rejections_are_json_errors() {
 }
 
 #[tokio::test]
+async fn which_routes_exist_is_not_told_before_auth() {
+    let f = fixture(
+        Auth {
+            admin: Some(Token::new("admin-token-0123456789")),
+            intake: Some(Token::new("intake-token-0123456789")),
+        },
+        Limits::default(),
+    );
+    let app = app(f.state.clone());
+    let as_token = |method: &str, uri: &str, token: Option<&str>| {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let intake = Some("intake-token-0123456789");
+    let admin = Some("admin-token-0123456789");
+    // (method, path, token) → what it answers: an unknown path and a wrong method
+    // under a group answer like its routes until the token is good for the group.
+    let cases = [
+        ("GET", "/admin/no-such-route", None, 401, "unauthorized"),
+        ("PATCH", "/admin/reps", None, 401, "unauthorized"),
+        ("GET", "/admin/no-such-route", intake, 403, "forbidden"),
+        ("PATCH", "/admin/reps", intake, 403, "forbidden"),
+        ("GET", "/admin/no-such-route", admin, 404, "route_not_found"),
+        ("PATCH", "/admin/reps", admin, 405, "method_not_allowed"),
+        ("GET", "/v1/no-such-route", None, 401, "unauthorized"),
+        ("DELETE", "/v1/leads", None, 401, "unauthorized"),
+        ("GET", "/v1/no-such-route", intake, 404, "route_not_found"),
+        ("DELETE", "/v1/leads", intake, 405, "method_not_allowed"),
+        // Outside the groups nothing is secret.
+        ("GET", "/nowhere", None, 404, "route_not_found"),
+        ("POST", "/metrics", None, 405, "method_not_allowed"),
+    ];
+    for (method, uri, token, status, expected) in cases {
+        let (got, body) = send(&app, as_token(method, uri, token)).await;
+        assert_eq!(
+            (got.as_u16(), code(&body)),
+            (status, expected),
+            "{method} {uri} with {token:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn readyz_turns_503_while_draining() {
     let f = open();
     let app = app(f.state.clone());
