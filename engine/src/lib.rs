@@ -43,8 +43,8 @@ pub use actors::{Decision, Placement, RepSnapshot, SimulatedDecision, TerritoryS
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use config::{DataSync, EngineConfig};
 pub use engine::{
-    Engine, LeadView, ReassignReason, ReplayDifference, ReplayOptions, ReplayReport, RouteOutcome,
-    RouteStatus, Simulation, SlaSweep, Timings,
+    DeadLetterPage, Engine, LeadView, ReassignReason, ReplayDifference, ReplayOptions,
+    ReplayReport, RouteOutcome, RouteStatus, Simulation, SlaSweep, Timings,
 };
 pub use error::{EngineError, Result, ValidationError};
 pub use plugins::{

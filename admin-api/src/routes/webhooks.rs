@@ -2,14 +2,17 @@
 //! the dead letters of a subscription with their re-drive.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use leadroute_engine::domain::{Webhook, WebhookId};
+use leadroute_engine::engine::DEFAULT_DEAD_LETTER_PAGE;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::dto::{DeadLetterView, RedriveView, WebhookBody, WebhookView};
 use crate::error::{AppError, ErrorBody};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// Returns the webhook routes.
@@ -30,7 +33,8 @@ fn existing(raw: &str) -> Result<WebhookId, AppError> {
 fn view(state: &AppState, webhook: Webhook) -> Result<WebhookView, AppError> {
     let cursor = state.engine.webhook_cursor(&webhook.id)?;
     let pending = state.engine.outbox_len_after(cursor);
-    let dead = state.engine.dead_letters(&webhook.id)?.len();
+    // A count for every subscription of a listing: keys only, no letter is decoded.
+    let dead = state.engine.dead_letter_count(&webhook.id)?;
     Ok(WebhookView::new(webhook, pending, dead))
 }
 
@@ -136,25 +140,63 @@ pub async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Lists the events a subscription gave up on, oldest first.
+/// Query of `GET /admin/webhooks/{webhook_id}/dead_letters`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersQuery {
+    /// Most letters in the answer, 1–1000; default 100.
+    pub limit: Option<u32>,
+    /// Only letters after this cursor: copy it from the previous page's
+    /// `Link: <…>; rel="next"`. Absent: from the oldest.
+    pub after: Option<u64>,
+}
+
+/// Lists the events a subscription gave up on, oldest first, a page at a time. When
+/// more follow, the answer has a `Link` header with `rel="next"`: the URL of the next
+/// page. A page without it is the last.
 #[utoipa::path(
     get, path = "/admin/webhooks/{webhook_id}/dead_letters", tag = "webhooks",
-    params(("webhook_id" = String, Path, description = "The subscription's id.")),
+    params(("webhook_id" = String, Path, description = "The subscription's id."), DeadLettersQuery),
     responses(
-        (status = 200, description = "Its dead letters, oldest first.", body = Vec<DeadLetterView>),
+        (status = 200, description = "A page of its dead letters, oldest first.",
+            body = Vec<DeadLetterView>,
+            headers(("Link" = String, description = "`</admin/webhooks/{webhook_id}/dead_letters?after=N&limit=L>; rel=\"next\"` \
+                when more letters follow; absent on the last page."))),
+        (status = 400, description = "`invalid_query`: `limit` or `after` is not a number, \
+            or an unknown parameter.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (`limit` out of 1–1000).", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
 pub async fn list_dead_letters(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<DeadLetterView>>, AppError> {
+    Query(query): Query<DeadLettersQuery>,
+) -> Result<(HeaderMap, Json<Vec<DeadLetterView>>), AppError> {
     let id = existing(&raw)?;
-    let letters = state.engine.dead_letters(&id)?;
-    Ok(Json(letters.into_iter().map(Into::into).collect()))
+    let page = state
+        .engine
+        .dead_letter_page(&id, query.after, query.limit)?;
+    let mut headers = HeaderMap::new();
+    if let Some(next) = page.next {
+        // The engine accepted the limit, so it is in range.
+        let limit = query.limit.unwrap_or(DEFAULT_DEAD_LETTER_PAGE);
+        // Webhook ids are `[A-Za-z0-9_.-]`, so the id needs no escaping in the URL.
+        let link =
+            format!("</admin/webhooks/{id}/dead_letters?after={next}&limit={limit}>; rel=\"next\"");
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_str(&link).map_err(AppError::internal)?,
+        );
+    }
+    Ok((
+        headers,
+        Json(page.letters.into_iter().map(Into::into).collect()),
+    ))
 }
 
 /// Delivers a subscription's dead letters again, each with a fresh round of

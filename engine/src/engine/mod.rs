@@ -31,6 +31,7 @@ pub use replay::{
     ReplayReport,
 };
 pub use sla::SlaSweep;
+pub use webhooks::{DEFAULT_DEAD_LETTER_PAGE, DeadLetterPage, MAX_DEAD_LETTER_PAGE};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};

@@ -6,10 +6,25 @@
 
 use super::Engine;
 use crate::domain::{OutboxEvent, Webhook, WebhookId, WebhookInput};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Result, ValidationError};
 use crate::outbox::Outbox;
 use crate::store::DeadLetter;
 use crate::store::commit::{Applied, Change, settle};
+
+/// Dead letters in a page when the caller does not say.
+pub const DEFAULT_DEAD_LETTER_PAGE: u32 = 100;
+/// Most dead letters in one page.
+pub const MAX_DEAD_LETTER_PAGE: u32 = 1000;
+
+/// One page of a subscription's dead letters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetterPage {
+    /// The letters, oldest first.
+    pub letters: Vec<DeadLetter>,
+    /// When more follow: the seq of the last letter here, to pass as `after` for the
+    /// next page. `None` on the last page.
+    pub next: Option<u64>,
+}
 
 impl Engine {
     /// Creates or replaces a webhook subscription; returns it and whether it is new.
@@ -61,9 +76,7 @@ impl Engine {
                 .submit(Change::DeleteWebhook(id.clone())),
         )
         .await?;
-        for letter in self.inner.store.dead_letters(id)? {
-            self.inner.store.remove_dead_letter(id, letter.event.seq)?;
-        }
+        self.inner.store.remove_dead_letters(id)?;
         self.inner
             .outbox
             .set_interest(&self.inner.store.webhooks()?);
@@ -106,10 +119,48 @@ impl Engine {
         self.inner.store.put_dead_letter(id, letter)
     }
 
-    /// A subscription's dead letters, oldest first.
+    /// A subscription's dead letters, oldest first: all of them, for the dispatcher's
+    /// re-drive. Listings use [`Engine::dead_letter_page`].
     pub fn dead_letters(&self, id: &WebhookId) -> Result<Vec<DeadLetter>> {
         self.webhook(id)?;
         self.inner.store.dead_letters(id)
+    }
+
+    /// Up to `limit` ([`DEFAULT_DEAD_LETTER_PAGE`] when `None`, at most
+    /// [`MAX_DEAD_LETTER_PAGE`]) of a subscription's dead letters with a seq above
+    /// `after` (from the oldest when `None`), oldest first. A subscription that gave
+    /// up on a long outage's worth of events can hold millions; a page bounds what one
+    /// request reads and answers.
+    pub fn dead_letter_page(
+        &self,
+        id: &WebhookId,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<DeadLetterPage> {
+        let limit = limit.unwrap_or(DEFAULT_DEAD_LETTER_PAGE);
+        if !(1..=MAX_DEAD_LETTER_PAGE).contains(&limit) {
+            return Err(ValidationError::field(
+                "limit",
+                format!("must be between 1 and {MAX_DEAD_LETTER_PAGE}"),
+            )
+            .into());
+        }
+        self.webhook(id)?;
+        let (letters, more) = self
+            .inner
+            .store
+            .dead_letters_page(id, after, limit as usize)?;
+        let next = if more {
+            letters.last().map(|l| l.event.seq)
+        } else {
+            None
+        };
+        Ok(DeadLetterPage { letters, next })
+    }
+
+    /// How many dead letters a subscription has, without reading them.
+    pub fn dead_letter_count(&self, id: &WebhookId) -> Result<usize> {
+        self.inner.store.dead_letter_count(id)
     }
 
     /// Removes a dead letter (delivered on re-drive).

@@ -554,6 +554,58 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` of a webhook's dead letters with a seq above `after` (from the
+    /// first when `None`), oldest first, and whether more follow them.
+    pub(crate) fn dead_letters_page(
+        &self,
+        id: &WebhookId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, bool)> {
+        let prefix = compound_key(id.as_str(), &[]);
+        let start = match after {
+            None => prefix.clone(),
+            Some(u64::MAX) => return Ok((Vec::new(), false)),
+            Some(seq) => compound_key(id.as_str(), &(seq + 1).to_be_bytes()),
+        };
+        let mut letters = Vec::with_capacity(limit.min(1024));
+        // Keys are the prefix and a big-endian seq, so they sort by seq; the range
+        // starts past the cursor instead of decoding the letters before it.
+        for kv in self.h()?.trees[DEAD_LETTERS].range(start..) {
+            let (key, value) = kv?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if letters.len() == limit {
+                return Ok((letters, true));
+            }
+            letters.push(decode(&value)?);
+        }
+        Ok((letters, false))
+    }
+
+    /// How many dead letters a webhook has. Walks the keys only: nothing is decoded.
+    pub(crate) fn dead_letter_count(&self, id: &WebhookId) -> Result<usize> {
+        let mut count = 0;
+        for key in self.h()?.trees[DEAD_LETTERS]
+            .scan_prefix(compound_key(id.as_str(), &[]))
+            .keys()
+        {
+            key?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Removes every dead letter of a webhook (it was deleted), by key.
+    pub(crate) fn remove_dead_letters(&self, id: &WebhookId) -> Result<()> {
+        let tree = &self.h()?.trees[DEAD_LETTERS];
+        for key in tree.scan_prefix(compound_key(id.as_str(), &[])).keys() {
+            tree.remove(key?)?;
+        }
+        Ok(())
+    }
+
     /// Stores (or replaces) a dead letter.
     pub(crate) fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
         let key = compound_key(id.as_str(), &letter.event.seq.to_be_bytes());

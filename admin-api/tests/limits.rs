@@ -1,0 +1,306 @@
+//! Limits on admin work that is expensive for the server, over real HTTP on
+//! 127.0.0.1 with the real engine and store: paged dead-letter listings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use leadroute_admin_api::AppState;
+use leadroute_admin_api::auth::Auth;
+use leadroute_admin_api::config::Limits;
+use leadroute_engine::domain::{EventKind, OutboxEvent, WebhookId, WebhookInput};
+use leadroute_engine::store::DeadLetter;
+use leadroute_engine::{Engine, EngineConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bounds every wait, so a hang fails the test instead of stalling it.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// The server, in this process, on an ephemeral port.
+struct Server {
+    addr: SocketAddr,
+    engine: Engine,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(configure: impl FnOnce(EngineConfig) -> EngineConfig) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(configure(EngineConfig::new(dir.path()))).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState::new(engine.clone(), Auth::default(), Limits::default());
+        let task = tokio::spawn(leadroute_admin_api::run(
+            listener,
+            state,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Server {
+            addr,
+            engine,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(BOUND, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Sends one request on a connection of its own, without reading the answer.
+    async fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> TcpStream {
+        let mut conn = TcpStream::connect(self.addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(body).await.unwrap();
+        conn
+    }
+
+    async fn call(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Resp {
+        let conn = self.send(method, path, content_type, body).await;
+        tokio::time::timeout(BOUND, Resp::read(conn)).await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, "application/json", b"").await
+    }
+}
+
+/// An answer: status, headers (names lower-cased) and JSON body.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Resp {
+    /// Reads a whole answer; the server closes the connection after it.
+    async fn read(mut conn: TcpStream) -> Resp {
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .map(|l| {
+                let (name, value) = l.split_once(':').unwrap();
+                (name.trim().to_ascii_lowercase(), value.trim().to_string())
+            })
+            .collect();
+        Resp {
+            status,
+            headers,
+            body: serde_json::from_str(body).unwrap_or(Value::Null),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+// --- Dead letters ------------------------------------------------------------------
+
+fn letter(seq: u64) -> DeadLetter {
+    let mut event = OutboxEvent::new(EventKind::LeadAssigned, 1_700_000_000_000 + seq);
+    event.seq = seq;
+    DeadLetter {
+        event,
+        attempts: 8,
+        last_error: "503 Service Unavailable".into(),
+        failed_at: 1_700_000_000_000,
+        redrive: false,
+    }
+}
+
+/// The seq of each listed letter, from its event id (`evt_` and 16 hex digits).
+fn seqs(letters: &Value) -> Vec<u64> {
+    letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let id = l["event"]["id"].as_str().unwrap();
+            u64::from_str_radix(id.strip_prefix("evt_").unwrap(), 16).unwrap()
+        })
+        .collect()
+}
+
+/// The path of a `Link: <path>; rel="next"` header.
+fn next_link(resp: &Resp) -> Option<String> {
+    let link = resp.header("link")?;
+    let (target, rel) = link.split_once(';').unwrap();
+    assert_eq!(rel.trim(), r#"rel="next""#);
+    Some(
+        target
+            .trim()
+            .strip_prefix('<')
+            .unwrap()
+            .strip_suffix('>')
+            .unwrap()
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_a_page_at_a_time() {
+    let server = Server::start(|config| config).await;
+    let engine = &server.engine;
+    for (id, letters) in [("crm", 250), ("crm-2", 3)] {
+        let webhook = WebhookId::new(id).unwrap();
+        let input = WebhookInput {
+            // Nothing listens on the discard port; no letter is re-driven here anyway.
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec![EventKind::LeadAssigned],
+            secret: "whsec-test-0123456789".into(),
+        };
+        engine.put_webhook(webhook.clone(), input).await.unwrap();
+        for seq in 1..=letters {
+            engine.put_dead_letter(&webhook, &letter(seq)).unwrap();
+        }
+    }
+
+    // The default page is 100; the Link header leads to the next page, the last page
+    // has none.
+    let mut path = "/admin/webhooks/crm/dead_letters".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let page = server.get(&path).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        pages.push(seqs(&page.body));
+        match next_link(&page) {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [100, 100, 50]
+    );
+    let all: Vec<u64> = pages.concat();
+    assert_eq!(
+        all,
+        (1..=250).collect::<Vec<_>>(),
+        "each once, oldest first"
+    );
+
+    let page = server
+        .get("/admin/webhooks/crm/dead_letters?limit=10&after=245")
+        .await;
+    assert_eq!(seqs(&page.body), [246, 247, 248, 249, 250]);
+    assert_eq!(next_link(&page), None);
+    let page = server.get("/admin/webhooks/crm/dead_letters?limit=2").await;
+    assert_eq!(seqs(&page.body), [1, 2]);
+    assert_eq!(
+        next_link(&page).as_deref(),
+        Some("/admin/webhooks/crm/dead_letters?after=2&limit=2")
+    );
+    let page = server
+        .get("/admin/webhooks/crm/dead_letters?limit=1000")
+        .await;
+    assert_eq!(seqs(&page.body).len(), 250);
+    assert_eq!(next_link(&page), None);
+    // Past the end, and another subscription's letters stay its own.
+    let page = server
+        .get(&format!(
+            "/admin/webhooks/crm/dead_letters?after={}",
+            u64::MAX
+        ))
+        .await;
+    assert_eq!(seqs(&page.body), Vec::<u64>::new());
+    let page = server.get("/admin/webhooks/crm-2/dead_letters").await;
+    assert_eq!(seqs(&page.body), [1, 2, 3]);
+
+    // The counts in the views, which no longer read the letters.
+    let view = server.get("/admin/webhooks/crm").await;
+    assert_eq!(view.body["dead_letters"], 250);
+    let list = server.get("/admin/webhooks").await;
+    let counts: Vec<&Value> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["dead_letters"])
+        .collect();
+    assert_eq!(counts, [&json!(250), &json!(3)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_dead_letter_queries_are_refused() {
+    let server = Server::start(|config| config).await;
+    let input = WebhookInput {
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec![EventKind::LeadAssigned],
+        secret: "whsec-test-0123456789".into(),
+    };
+    server
+        .engine
+        .put_webhook(WebhookId::new("crm").unwrap(), input)
+        .await
+        .unwrap();
+    // Out of range: 422 naming the field, as the replay's `limit`.
+    for limit in ["0", "1001"] {
+        let r = server
+            .get(&format!("/admin/webhooks/crm/dead_letters?limit={limit}"))
+            .await;
+        assert_eq!((r.status, r.code()), (422, "invalid_field"), "{r:?}");
+        assert_eq!(r.body["error"]["field"], "limit");
+    }
+    // Not a number, or an unknown parameter: the query itself is malformed.
+    for query in [
+        "limit=ten",
+        "limit=-1",
+        "after=x",
+        "after=-5",
+        "limit=",
+        "cursor=3",
+    ] {
+        let r = server
+            .get(&format!("/admin/webhooks/crm/dead_letters?{query}"))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_query"),
+            "{query}: {r:?}"
+        );
+    }
+    let r = server
+        .get("/admin/webhooks/nope/dead_letters?limit=5")
+        .await;
+    assert_eq!((r.status, r.code()), (404, "webhook_not_found"), "{r:?}");
+    server.stop().await;
+}
