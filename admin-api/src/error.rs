@@ -164,7 +164,8 @@ pub fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::RepHasOpenLeads { .. }
         | EngineError::TerritoryConflict(_)
         | EngineError::SlaNotBreached(_)
-        | EngineError::PluginInUse { .. } => StatusCode::CONFLICT,
+        | EngineError::PluginInUse { .. }
+        | EngineError::ReplayInProgress => StatusCode::CONFLICT,
         // Overload is the server's state, not one client's excess (that would be 429):
         // every client is refused alike until work drains, so 503 with Retry-After.
         EngineError::StoreUnavailable(_)
@@ -287,6 +288,7 @@ mod tests {
                 503,
                 "overloaded",
             ),
+            (EngineError::ReplayInProgress, 409, "replay_in_progress"),
             (EngineError::ShuttingDown, 503, "shutting_down"),
             (EngineError::Internal("bug".into()), 500, "internal"),
         ];

@@ -1,21 +1,91 @@
 //! Limits on admin work that is expensive for the server, over real HTTP on
-//! 127.0.0.1 with the real engine and store: paged dead-letter listings.
+//! 127.0.0.1 with the real engine and store: one replay at a time and a replay stopped
+//! when its client hangs up, and paged dead-letter listings.
+//!
+//! Replays run on threads of their own; the engine's probe holds them at a known
+//! checkpoint, so "still running" is a fact the test arranged, not a guess about
+//! speed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use leadroute_admin_api::AppState;
 use leadroute_admin_api::auth::Auth;
 use leadroute_admin_api::config::Limits;
-use leadroute_engine::domain::{EventKind, OutboxEvent, WebhookId, WebhookInput};
+use leadroute_engine::domain::{
+    EventKind, LeadInput, OutboxEvent, RepInput, TerritoryInput, WebhookId, WebhookInput,
+};
 use leadroute_engine::store::DeadLetter;
-use leadroute_engine::{Engine, EngineConfig};
+use leadroute_engine::{Checkpoint, Engine, EngineConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 /// Bounds every wait, so a hang fails the test instead of stalling it.
 const BOUND: Duration = Duration::from_secs(60);
+
+/// Holds the first `count` threads reaching one checkpoint until released, and reports
+/// every checkpoint but the many `ReplayStep`s (counted; reported only when held).
+struct Holder {
+    at: Checkpoint,
+    to_hold: AtomicUsize,
+    released: Mutex<usize>,
+    wake: Condvar,
+    steps: AtomicUsize,
+    events: mpsc::UnboundedSender<Checkpoint>,
+}
+
+impl Holder {
+    fn new(at: Checkpoint, count: usize) -> (Arc<Holder>, mpsc::UnboundedReceiver<Checkpoint>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let holder = Arc::new(Holder {
+            at,
+            to_hold: AtomicUsize::new(count),
+            released: Mutex::new(0),
+            wake: Condvar::new(),
+            steps: AtomicUsize::new(0),
+            events,
+        });
+        (holder, rx)
+    }
+
+    fn reached(&self, at: Checkpoint) {
+        if at == Checkpoint::ReplayStep {
+            self.steps.fetch_add(1, Ordering::SeqCst);
+        }
+        let hold = at == self.at
+            && self
+                .to_hold
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if hold || at != Checkpoint::ReplayStep {
+            let _ = self.events.send(at);
+        }
+        if hold {
+            let mut released = self.released.lock().unwrap();
+            while *released == 0 {
+                released = self.wake.wait(released).unwrap();
+            }
+            *released -= 1;
+        }
+    }
+
+    fn release(&self, n: usize) {
+        *self.released.lock().unwrap() += n;
+        self.wake.notify_all();
+    }
+}
+
+async fn expect(rx: &mut mpsc::UnboundedReceiver<Checkpoint>, expected: Checkpoint) {
+    let got = tokio::time::timeout(BOUND, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no checkpoint; expected {expected:?}"))
+        .expect("the probe is alive");
+    assert_eq!(got, expected);
+}
 
 /// The server, in this process, on an ephemeral port.
 struct Server {
@@ -81,6 +151,16 @@ impl Server {
     async fn get(&self, path: &str) -> Resp {
         self.call("GET", path, "application/json", b"").await
     }
+
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        self.call(
+            "POST",
+            path,
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
 }
 
 /// An answer: status, headers (names lower-cased) and JSON body.
@@ -130,6 +210,108 @@ impl Resp {
     fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
+}
+
+// --- Replay ------------------------------------------------------------------------
+
+const LEADS: u32 = 5;
+const REPLAY: &str = "/admin/plugins/rules/versions/1/replay";
+
+/// A server whose first replay is held at its first step, with the wasm `rules`, a
+/// territory, two reps and [`LEADS`] routed leads.
+async fn replay_server() -> (Server, Arc<Holder>, mpsc::UnboundedReceiver<Checkpoint>) {
+    let (holder, events) = Holder::new(Checkpoint::ReplayStep, 1);
+    let probe = holder.clone();
+    let server = Server::start(|config| config.probe(move |at| probe.reached(at))).await;
+    let engine = &server.engine;
+    engine
+        .put_plugin("rules", leadroute_plugin_builds::RULES.to_vec())
+        .await
+        .unwrap();
+    let territory: TerritoryInput =
+        serde_json::from_value(json!({"name": "East", "regions": ["CN-SH"], "default": true}))
+            .unwrap();
+    engine
+        .upsert_territory("east".parse().unwrap(), territory)
+        .await
+        .unwrap();
+    for id in ["a", "b"] {
+        let rep = RepInput {
+            name: id.into(),
+            territories: vec!["east".into()],
+            capacity: 100,
+            ..Default::default()
+        };
+        engine.upsert_rep(id.parse().unwrap(), rep).await.unwrap();
+    }
+    for n in 0..LEADS {
+        let lead = LeadInput {
+            phone: Some(format!("+86 139 0000 {n:04}")),
+            region: Some("CN-SH".into()),
+            ..Default::default()
+        };
+        engine.route(lead).await.unwrap();
+    }
+    engine.settle().await.unwrap();
+    (server, holder, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replay_is_refused_with_409_while_one_runs() {
+    let (server, holder, mut events) = replay_server().await;
+    let first = server.send("POST", REPLAY, "application/json", b"{}").await;
+    expect(&mut events, Checkpoint::ReplayStep).await;
+
+    let refused = server.post(REPLAY, json!({})).await;
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert_eq!(refused.code(), "replay_in_progress");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only one runs at a time"),
+        "{refused:?}"
+    );
+    // Input errors keep their own answers.
+    let bad = server.post(REPLAY, json!({"limit": 0})).await;
+    assert_eq!((bad.status, bad.code()), (422, "invalid_field"), "{bad:?}");
+
+    holder.release(1);
+    let answered = tokio::time::timeout(BOUND, Resp::read(first))
+        .await
+        .unwrap();
+    assert_eq!(answered.status, 200, "{answered:?}");
+    assert_eq!(answered.body["leads_examined"], LEADS);
+    expect(&mut events, Checkpoint::ReplayEnded).await;
+    let again = server.post(REPLAY, json!({})).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    expect(&mut events, Checkpoint::ReplayEnded).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_stops_its_replay_and_frees_the_place() {
+    let (server, holder, mut events) = replay_server().await;
+    let conn = server.send("POST", REPLAY, "application/json", b"{}").await;
+    expect(&mut events, Checkpoint::ReplayStep).await;
+
+    // The client goes away while its replay is held at the first step; the server
+    // drops the request, which tells the replay to stop.
+    drop(conn);
+    expect(&mut events, Checkpoint::ReplayCancelled).await;
+    holder.release(1);
+    expect(&mut events, Checkpoint::ReplayEnded).await;
+    assert_eq!(
+        holder.steps.load(Ordering::SeqCst),
+        1,
+        "it stopped right after the step it was held at"
+    );
+
+    let next = server.post(REPLAY, json!({})).await;
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(next.body["leads_examined"], LEADS);
+    expect(&mut events, Checkpoint::ReplayEnded).await;
+    server.stop().await;
 }
 
 // --- Dead letters ------------------------------------------------------------------

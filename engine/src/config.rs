@@ -36,7 +36,34 @@ pub struct EngineConfig {
     /// `fdatasync` of sled's data file ([`File::sync_data`]). This is where the engine
     /// meets the device; tests replace it to make the sync fail.
     pub data_sync: DataSync,
+    /// Called at each [`Checkpoint`] of the engine's background threads. Does nothing
+    /// by default; tests use it to hold a replay at a known point.
+    pub probe: Probe,
 }
+
+/// A point in the engine's background work where [`EngineConfig::probe`] is called,
+/// on the thread that reaches it.
+///
+/// Replays run on threads of their own, and what matters about them (one replay at a
+/// time, a cancelled replay stopping) happens while they run. Tests can only check
+/// that at a known point: a probe that blocks holds the thread there, and one that
+/// sends on a channel tells the test the point was reached, with no timing involved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Checkpoint {
+    /// A replay's thread is about to read the next lead or run the next decision;
+    /// a cancelled replay stops right after this point.
+    ReplayStep,
+    /// A replay's caller went away before the answer: the replay is told to stop.
+    /// Called on the caller's thread, which must not be blocked.
+    ReplayCancelled,
+    /// A replay's thread has stopped (done, failed or cancelled) and another replay
+    /// may start.
+    ReplayEnded,
+}
+
+/// See [`EngineConfig::probe`].
+pub type Probe = Arc<dyn Fn(Checkpoint) + Send + Sync>;
 
 /// Syncs sled's data file (see [`EngineConfig::data_sync`]).
 pub type DataSync = Arc<dyn Fn(&File) -> std::io::Result<()> + Send + Sync>;
@@ -51,7 +78,14 @@ impl EngineConfig {
             plugin_limits: PluginLimits::default(),
             max_in_flight_leads: DEFAULT_MAX_IN_FLIGHT_LEADS,
             data_sync: Arc::new(File::sync_data),
+            probe: Arc::new(|_| {}),
         }
+    }
+
+    /// Sets the probe called at each [`Checkpoint`] (see [`EngineConfig::probe`]).
+    pub fn probe(mut self, probe: impl Fn(Checkpoint) + Send + Sync + 'static) -> Self {
+        self.probe = Arc::new(probe);
+        self
     }
 
     /// Replaces how a written group is synced to the device (see

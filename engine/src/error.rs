@@ -133,6 +133,11 @@ pub enum EngineError {
         /// The configured limit.
         limit: usize,
     },
+    /// A replay was asked for while another one runs; only one runs at a time, since
+    /// each may read up to [`MAX_REPLAY_LIMIT`](crate::engine::MAX_REPLAY_LIMIT) leads
+    /// and keep a core busy for seconds. Nothing was done.
+    #[error("another replay is running; only one runs at a time, retry once it has finished")]
+    ReplayInProgress,
     /// The engine is shutting down and accepts no new work.
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -163,6 +168,7 @@ impl EngineError {
             EngineError::WebhookNotFound(_) => "webhook_not_found",
             EngineError::StoreUnavailable(_) => "store_unavailable",
             EngineError::Overloaded { .. } => "overloaded",
+            EngineError::ReplayInProgress => "replay_in_progress",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::Internal(_) => "internal",
         }

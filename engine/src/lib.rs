@@ -41,7 +41,7 @@ pub mod strategy;
 
 pub use actors::{Decision, Placement, RepSnapshot, SimulatedDecision, TerritorySnapshot};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
-pub use config::{DataSync, EngineConfig};
+pub use config::{Checkpoint, DataSync, EngineConfig, Probe};
 pub use engine::{
     DeadLetterPage, Engine, LeadView, ReassignReason, ReplayDifference, ReplayOptions,
     ReplayReport, RouteOutcome, RouteStatus, Simulation, SlaSweep, Timings,

@@ -10,8 +10,12 @@
 
 pub mod fuzz;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
 use leadroute_engine::domain::{LeadInput, RepId, RepInput, TerritoryId, TerritoryInput};
-use leadroute_engine::{Engine, EngineConfig, ManualClock};
+use leadroute_engine::{Checkpoint, Engine, EngineConfig, ManualClock};
+use tokio::sync::mpsc;
 
 /// An engine on a fresh temp dir with a manual clock.
 pub struct Fixture {
@@ -124,4 +128,84 @@ pub async fn east_with_plugin(
             .await
             .unwrap();
     }
+}
+
+/// A probe for [`EngineConfig::probe`] that holds the first threads reaching one
+/// checkpoint until the test releases them, and reports checkpoints on a channel, so a
+/// test knows where a replay is without guessing from time.
+///
+/// Every checkpoint is reported except [`Checkpoint::ReplayStep`], which comes once
+/// per lead and decision: that one is only counted, and reported when it is held.
+pub struct Holder {
+    at: Checkpoint,
+    to_hold: AtomicUsize,
+    released: Mutex<usize>,
+    wake: Condvar,
+    steps: AtomicUsize,
+    events: mpsc::UnboundedSender<Checkpoint>,
+}
+
+impl Holder {
+    /// Holds the first `count` threads reaching `at`; returns the holder and the
+    /// channel of reported checkpoints.
+    pub fn new(at: Checkpoint, count: usize) -> (Arc<Holder>, mpsc::UnboundedReceiver<Checkpoint>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let holder = Arc::new(Holder {
+            at,
+            to_hold: AtomicUsize::new(count),
+            released: Mutex::new(0),
+            wake: Condvar::new(),
+            steps: AtomicUsize::new(0),
+            events,
+        });
+        (holder, rx)
+    }
+
+    /// The probe to configure the engine with.
+    pub fn probe(self: &Arc<Self>) -> impl Fn(Checkpoint) + Send + Sync + 'static {
+        let holder = self.clone();
+        move |at| holder.reached(at)
+    }
+
+    fn reached(&self, at: Checkpoint) {
+        if at == Checkpoint::ReplayStep {
+            self.steps.fetch_add(1, Ordering::SeqCst);
+        }
+        let hold = at == self.at
+            && self
+                .to_hold
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if hold || at != Checkpoint::ReplayStep {
+            let _ = self.events.send(at);
+        }
+        if hold {
+            let mut released = self.released.lock().unwrap();
+            while *released == 0 {
+                released = self.wake.wait(released).unwrap();
+            }
+            *released -= 1;
+        }
+    }
+
+    /// Lets `n` held threads (or threads yet to be held) go on.
+    pub fn release(&self, n: usize) {
+        *self.released.lock().unwrap() += n;
+        self.wake.notify_all();
+    }
+
+    /// [`Checkpoint::ReplayStep`]s reached so far.
+    pub fn steps(&self) -> usize {
+        self.steps.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits for the next reported checkpoint and checks it is `expected`. The bound only
+/// turns a hang into a failure; nothing waits on it otherwise.
+pub async fn expect_checkpoint(rx: &mut mpsc::UnboundedReceiver<Checkpoint>, expected: Checkpoint) {
+    let got = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no checkpoint within 60 s; expected {expected:?}"))
+        .expect("the probe is alive");
+    assert_eq!(got, expected);
 }

@@ -1,11 +1,15 @@
 //! Replay: stored routing decisions run through a plugin version. The wasm `rules`
 //! agrees with the built-in it mirrors on every decision; `vip-tier` changes exactly
-//! the decisions its bands disagree with; nothing is stored or counted.
+//! the decisions its bands disagree with; nothing is stored or counted. One replay
+//! runs at a time, and one whose caller goes away stops and frees its place.
+
+use std::sync::Arc;
 
 use leadroute_engine::domain::{LeadInput, RepInput};
-use leadroute_engine::{Engine, EngineError, FailureReason, ReplayOptions};
+use leadroute_engine::{Checkpoint, Engine, EngineError, FailureReason, ReplayOptions};
 use leadroute_plugin_builds::{RULES, VIP_TIER};
 use leadroute_tests::*;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Territory `east` (CN-SH, default) deciding with built-in `rules` and `config`.
 async fn east(engine: &Engine, config: serde_json::Value) {
@@ -203,4 +207,103 @@ async fn bad_replay_requests_are_refused_clearly() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "territory_not_found");
+}
+
+/// An engine whose replays are held at their first step, with `east`, reps `a`, `b`,
+/// the wasm `rules` and [`HELD_LEADS`] routed leads.
+async fn held_replays() -> (Fixture, Arc<Holder>, UnboundedReceiver<Checkpoint>) {
+    let (holder, events) = Holder::new(Checkpoint::ReplayStep, 1);
+    let f = fixture_with(|config| config.probe(holder.probe()));
+    f.engine.put_plugin("rules", RULES.to_vec()).await.unwrap();
+    east_with_reps(&f.engine, 100).await;
+    for n in 0..HELD_LEADS {
+        f.engine.route(lead(n, "CN-SH")).await.unwrap();
+    }
+    f.engine.settle().await.unwrap();
+    (f, holder, events)
+}
+
+const HELD_LEADS: u32 = 5;
+
+#[tokio::test]
+async fn only_one_replay_runs_at_a_time() {
+    let (f, holder, mut events) = held_replays().await;
+    let first = {
+        let engine = f.engine.clone();
+        tokio::spawn(async move { engine.replay("rules", 1, ReplayOptions::default()).await })
+    };
+    expect_checkpoint(&mut events, Checkpoint::ReplayStep).await;
+
+    // The first one is known to be running: the second is refused at once.
+    let err = f
+        .engine
+        .replay("rules", 1, ReplayOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ReplayInProgress), "{err:?}");
+    assert_eq!(err.code(), "replay_in_progress");
+    // Bad input is still answered as such.
+    let err = f
+        .engine
+        .replay(
+            "rules",
+            1,
+            ReplayOptions {
+                territory: None,
+                limit: Some(0),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_field");
+
+    holder.release(1);
+    let report = first.await.unwrap().unwrap();
+    assert_eq!(report.leads_examined, u64::from(HELD_LEADS));
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
+    // Its place was given back before it answered: the next one starts at once.
+    let again = f
+        .engine
+        .replay("rules", 1, ReplayOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again, report);
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
+}
+
+#[tokio::test]
+async fn a_dropped_replay_stops_and_gives_its_place_back() {
+    let (f, holder, mut events) = held_replays().await;
+    // Boxed, so that dropping it drops the future itself.
+    let mut replay = Box::pin(f.engine.replay("rules", 1, ReplayOptions::default()));
+    tokio::select! {
+        answer = &mut replay => panic!("answered while held: {answer:?}"),
+        at = events.recv() => assert_eq!(at, Some(Checkpoint::ReplayStep)),
+    }
+    // The caller goes away while the replay is at its first step.
+    drop(replay);
+    expect_checkpoint(&mut events, Checkpoint::ReplayCancelled).await;
+    // Its thread has not stopped yet, so its place is still taken.
+    let err = f
+        .engine
+        .replay("rules", 1, ReplayOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ReplayInProgress), "{err:?}");
+
+    holder.release(1);
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
+    // It stopped right after the step it was held at, not after every lead.
+    assert_eq!(holder.steps(), 1);
+
+    let report = f
+        .engine
+        .replay("rules", 1, ReplayOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.leads_examined, u64::from(HELD_LEADS));
+    assert_eq!(report.decisions_examined, u64::from(HELD_LEADS));
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
+    // A whole replay: each lead read, then its history, then its decision.
+    assert_eq!(holder.steps(), 1 + 3 * HELD_LEADS as usize);
 }

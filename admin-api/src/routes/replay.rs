@@ -29,6 +29,10 @@ fn unknown_territory(t: impl std::fmt::Display) -> AppError {
 /// history entry (candidates with their load and capacity then), the reps' current
 /// skills and tier, and the territory's current `plugin_config`. Nothing is stored, no
 /// load is taken, and plugin statistics are left alone.
+///
+/// One replay runs at a time; another is refused with 409 `replay_in_progress`. A
+/// client that hangs up stops its replay at the next lead or decision, which frees the
+/// place for the next one.
 #[utoipa::path(
     post, path = "/admin/plugins/{name}/versions/{version}/replay", tag = "plugins",
     params(
@@ -42,6 +46,8 @@ fn unknown_territory(t: impl std::fmt::Display) -> AppError {
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 404, description = "`plugin_not_found`: no such plugin or version.", body = ErrorBody),
+        (status = 409, description = "`replay_in_progress`: another replay is running; only \
+            one runs at a time. Retry once it has answered.", body = ErrorBody),
         (status = 422, description = "`invalid_field` (`limit` out of 1–100000), \
             `unknown_field`, or `unknown_territory` (`territory_id`).", body = ErrorBody),
     ),

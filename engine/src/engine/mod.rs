@@ -113,6 +113,10 @@ struct Inner {
     sla_sweep: tokio::sync::Mutex<()>,
     /// Which events are written, and the signal that new ones are durable.
     outbox: Arc<Outbox>,
+    /// Set while a replay runs; only one may (`replay.rs`).
+    replay_running: Arc<std::sync::atomic::AtomicBool>,
+    /// Told when background work reaches a [`Checkpoint`](crate::config::Checkpoint).
+    probe: crate::config::Probe,
 }
 
 impl Engine {
@@ -192,6 +196,8 @@ impl Engine {
                 sla,
                 sla_sweep: tokio::sync::Mutex::new(()),
                 outbox,
+                replay_running: Arc::default(),
+                probe: config.probe,
             }),
         };
         engine.boot_actors()?;

@@ -15,15 +15,24 @@
 //!
 //! The version's pick is its first ranked rep. A live decision whose first choice
 //! refused the reservation (a view a moment stale) can therefore show up as a change.
+//!
+//! Cost: a replay reads up to [`MAX_REPLAY_LIMIT`] leads with their histories and
+//! makes a plugin call per decision, seconds of one core, on a thread of its own. So
+//! only one runs at a time (another is refused with
+//! [`EngineError::ReplayInProgress`]), and one whose caller goes away (the client
+//! hangs up, the request future is dropped) stops at its next lead or decision and
+//! gives its place back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::Engine;
 use crate::clock::UnixMillis;
+use crate::config::{Checkpoint, Probe};
 use crate::domain::{HistoryEvent, LeadId, Rep, RepId, Territory, TerritoryId};
 use crate::error::{EngineError, Result, ValidationError};
 use crate::plugins::{FailureReason, Trial, TrialOutcome, not_found};
@@ -94,6 +103,11 @@ impl Engine {
     /// `version` of plugin `name` and reports what would have changed; see the module
     /// docs for how each decision's input is rebuilt. Nothing is stored and the
     /// plugin's statistics are left alone.
+    ///
+    /// Only one replay runs at a time: while one does, this is refused at once with
+    /// [`EngineError::ReplayInProgress`] (after the input is checked). Dropping the
+    /// returned future stops the replay at its next lead or decision; the next replay
+    /// is admitted once that one has stopped.
     pub async fn replay(
         &self,
         name: &str,
@@ -136,6 +150,9 @@ impl Engine {
                 .collect();
             (reps, territories)
         };
+        let slot = ReplaySlot::take(&self.inner.replay_running)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let probe = self.inner.probe.clone();
         let job = Job {
             store: self.inner.store.clone(),
             registry: self.inner.plugins.clone(),
@@ -145,18 +162,71 @@ impl Engine {
             limit: limit as usize,
             reps,
             territories,
+            cancel: cancel.clone(),
+            probe: probe.clone(),
         };
         // Up to 100000 leads of plugin calls: seconds of work, kept off the caller's
         // async thread without assuming a particular runtime.
         let (tx, rx) = oneshot::channel();
+        let ended = probe.clone();
         std::thread::Builder::new()
             .name("leadroute-replay".into())
             .spawn(move || {
-                let _ = tx.send(job.run());
+                let report = job.run();
+                // The place goes back before the answer: a caller that starts another
+                // replay as soon as it has this one's report must be admitted.
+                drop(slot);
+                ended(Checkpoint::ReplayEnded);
+                let _ = tx.send(report);
             })
             .map_err(|e| EngineError::Internal(format!("cannot start replay: {e}")))?;
-        rx.await
-            .map_err(|_| EngineError::Internal("replay thread died".into()))?
+        let mut waiting = CancelOnDrop {
+            cancel,
+            probe,
+            answered: false,
+        };
+        let report = rx
+            .await
+            .map_err(|_| EngineError::Internal("replay thread died".into()))?;
+        waiting.answered = true;
+        report
+    }
+}
+
+/// The one replay allowed to run; given back when dropped, on the replay's thread
+/// once it has stopped.
+struct ReplaySlot(Arc<AtomicBool>);
+
+impl ReplaySlot {
+    fn take(running: &Arc<AtomicBool>) -> Result<ReplaySlot> {
+        running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| EngineError::ReplayInProgress)?;
+        Ok(ReplaySlot(running.clone()))
+    }
+}
+
+impl Drop for ReplaySlot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Lives in the caller's future while it waits for the report. Dropped before the
+/// answer (the client hung up, the request was aborted), it tells the replay's
+/// thread to stop: no one is left to read what it finds.
+struct CancelOnDrop {
+    cancel: Arc<AtomicBool>,
+    probe: Probe,
+    answered: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.cancel.store(true, Ordering::Release);
+            (self.probe)(Checkpoint::ReplayCancelled);
+        }
     }
 }
 
@@ -170,6 +240,9 @@ struct Job {
     limit: usize,
     reps: HashMap<RepId, Arc<Rep>>,
     territories: HashMap<TerritoryId, Arc<Territory>>,
+    /// Set when the caller went away; checked before every lead and decision.
+    cancel: Arc<AtomicBool>,
+    probe: Probe,
 }
 
 /// A candidate as rebuilt from history, owning what `Candidate` borrows.
@@ -184,11 +257,34 @@ struct Rebuilt {
 }
 
 impl Job {
+    /// Called before each lead read and each decision run: the points where a replay
+    /// nobody waits for any more stops. The error it stops with reaches no one.
+    fn step(&self) -> Result<()> {
+        (self.probe)(Checkpoint::ReplayStep);
+        if self.cancel.load(Ordering::Acquire) {
+            return Err(EngineError::Internal(
+                "replay cancelled: its caller went away".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn run(self) -> Result<ReplayReport> {
+        let report = self.replay();
+        if self.cancel.load(Ordering::Acquire) {
+            tracing::info!(plugin = %self.plugin, version = self.version,
+                "replay stopped: its caller went away");
+        }
+        report
+    }
+
+    fn replay(&self) -> Result<ReplayReport> {
         let leads = self.store.recent_leads(self.limit, |state| {
-            self.territory
+            self.step()?;
+            Ok(self
+                .territory
                 .as_ref()
-                .is_none_or(|t| &state.territory == t)
+                .is_none_or(|t| &state.territory == t))
         })?;
         let mut report = ReplayReport {
             plugin: self.plugin.clone(),
@@ -205,6 +301,7 @@ impl Job {
         // be rebuilt as they were.
         let mut decisions = Vec::new();
         for state in &leads {
+            self.step()?;
             report.leads_examined += 1;
             for entry in self.store.history(state.lead.id)? {
                 if let HistoryEvent::Routed { .. } = entry.event {
@@ -238,6 +335,7 @@ impl Job {
                 )?;
                 trials.insert(territory.clone(), trial);
             }
+            self.step()?;
             let Some(trial) = trials.get(&territory) else {
                 report.skipped += 1;
                 last_assigned.insert(rep, at);

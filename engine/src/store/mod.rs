@@ -292,11 +292,12 @@ impl Store {
     }
 
     /// The newest `limit` leads that `keep` accepts, oldest first. Lead ids are
-    /// time-ordered, so this walks the leads tree backwards and stops at `limit`.
+    /// time-ordered, so this walks the leads tree backwards and stops at `limit`, or
+    /// at the first error `keep` returns (a caller that wants to stop early).
     pub(crate) fn recent_leads(
         &self,
         limit: usize,
-        keep: impl Fn(&LeadState) -> bool,
+        mut keep: impl FnMut(&LeadState) -> Result<bool>,
     ) -> Result<Vec<LeadState>> {
         let mut leads = Vec::new();
         for kv in self.h()?.trees[LEADS].iter().rev() {
@@ -304,7 +305,7 @@ impl Store {
                 break;
             }
             let state: LeadState = decode(&kv?.1)?;
-            if keep(&state) {
+            if keep(&state)? {
                 leads.push(state);
             }
         }
