@@ -168,8 +168,10 @@ pub fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::ReplayInProgress => StatusCode::CONFLICT,
         // Overload is the server's state, not one client's excess (that would be 429):
         // every client is refused alike until work drains, so 503 with Retry-After.
+        // Compile slots likewise: held by the server's own threads, whoever uploaded.
         EngineError::StoreUnavailable(_)
         | EngineError::Overloaded { .. }
+        | EngineError::CompileBusy { .. }
         | EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -289,6 +291,14 @@ mod tests {
                 "overloaded",
             ),
             (EngineError::ReplayInProgress, 409, "replay_in_progress"),
+            (
+                EngineError::CompileBusy {
+                    running: 2,
+                    limit: 2,
+                },
+                503,
+                "compile_busy",
+            ),
             (EngineError::ShuttingDown, 503, "shutting_down"),
             (EngineError::Internal("bug".into()), 500, "internal"),
         ];

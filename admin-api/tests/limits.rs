@@ -1,10 +1,11 @@
 //! Limits on admin work that is expensive for the server, over real HTTP on
 //! 127.0.0.1 with the real engine and store: one replay at a time and a replay stopped
-//! when its client hangs up, and paged dead-letter listings.
+//! when its client hangs up, paged dead-letter listings, and a bound on plugin
+//! compiles still running.
 //!
-//! Replays run on threads of their own; the engine's probe holds them at a known
-//! checkpoint, so "still running" is a fact the test arranged, not a guess about
-//! speed.
+//! Replays and compiles run on threads of their own; the engine's probe holds them at
+//! a known checkpoint, so "still running" is a fact the test arranged, not a guess
+//! about speed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +19,7 @@ use leadroute_engine::domain::{
     EventKind, LeadInput, OutboxEvent, RepInput, TerritoryInput, WebhookId, WebhookInput,
 };
 use leadroute_engine::store::DeadLetter;
-use leadroute_engine::{Checkpoint, Engine, EngineConfig};
+use leadroute_engine::{Checkpoint, Engine, EngineConfig, PluginLimits};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,7 +29,8 @@ use tokio::sync::mpsc;
 const BOUND: Duration = Duration::from_secs(60);
 
 /// Holds the first `count` threads reaching one checkpoint until released, and reports
-/// every checkpoint but the many `ReplayStep`s (counted; reported only when held).
+/// the checkpoints of the same kind of work (replays or compiles) but the many
+/// `ReplayStep`s (counted; reported only when held).
 struct Holder {
     at: Checkpoint,
     to_hold: AtomicUsize,
@@ -36,6 +38,14 @@ struct Holder {
     wake: Condvar,
     steps: AtomicUsize,
     events: mpsc::UnboundedSender<Checkpoint>,
+}
+
+/// Whether a checkpoint is a replay's (else a compile's).
+fn replay(at: Checkpoint) -> bool {
+    matches!(
+        at,
+        Checkpoint::ReplayStep | Checkpoint::ReplayCancelled | Checkpoint::ReplayEnded
+    )
 }
 
 impl Holder {
@@ -61,7 +71,7 @@ impl Holder {
                 .to_hold
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-        if hold || at != Checkpoint::ReplayStep {
+        if hold || (at != Checkpoint::ReplayStep && replay(at) == replay(self.at)) {
             let _ = self.events.send(at);
         }
         if hold {
@@ -484,5 +494,67 @@ async fn bad_dead_letter_queries_are_refused() {
         .get("/admin/webhooks/nope/dead_letters?limit=5")
         .await;
     assert_eq!((r.status, r.code()), (404, "webhook_not_found"), "{r:?}");
+    server.stop().await;
+}
+
+// --- Plugin compiles ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_finding_every_compile_slot_held_gets_503() {
+    let (holder, mut events) = Holder::new(Checkpoint::CompileStarted, 1);
+    let probe = holder.clone();
+    let limits = PluginLimits {
+        compile_timeout: Duration::from_millis(200),
+        max_compiles: 1,
+        ..PluginLimits::default()
+    };
+    let server = Server::start(|config| {
+        config
+            .plugin_limits(limits)
+            .probe(move |at| probe.reached(at))
+    })
+    .await;
+    let rules = leadroute_plugin_builds::RULES;
+
+    // The compile is held at its start: the upload gives up on it after 200 ms, while
+    // its thread goes on.
+    let first = server
+        .call("PUT", "/admin/plugins/rules", "application/wasm", rules)
+        .await;
+    assert_eq!(
+        (first.status, first.code()),
+        (422, "plugin_invalid"),
+        "{first:?}"
+    );
+    assert!(
+        first.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compilation took longer than 200ms"),
+        "{first:?}"
+    );
+    expect(&mut events, Checkpoint::CompileStarted).await;
+
+    let busy = server
+        .call("PUT", "/admin/plugins/rules", "application/wasm", rules)
+        .await;
+    assert_eq!(
+        (busy.status, busy.code()),
+        (503, "compile_busy"),
+        "{busy:?}"
+    );
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert!(
+        busy.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 plugin compile(s) still running (limit 1)"),
+        "{busy:?}"
+    );
+    let listed = server.get("/admin/plugins").await;
+    assert_eq!(listed.body, json!([]), "nothing stored");
+
+    holder.release(1);
+    expect(&mut events, Checkpoint::CompileEnded).await;
     server.stop().await;
 }

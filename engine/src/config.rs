@@ -37,17 +37,18 @@ pub struct EngineConfig {
     /// meets the device; tests replace it to make the sync fail.
     pub data_sync: DataSync,
     /// Called at each [`Checkpoint`] of the engine's background threads. Does nothing
-    /// by default; tests use it to hold a replay at a known point.
+    /// by default; tests use it to hold a replay or a compile at a known point.
     pub probe: Probe,
 }
 
 /// A point in the engine's background work where [`EngineConfig::probe`] is called,
 /// on the thread that reaches it.
 ///
-/// Replays run on threads of their own, and what matters about them (one replay at a
-/// time, a cancelled replay stopping) happens while they run. Tests can only check
-/// that at a known point: a probe that blocks holds the thread there, and one that
-/// sends on a channel tells the test the point was reached, with no timing involved.
+/// Replays and plugin compiles run on threads of their own, and what matters about
+/// them (one replay at a time, a cancelled replay stopping, a compile slot held until
+/// its thread ends) happens while they run. Tests can only check that at a known
+/// point: a probe that blocks holds the thread there, and one that sends on a channel
+/// tells the test the point was reached, with no timing involved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Checkpoint {
@@ -60,6 +61,10 @@ pub enum Checkpoint {
     /// A replay's thread has stopped (done, failed or cancelled) and another replay
     /// may start.
     ReplayEnded,
+    /// A compile thread holds its compile slot and is about to compile.
+    CompileStarted,
+    /// A compile thread has finished and given its compile slot back.
+    CompileEnded,
 }
 
 /// See [`EngineConfig::probe`].

@@ -138,6 +138,19 @@ pub enum EngineError {
     /// and keep a core busy for seconds. Nothing was done.
     #[error("another replay is running; only one runs at a time, retry once it has finished")]
     ReplayInProgress,
+    /// A plugin upload found every compile slot held by compiles still running,
+    /// including ones whose upload already timed out: a compile cannot be interrupted,
+    /// so each keeps its thread until it ends. Nothing was stored.
+    #[error(
+        "{running} plugin compile(s) still running (limit {limit}), possibly of uploads \
+         that timed out; retry once they have finished"
+    )]
+    CompileBusy {
+        /// Compiles running when this upload was refused.
+        running: usize,
+        /// The most that may run at once.
+        limit: usize,
+    },
     /// The engine is shutting down and accepts no new work.
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -169,6 +182,7 @@ impl EngineError {
             EngineError::StoreUnavailable(_) => "store_unavailable",
             EngineError::Overloaded { .. } => "overloaded",
             EngineError::ReplayInProgress => "replay_in_progress",
+            EngineError::CompileBusy { .. } => "compile_busy",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::Internal(_) => "internal",
         }

@@ -132,10 +132,11 @@ pub async fn east_with_plugin(
 
 /// A probe for [`EngineConfig::probe`] that holds the first threads reaching one
 /// checkpoint until the test releases them, and reports checkpoints on a channel, so a
-/// test knows where a replay is without guessing from time.
+/// test knows where a replay or a compile is without guessing from time.
 ///
-/// Every checkpoint is reported except [`Checkpoint::ReplayStep`], which comes once
-/// per lead and decision: that one is only counted, and reported when it is held.
+/// The checkpoints of the same kind of work as the held one (replays, or compiles)
+/// are reported, except [`Checkpoint::ReplayStep`], which comes once per lead and
+/// decision: that one is only counted, and reported when it is held.
 pub struct Holder {
     at: Checkpoint,
     to_hold: AtomicUsize,
@@ -143,6 +144,14 @@ pub struct Holder {
     wake: Condvar,
     steps: AtomicUsize,
     events: mpsc::UnboundedSender<Checkpoint>,
+}
+
+/// Whether a checkpoint is a replay's (else a compile's).
+fn replay(at: Checkpoint) -> bool {
+    matches!(
+        at,
+        Checkpoint::ReplayStep | Checkpoint::ReplayCancelled | Checkpoint::ReplayEnded
+    )
 }
 
 impl Holder {
@@ -176,7 +185,7 @@ impl Holder {
                 .to_hold
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-        if hold || at != Checkpoint::ReplayStep {
+        if hold || (at != Checkpoint::ReplayStep && replay(at) == replay(self.at)) {
             let _ = self.events.send(at);
         }
         if hold {

@@ -373,6 +373,57 @@ async fn slow_compilation_is_cut_off() {
     );
 }
 
+/// A compile past its time limit cannot be interrupted: its thread runs on, and keeps
+/// its compile slot until it ends. Uploads past the bound are refused rather than
+/// stack another thread. The compiles are held at their start, so "past its time
+/// limit" and "still running" are certain, not a matter of speed.
+#[tokio::test]
+async fn lingering_compiles_hold_their_slots_until_they_end() {
+    let (holder, mut events) = Holder::new(leadroute_engine::Checkpoint::CompileStarted, 2);
+    let limits = PluginLimits {
+        compile_timeout: Duration::from_secs(1),
+        ..PluginLimits::default()
+    };
+    assert_eq!(limits.max_compiles, 2);
+    let f = fixture_with(|config| config.plugin_limits(limits).probe(holder.probe()));
+    let started = leadroute_engine::Checkpoint::CompileStarted;
+    let ended = leadroute_engine::Checkpoint::CompileEnded;
+    let tiny = || module(1, "(unreachable)", "");
+
+    for name in ["slow-a", "slow-b"] {
+        let err = f.engine.put_plugin(name, tiny()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("compilation took longer than 1s"),
+            "{err}"
+        );
+        expect_checkpoint(&mut events, started).await;
+    }
+    // Both compile threads still run: a third upload starts none.
+    let err = f.engine.put_plugin("next", tiny()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::CompileBusy {
+                running: 2,
+                limit: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "compile_busy");
+    assert!(f.engine.plugins().unwrap().is_empty(), "nothing stored");
+    assert!(events.try_recv().is_err(), "no compile thread was started");
+
+    // Once the threads end, their slots are free again.
+    holder.release(2);
+    expect_checkpoint(&mut events, ended).await;
+    expect_checkpoint(&mut events, ended).await;
+    let stored = f.engine.put_plugin("next", tiny()).await.unwrap();
+    assert_eq!(stored.version, 1);
+    expect_checkpoint(&mut events, started).await;
+    expect_checkpoint(&mut events, ended).await;
+}
+
 #[tokio::test]
 async fn repeated_failures_open_the_circuit_until_an_operator_acts() {
     let f = hostile_fixture();

@@ -47,6 +47,9 @@ pub async fn list_plugins(
 }
 
 /// Uploads a module as a new version of the plugin, which becomes the active one.
+/// By default at most two modules compile at once (a compile past its time limit runs on
+/// in the background); an upload finding every slot busy is refused with 503
+/// `compile_busy`.
 #[utoipa::path(
     put, path = "/admin/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name, a tag: `[a-z0-9_.-]{1,64}`.")),
@@ -61,6 +64,10 @@ pub async fn list_plugins(
         (status = 422, description = "`plugin_invalid`: the message says which check failed \
             (module size, compilation, imports, exports, ABI version, smoke run); or a bad \
             name (`invalid_field`).", body = ErrorBody),
+        (status = 503, description = "`compile_busy`: every compile slot is held by \
+            compiles still running, including ones of uploads that timed out (a compile \
+            cannot be interrupted); nothing was stored, retry once they finish. Also \
+            `overloaded`, `store_unavailable`, `shutting_down`. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

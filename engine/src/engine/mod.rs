@@ -138,6 +138,7 @@ impl Engine {
             &store,
             config.plugin_limits.clone(),
             metrics.clone(),
+            config.probe.clone(),
         )?);
         let compiled = started.elapsed();
         let (committer, commit_thread) = Committer::start(

@@ -9,7 +9,9 @@ use tokio::sync::oneshot;
 use super::Engine;
 use crate::domain::{StrategySpec, Territory};
 use crate::error::{EngineError, Result, ValidationError};
-use crate::plugins::{PluginInfo, PluginStrategy, PluginVersionInfo, not_found, version_record};
+use crate::plugins::{
+    CompileError, PluginInfo, PluginStrategy, PluginVersionInfo, not_found, version_record,
+};
 use crate::store::codec::PluginRecord;
 use crate::store::commit::{Change, settle};
 use crate::strategy::Strategy;
@@ -20,7 +22,10 @@ impl Engine {
     /// The module is validated before anything is stored: size, compilation (within
     /// a time limit), imports (only `leadroute.log`), exports, ABI version, and a smoke
     /// run on a sample lead within the call limits. A rejection is
-    /// [`EngineError::PluginInvalid`] saying which check failed.
+    /// [`EngineError::PluginInvalid`] saying which check failed. When every compile
+    /// slot ([`PluginLimits::max_compiles`](crate::PluginLimits::max_compiles)) is held
+    /// by compiles still running, timed-out ones included, the upload is refused with
+    /// [`EngineError::CompileBusy`] instead.
     pub async fn put_plugin(&self, name: &str, wasm: Vec<u8>) -> Result<PluginVersionInfo> {
         let _permit = self.enter()?;
         let _admitted = self.admit_admin()?;
@@ -41,9 +46,15 @@ impl Engine {
         let (result, wasm) = rx
             .await
             .map_err(|_| EngineError::Internal("plugin validation thread died".into()))?;
-        let compiled = result.map_err(|message| EngineError::PluginInvalid {
-            name: name.clone(),
-            message,
+        let compiled = result.map_err(|e| match e {
+            CompileError::Invalid(message) => EngineError::PluginInvalid {
+                name: name.clone(),
+                message,
+            },
+            CompileError::Busy { running, limit } => {
+                tracing::warn!(plugin = %name, running, limit, "plugin upload refused: every compile slot is held");
+                EngineError::CompileBusy { running, limit }
+            }
         })?;
 
         let mut record = self.inner.plugins.record(&name).unwrap_or(PluginRecord {

@@ -32,5 +32,6 @@ pub use standalone::{LiveInstance, Standalone, decode_answer};
 pub use strategy::FALLBACK_KEY;
 
 pub(crate) use registry::{Registry, not_found, version_record};
+pub(crate) use sandbox::CompileError;
 pub(crate) use strategy::{PluginStrategy, split_config};
 pub(crate) use trial::{Trial, TrialOutcome};

@@ -16,8 +16,9 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::abi::{Answer, Failure, FailureReason, decode_output, with_input};
-use super::sandbox::{Compiled, PluginLimits, Sandbox};
+use super::sandbox::{Admit, CompileError, Compiled, PluginLimits, Sandbox};
 use crate::clock::UnixMillis;
+use crate::config::Probe;
 use crate::domain::{LeadId, LeadInput, RepId};
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
@@ -200,9 +201,14 @@ pub(crate) type CircuitListener = Box<dyn Fn(&str, &str) + Send + Sync>;
 impl Registry {
     /// Loads and compiles every stored plugin version. A version that no longer
     /// compiles (e.g. after a host upgrade) is skipped with an error log; the others
-    /// stay usable.
-    pub(crate) fn open(store: &Store, limits: PluginLimits, metrics: Metrics) -> Result<Registry> {
-        let sandbox = Sandbox::new(limits).map_err(EngineError::Internal)?;
+    /// stay usable. `probe` hears of compile threads starting and ending.
+    pub(crate) fn open(
+        store: &Store,
+        limits: PluginLimits,
+        metrics: Metrics,
+        probe: Probe,
+    ) -> Result<Registry> {
+        let sandbox = Sandbox::new(limits, probe).map_err(EngineError::Internal)?;
         let mut plugins = BTreeMap::new();
         // Versions with identical bytes (a re-upload, a rollback copy) share one
         // compilation: compiling is most of a restart's cost when plugins are stored.
@@ -217,7 +223,7 @@ impl Registry {
                 let sha = sha256_hex(&wasm);
                 let compiled = match by_sha.get(&sha) {
                     Some(compiled) => Ok(compiled.clone()),
-                    None => sandbox.compile(&wasm).inspect(|c| {
+                    None => sandbox.compile(&wasm, Admit::Wait).inspect(|c| {
                         by_sha.insert(sha, c.clone());
                     }),
                 };
@@ -280,15 +286,15 @@ impl Registry {
             .ok_or_else(|| not_found(name, None))
     }
 
-    /// Checks an upload: compiles (within the time limit), exports, imports, ABI
-    /// version, and a smoke run on the sample input within the call limits. Blocking:
-    /// run it off async threads.
+    /// Checks an upload: compiles (within the time limit, if a compile slot is free),
+    /// exports, imports, ABI version, and a smoke run on the sample input within the
+    /// call limits. Blocking: run it off async threads.
     pub(crate) fn validate(
         &self,
         name: &str,
         wasm: &[u8],
-    ) -> std::result::Result<Compiled, String> {
-        let compiled = self.sandbox.compile(wasm)?;
+    ) -> std::result::Result<Compiled, CompileError> {
+        let compiled = self.sandbox.compile(wasm, Admit::Refuse)?;
         let label: Arc<str> = format!("{name}@upload").into();
         let version = self
             .sandbox
@@ -298,7 +304,8 @@ impl Registry {
         if version != host as i32 {
             return Err(format!(
                 "module speaks plugin ABI version {version}; this host speaks version {host}"
-            ));
+            )
+            .into());
         }
         let (lead, reps) = sample();
         let candidates = candidates(&reps);
@@ -317,7 +324,7 @@ impl Registry {
             // config it needs; it is checked per territory when one is configured.
             Ok(_) => Ok(compiled),
             Err(f) if f.reason == FailureReason::PluginError => Ok(compiled),
-            Err(f) => Err(format!("smoke run on the sample input failed: {f}")),
+            Err(f) => Err(format!("smoke run on the sample input failed: {f}").into()),
         }
     }
 

@@ -11,8 +11,8 @@
 //! fuel, reported to authors as "cost"); the epoch deadline is a backstop for anything
 //! fuel does not meter. A background thread advances the epoch every [`EPOCH_TICK`].
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use wasmtime::{
 };
 
 use super::abi::{Failure, FailureReason};
+use crate::config::{Checkpoint, Probe};
 
 /// How often the epoch advances; the granularity of the wall-clock deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -59,6 +60,11 @@ pub struct PluginLimits {
     /// Longest a module may take to compile at upload. Default 10 s (an unoptimised
     /// debug build of the compiler needs seconds for a 200 KiB module).
     pub compile_timeout: Duration,
+    /// Most modules compiling at once (at least 1). Default 2. A compile cannot be
+    /// interrupted, so one past `compile_timeout` keeps its thread until it ends; an
+    /// upload finding every slot held is refused (`compile_busy`) rather than start
+    /// yet another thread. Two let uploads go on while one such compile lingers.
+    pub max_compiles: usize,
     /// Largest encoded input handed to a plugin. Default 1 MiB.
     pub max_input_bytes: usize,
     /// Largest answer accepted. Default 64 KiB.
@@ -87,6 +93,7 @@ impl Default for PluginLimits {
             memory_bytes: 16 << 20,
             max_module_bytes: 8 << 20,
             compile_timeout: Duration::from_secs(10),
+            max_compiles: 2,
             max_input_bytes: 1 << 20,
             max_output_bytes: 64 << 10,
             max_instances: 16,
@@ -147,6 +154,88 @@ impl ResourceLimiter for CallState {
     }
 }
 
+/// Why a module was not compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CompileError {
+    /// The module is unacceptable; the message says why, for the operator.
+    Invalid(String),
+    /// Every compile slot is held; the module was not looked at past its header.
+    Busy {
+        /// Compiles running.
+        running: usize,
+        /// The most that may run at once.
+        limit: usize,
+    },
+}
+
+impl From<String> for CompileError {
+    fn from(message: String) -> Self {
+        CompileError::Invalid(message)
+    }
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompileError::Invalid(message) => f.write_str(message),
+            CompileError::Busy { running, limit } => {
+                write!(f, "{running} compiles running (limit {limit})")
+            }
+        }
+    }
+}
+
+/// What to do when every compile slot is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Refuse with [`CompileError::Busy`] (uploads: the caller can retry).
+    Refuse,
+    /// Wait for a slot (start-up and tools, which compile one module after another
+    /// and must not skip a stored version because an earlier one lingers).
+    Wait,
+}
+
+/// Counts the compile threads alive; a slot is held from before a thread starts
+/// until it ends.
+struct CompileSlots {
+    limit: usize,
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One compile thread's place; given back when dropped, on that thread, once the
+/// compile has ended (however long after its caller stopped waiting).
+struct CompileSlot(Arc<CompileSlots>);
+
+impl CompileSlots {
+    fn take(slots: &Arc<CompileSlots>, admit: Admit) -> Result<CompileSlot, CompileError> {
+        let mut running = slots.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= slots.limit {
+            match admit {
+                Admit::Refuse => {
+                    return Err(CompileError::Busy {
+                        running: *running,
+                        limit: slots.limit,
+                    });
+                }
+                Admit::Wait => {
+                    running = slots.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+        *running += 1;
+        Ok(CompileSlot(slots.clone()))
+    }
+}
+
+impl Drop for CompileSlot {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// The wasmtime engine, its linker (the `leadroute.log` import only) and the epoch
 /// ticker. Shared by every plugin.
 pub(crate) struct Sandbox {
@@ -155,11 +244,14 @@ pub(crate) struct Sandbox {
     limits: PluginLimits,
     epoch_ticks: u64,
     ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    compiles: Arc<CompileSlots>,
+    probe: Probe,
 }
 
 impl Sandbox {
-    /// Builds the engine with the pooling allocator and starts the epoch ticker.
-    pub(crate) fn new(limits: PluginLimits) -> Result<Sandbox, String> {
+    /// Builds the engine with the pooling allocator and starts the epoch ticker;
+    /// `probe` hears of compile threads starting and ending.
+    pub(crate) fn new(limits: PluginLimits, probe: Probe) -> Result<Sandbox, String> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_memories(limits.max_instances)
             .total_tables(limits.max_instances)
@@ -194,12 +286,19 @@ impl Sandbox {
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
         // One tick more than the deadline: the first tick may come at once.
         let epoch_ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        let compiles = Arc::new(CompileSlots {
+            limit: limits.max_compiles.max(1),
+            running: Mutex::new(0),
+            freed: Condvar::new(),
+        });
         Ok(Sandbox {
             engine,
             linker,
             limits,
             epoch_ticks,
             ticker: Some((stop, thread)),
+            compiles,
+            probe,
         })
     }
 
@@ -209,30 +308,32 @@ impl Sandbox {
     }
 
     /// Checks and compiles an uploaded module. The error says what is wrong, for the
-    /// operator who uploaded it.
-    pub(crate) fn compile(&self, wasm: &[u8]) -> Result<Compiled, String> {
+    /// operator who uploaded it, or that no compile slot was free (`admit`).
+    pub(crate) fn compile(&self, wasm: &[u8], admit: Admit) -> Result<Compiled, CompileError> {
         if wasm.len() > self.limits.max_module_bytes {
-            return Err(format!(
+            return Err(CompileError::Invalid(format!(
                 "module is {} bytes; the limit is {}",
                 wasm.len(),
                 self.limits.max_module_bytes
-            ));
+            )));
         }
         if !wasm.starts_with(b"\0asm") {
-            return Err("not a WebAssembly module: it lacks the \\0asm header".into());
+            return Err(CompileError::Invalid(
+                "not a WebAssembly module: it lacks the \\0asm header".into(),
+            ));
         }
-        let module = self.compile_in_time(wasm)?;
+        let module = self.compile_in_time(wasm, admit)?;
         for import in module.imports() {
             let allowed = import.module() == abi::IMPORT_MODULE
                 && import.name() == abi::IMPORT_LOG
                 && matches!(import.ty(), ExternType::Func(f) if signature_is(&f, &["i32", "i32", "i32"], &[]));
             if !allowed {
-                return Err(format!(
+                return Err(CompileError::Invalid(format!(
                     "imports {}.{}; the only host function is leadroute.log \
                      (func (param i32 i32 i32)) — no WASI, no other imports",
                     import.module(),
                     import.name()
-                ));
+                )));
             }
         }
         let memory = export(
@@ -274,27 +375,35 @@ impl Sandbox {
 
     /// Compiles on a thread of its own and gives up after the compile timeout: a module
     /// can be crafted to compile slowly. The thread cannot be cancelled and finishes in
-    /// the background; uploads are serialized, so at most one such thread lingers per
-    /// rejected upload.
-    fn compile_in_time(&self, wasm: &[u8]) -> Result<Module, String> {
+    /// the background, holding its compile slot until then, so however many slow
+    /// uploads arrive, at most `max_compiles` such threads exist.
+    fn compile_in_time(&self, wasm: &[u8], admit: Admit) -> Result<Module, CompileError> {
+        let slot = CompileSlots::take(&self.compiles, admit)?;
         let (tx, rx) = mpsc::channel();
         let engine = self.engine.clone();
         let bytes = wasm.to_vec();
+        let probe = self.probe.clone();
         std::thread::Builder::new()
             .name("leadroute-plugin-compile".into())
             .spawn(move || {
+                probe(Checkpoint::CompileStarted);
                 let _ = tx.send(Module::new(&engine, &bytes));
+                // Only now is the thread done with the compiler: the slot goes back here,
+                // not when the caller stops waiting.
+                drop(slot);
+                probe(Checkpoint::CompileEnded);
             })
             .map_err(|e| format!("cannot start the compiler thread: {e}"))?;
-        match rx.recv_timeout(self.limits.compile_timeout) {
-            Ok(Ok(module)) => Ok(module),
-            Ok(Err(e)) => Err(format!("does not compile: {e:#}")),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+        let message = match rx.recv_timeout(self.limits.compile_timeout) {
+            Ok(Ok(module)) => return Ok(module),
+            Ok(Err(e)) => format!("does not compile: {e:#}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => format!(
                 "compilation took longer than {:?}",
                 self.limits.compile_timeout
-            )),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err("the compiler thread failed".into()),
-        }
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => "the compiler thread failed".into(),
+        };
+        Err(CompileError::Invalid(message))
     }
 
     /// Calls `leadroute_abi_version` in a fresh instance.

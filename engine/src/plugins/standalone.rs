@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::abi::{Answer, decode_output, with_input};
-use super::sandbox::{Compiled, Live, PluginLimits, Sandbox};
+use super::sandbox::{Admit, Compiled, Live, PluginLimits, Sandbox};
 use crate::domain::Lead;
 use crate::strategy::{Candidate, Ranking};
 
@@ -32,8 +32,10 @@ impl Standalone {
         wasm: &[u8],
         plugin_config: &serde_json::Value,
     ) -> Result<Standalone, String> {
-        let sandbox = Sandbox::new(limits)?;
-        let compiled = sandbox.compile(wasm)?;
+        let sandbox = Sandbox::new(limits, Arc::new(|_| {}))?;
+        let compiled = sandbox
+            .compile(wasm, Admit::Wait)
+            .map_err(|e| e.to_string())?;
         let config = serde_json::value::to_raw_value(plugin_config).map_err(|e| e.to_string())?;
         Ok(Standalone {
             sandbox,
