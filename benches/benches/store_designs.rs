@@ -44,10 +44,13 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const SINGLE_GROUP: usize = 23;
 /// Leads per group in batch intake (measured: about 400).
 const BATCH_GROUP: usize = 400;
-/// Leads stored before measuring.
+/// Leads stored before measuring (a smoke run: [`SMOKE_LEADS`]).
 const PRELOAD: usize = 100_000;
-/// Leads timed per design and group size in the percentile pass.
+/// Leads timed per design and group size in the percentile pass (a smoke run:
+/// [`SMOKE_LEADS`]).
 const TIMED: usize = 100_000;
+/// Leads stored, and timed, in a smoke run (`cargo test --benches`, `-- --test`).
+const SMOKE_LEADS: usize = 2_000;
 /// Changes per sled transaction in the engine's committer.
 const MAX_TRANSACTION: usize = 64;
 /// Reps a group's leads spread over (the demo organisation has 63).
@@ -307,8 +310,8 @@ impl Design for LogAppend {
     }
 }
 
-/// Opens a fresh instance of design `index` with [`PRELOAD`] leads stored.
-fn open(index: usize) -> Box<dyn Design> {
+/// Opens a fresh instance of design `index` with `preload` leads stored.
+fn open(index: usize, preload: usize) -> Box<dyn Design> {
     let mut design: Box<dyn Design> = match index {
         0 => {
             let sled = Sled::open();
@@ -342,7 +345,7 @@ fn open(index: usize) -> Box<dyn Design> {
             })
         }
     };
-    for first in (0..PRELOAD as u64).step_by(BATCH_GROUP) {
+    for first in (0..preload as u64).step_by(BATCH_GROUP) {
         design.commit(first, BATCH_GROUP);
     }
     design
@@ -350,14 +353,14 @@ fn open(index: usize) -> Box<dyn Design> {
 
 const DESIGNS: usize = 4;
 
-fn criterion_pass(c: &mut Criterion) {
+fn criterion_pass(c: &mut Criterion, preload: usize) {
     for group_size in [SINGLE_GROUP, BATCH_GROUP] {
         let mut group = c.benchmark_group(format!("store-design/group-{group_size}"));
         group.throughput(Throughput::Elements(group_size as u64));
         group.sample_size(20);
         for index in 0..DESIGNS {
-            let mut design = open(index);
-            let mut next = PRELOAD as u64;
+            let mut design = open(index, preload);
+            let mut next = preload as u64;
             group.bench_function(BenchmarkId::from_parameter(design.name()), |b| {
                 b.iter_custom(|iters| {
                     let started = Instant::now();
@@ -373,19 +376,20 @@ fn criterion_pass(c: &mut Criterion) {
     }
 }
 
-/// Times every group of [`TIMED`] leads per design and group size; prints a table.
-fn percentile_pass() {
+/// Times every group of `timed` leads per design and group size, on stores holding
+/// `preload`; prints a table.
+fn percentile_pass(preload: usize, timed: usize) {
     println!(
         "\n| design | leads per group | groups | µs per lead, p50 / p99 of groups | leads/s |"
     );
     println!("|---|---:|---:|---|---:|");
     for group_size in [SINGLE_GROUP, BATCH_GROUP] {
         for index in 0..DESIGNS {
-            let mut design = open(index);
+            let mut design = open(index, preload);
             let mut latency = Latency::new();
-            let mut next = PRELOAD as u64;
+            let mut next = preload as u64;
             let started = Instant::now();
-            let groups = TIMED / group_size;
+            let groups = (timed / group_size).max(1);
             for _ in 0..groups {
                 let t = Instant::now();
                 design.commit(next, group_size);
@@ -406,8 +410,26 @@ fn percentile_pass() {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) Criterion
+    // runs each benchmark once as a test, and the stores shrink to match.
+    let (preload, timed) = if flag("--bench") && !flag("--test") {
+        (PRELOAD, TIMED)
+    } else {
+        (SMOKE_LEADS, SMOKE_LEADS)
+    };
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_at_start = load();
     let mut c = Criterion::default().configure_from_args();
-    criterion_pass(&mut c);
+    criterion_pass(&mut c, preload);
     c.final_summary();
-    percentile_pass();
+    if !flag("--list") {
+        percentile_pass(preload, timed);
+        println!(
+            "\nLoad average at start: {}; at end: {}",
+            load_at_start.trim(),
+            load().trim()
+        );
+    }
 }
