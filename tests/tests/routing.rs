@@ -175,8 +175,8 @@ async fn repeats_are_counted_and_only_the_first_ones_kept_in_history() {
     let f = fixture();
     east_with_reps(&f.engine, 5).await;
     let original = f.engine.route(lead(7, "CN-SH")).await.unwrap();
-    // One at a time (the read-ahead path), then in batches, where the committer's own
-    // check finds them.
+    // One at a time, then in a batch: both find the stored lead before the committer
+    // (the committer's own check is the next test's).
     for n in 0..15 {
         f.clock.advance(1);
         let dup = f.engine.route(lead(7, "CN-SH")).await.unwrap();
@@ -242,6 +242,14 @@ async fn racing_duplicates_in_one_batch_yield_one_lead() {
     );
     let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
     assert_eq!(loads, 1);
+    // Found by the committer's own check, the repeats are counted all the same.
+    let lead = results
+        .iter()
+        .find_map(|r| r.as_ref().unwrap().duplicate_of)
+        .unwrap();
+    let view = f.engine.lead(lead).unwrap().unwrap();
+    assert_eq!(view.state.repeats, 19);
+    assert!(view.state.last_repeat_at.is_some());
     assert_healthy(&f.engine).await;
 }
 

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use leadroute_engine::domain::{HistoryEvent, LeadId, LeadState, LeadStatus, RepId, TerritoryId};
+use leadroute_engine::domain::{
+    HistoryEvent, LeadId, LeadState, LeadStatus, REPEATS_IN_HISTORY, RepId, TerritoryId,
+};
 use leadroute_engine::store::Store;
 use leadroute_engine::{Engine, EngineConfig};
 
@@ -301,14 +303,21 @@ fn check_lead(
         ));
     }
 
-    let dups = history
+    // Every repeat is counted; only the first REPEATS_IN_HISTORY are history entries.
+    let dups = state.repeats;
+    if dups < lead.dups || dups > lead.dups + extra_dups {
+        return Err(format!(
+            "lead {id}: {dups} repeats counted, {} acknowledged, {extra_dups} cut off",
+            lead.dups
+        ));
+    }
+    let entries = history
         .iter()
         .filter(|h| matches!(h.event, HistoryEvent::Duplicate { .. }))
         .count() as u32;
-    if dups < lead.dups || dups > lead.dups + extra_dups {
+    if entries != dups.min(REPEATS_IN_HISTORY) {
         return Err(format!(
-            "lead {id}: {dups} duplicate hits stored, {} acknowledged, {extra_dups} cut off",
-            lead.dups
+            "lead {id}: {entries} duplicate entries in its history for {dups} repeats"
         ));
     }
     lead.dups = dups;
