@@ -1,4 +1,4 @@
-//! What one durable lead costs the committer under three storage designs, measured
+//! What one durable lead costs the committer under four storage designs, measured
 //! without the engine, so a change of design can be judged before it is built.
 //!
 //! The engine's committer is the bound on durable leads/s (`benches/README.md`, "What
