@@ -20,6 +20,8 @@ pub struct Outbox {
     written: watch::Sender<u64>,
     /// Bumped whenever the set of subscriptions changes.
     subscriptions: watch::Sender<u64>,
+    /// Bumped whenever a dead letter is parked, updated or removed.
+    dead_letters: watch::Sender<u64>,
 }
 
 impl Outbox {
@@ -29,6 +31,7 @@ impl Outbox {
             interest: AtomicU8::new(0),
             written: watch::channel(0).0,
             subscriptions: watch::channel(0).0,
+            dead_letters: watch::channel(0).0,
         };
         outbox.set_interest(webhooks);
         outbox
@@ -77,5 +80,17 @@ impl Outbox {
     /// Changes whenever subscriptions are added, replaced or deleted.
     pub fn watch_subscriptions(&self) -> watch::Receiver<u64> {
         self.subscriptions.subscribe()
+    }
+
+    /// Changes whenever a dead letter is parked, updated (marked for re-drive) or
+    /// removed, so whoever waits for the dispatcher to give up on an event (or to
+    /// deliver a re-driven one) is told instead of looking again and again.
+    pub fn watch_dead_letters(&self) -> watch::Receiver<u64> {
+        self.dead_letters.subscribe()
+    }
+
+    /// Called after every dead-letter write.
+    pub(crate) fn dead_letters_changed(&self) {
+        self.dead_letters.send_modify(|v| *v += 1);
     }
 }

@@ -185,11 +185,10 @@ impl Engine {
             probe,
             answered: false,
         };
-        let report = rx
-            .await
-            .map_err(|_| EngineError::Internal("replay thread died".into()))?;
+        let report = rx.await;
+        // Answered either way: a thread that died is not a caller that went away.
         waiting.answered = true;
-        report
+        report.map_err(|_| EngineError::Internal("replay thread died".into()))?
     }
 }
 

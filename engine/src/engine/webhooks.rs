@@ -77,6 +77,7 @@ impl Engine {
         )
         .await?;
         self.inner.store.remove_dead_letters(id)?;
+        self.inner.outbox.dead_letters_changed();
         self.inner
             .outbox
             .set_interest(&self.inner.store.webhooks()?);
@@ -84,7 +85,7 @@ impl Engine {
         Ok(())
     }
 
-    /// The outbox's signals: new events, changed subscriptions.
+    /// The outbox's signals: new events, changed subscriptions, dead letters.
     pub fn outbox(&self) -> &Outbox {
         &self.inner.outbox
     }
@@ -116,7 +117,9 @@ impl Engine {
 
     /// Parks an event a subscription gave up on (or updates a parked one).
     pub fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
-        self.inner.store.put_dead_letter(id, letter)
+        self.inner.store.put_dead_letter(id, letter)?;
+        self.inner.outbox.dead_letters_changed();
+        Ok(())
     }
 
     /// A subscription's dead letters, oldest first: all of them, for the dispatcher's
@@ -137,6 +140,8 @@ impl Engine {
         after: Option<u64>,
         limit: Option<u32>,
     ) -> Result<DeadLetterPage> {
+        // An unknown subscription is a 404 whatever the query says.
+        self.webhook(id)?;
         let limit = limit.unwrap_or(DEFAULT_DEAD_LETTER_PAGE);
         if !(1..=MAX_DEAD_LETTER_PAGE).contains(&limit) {
             return Err(ValidationError::field(
@@ -145,7 +150,6 @@ impl Engine {
             )
             .into());
         }
-        self.webhook(id)?;
         let (letters, more) = self
             .inner
             .store
@@ -165,7 +169,9 @@ impl Engine {
 
     /// Removes a dead letter (delivered on re-drive).
     pub fn remove_dead_letter(&self, id: &WebhookId, seq: u64) -> Result<()> {
-        self.inner.store.remove_dead_letter(id, seq)
+        self.inner.store.remove_dead_letter(id, seq)?;
+        self.inner.outbox.dead_letters_changed();
+        Ok(())
     }
 
     /// Marks every dead letter of a subscription for another round of delivery;
@@ -178,6 +184,7 @@ impl Engine {
             self.inner.store.put_dead_letter(id, &letter)?;
             marked += 1;
         }
+        self.inner.outbox.dead_letters_changed();
         // Wake the dispatcher as new events would.
         self.inner.outbox.nudge();
         Ok(marked)
