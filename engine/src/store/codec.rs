@@ -476,6 +476,46 @@ mod tests {
         assert_eq!(decode::<LeadState>(&written).unwrap(), state);
     }
 
+    /// Bytes a version-1 build (`d0663b8`) wrote for the lead built below, so a change
+    /// to [`LeadStateV1`] that no longer matches what was stored fails here.
+    const LEAD_V1_BYTES: &str = "011a3031484637594154303030303030303030303030303030303141000000010b3133383030303031323334010c41404578616d706c652e636e0105434e2d534800000000000088a34000077b226b223a317dfd0068e5cf8b0100000004656173740103616e6e010001fd0168e5cf8b01000001fd0268e5cf8b010000000102626f00";
+
+    #[test]
+    fn a_lead_written_by_a_version_1_build_decodes() {
+        let bytes: Vec<u8> = (0..LEAD_V1_BYTES.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&LEAD_V1_BYTES[i..i + 2], 16).unwrap())
+            .collect();
+        let lead = LeadInput {
+            email: Some("A@Example.cn".into()),
+            phone: Some("13800001234".into()),
+            region: Some("CN-SH".into()),
+            purchase_amount: Some(2500.0),
+            attributes: Some(serde_json::json!({"k": 1})),
+            ..Default::default()
+        }
+        .validate(
+            LeadId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000, 42)),
+            1_700_000_000_000,
+        )
+        .unwrap();
+        let expected = LeadState {
+            lead,
+            status: LeadStatus::Assigned,
+            territory: TerritoryId::new("east").unwrap(),
+            rep: Some(RepId::new("ann").unwrap()),
+            stage: Some(Stage::FirstContact),
+            assigned_at: Some(1_700_000_000_001),
+            touched_at: Some(1_700_000_000_002),
+            closed_at: None,
+            previous_reps: vec![RepId::new("bo").unwrap()],
+            queue_seq: None,
+            repeats: 0,
+            last_repeat_at: None,
+        };
+        assert_eq!(decode::<LeadState>(&bytes).unwrap(), expected);
+    }
+
     #[test]
     fn unknown_versions_and_garbage_are_reported_not_panicked() {
         let mut bytes = encode(&Assignment {
