@@ -8,8 +8,7 @@
 //! about speed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use leadroute_admin_api::AppState;
@@ -20,6 +19,7 @@ use leadroute_engine::domain::{
 };
 use leadroute_engine::store::DeadLetter;
 use leadroute_engine::{Checkpoint, Engine, EngineConfig, PluginLimits};
+use leadroute_tests::{Holder, expect_checkpoint};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,75 +27,6 @@ use tokio::sync::mpsc;
 
 /// Bounds every wait, so a hang fails the test instead of stalling it.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// Holds the first `count` threads reaching one checkpoint until released, and reports
-/// the checkpoints of the same kind of work (replays or compiles) but the many
-/// `ReplayStep`s (counted; reported only when held).
-struct Holder {
-    at: Checkpoint,
-    to_hold: AtomicUsize,
-    released: Mutex<usize>,
-    wake: Condvar,
-    steps: AtomicUsize,
-    events: mpsc::UnboundedSender<Checkpoint>,
-}
-
-/// Whether a checkpoint is a replay's (else a compile's).
-fn replay(at: Checkpoint) -> bool {
-    matches!(
-        at,
-        Checkpoint::ReplayStep | Checkpoint::ReplayCancelled | Checkpoint::ReplayEnded
-    )
-}
-
-impl Holder {
-    fn new(at: Checkpoint, count: usize) -> (Arc<Holder>, mpsc::UnboundedReceiver<Checkpoint>) {
-        let (events, rx) = mpsc::unbounded_channel();
-        let holder = Arc::new(Holder {
-            at,
-            to_hold: AtomicUsize::new(count),
-            released: Mutex::new(0),
-            wake: Condvar::new(),
-            steps: AtomicUsize::new(0),
-            events,
-        });
-        (holder, rx)
-    }
-
-    fn reached(&self, at: Checkpoint) {
-        if at == Checkpoint::ReplayStep {
-            self.steps.fetch_add(1, Ordering::SeqCst);
-        }
-        let hold = at == self.at
-            && self
-                .to_hold
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if hold || (at != Checkpoint::ReplayStep && replay(at) == replay(self.at)) {
-            let _ = self.events.send(at);
-        }
-        if hold {
-            let mut released = self.released.lock().unwrap();
-            while *released == 0 {
-                released = self.wake.wait(released).unwrap();
-            }
-            *released -= 1;
-        }
-    }
-
-    fn release(&self, n: usize) {
-        *self.released.lock().unwrap() += n;
-        self.wake.notify_all();
-    }
-}
-
-async fn expect(rx: &mut mpsc::UnboundedReceiver<Checkpoint>, expected: Checkpoint) {
-    let got = tokio::time::timeout(BOUND, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no checkpoint; expected {expected:?}"))
-        .expect("the probe is alive");
-    assert_eq!(got, expected);
-}
 
 /// The server, in this process, on an ephemeral port.
 struct Server {
@@ -231,8 +162,7 @@ const REPLAY: &str = "/admin/plugins/rules/versions/1/replay";
 /// territory, two reps and [`LEADS`] routed leads.
 async fn replay_server() -> (Server, Arc<Holder>, mpsc::UnboundedReceiver<Checkpoint>) {
     let (holder, events) = Holder::new(Checkpoint::ReplayStep, 1);
-    let probe = holder.clone();
-    let server = Server::start(|config| config.probe(move |at| probe.reached(at))).await;
+    let server = Server::start(|config| config.probe(holder.probe())).await;
     let engine = &server.engine;
     engine
         .put_plugin("rules", leadroute_plugin_builds::RULES.to_vec())
@@ -270,7 +200,7 @@ async fn replay_server() -> (Server, Arc<Holder>, mpsc::UnboundedReceiver<Checkp
 async fn a_second_replay_is_refused_with_409_while_one_runs() {
     let (server, holder, mut events) = replay_server().await;
     let first = server.send("POST", REPLAY, "application/json", b"{}").await;
-    expect(&mut events, Checkpoint::ReplayStep).await;
+    expect_checkpoint(&mut events, Checkpoint::ReplayStep).await;
 
     let refused = server.post(REPLAY, json!({})).await;
     assert_eq!(refused.status, 409, "{refused:?}");
@@ -295,8 +225,8 @@ async fn a_second_replay_is_refused_with_409_while_one_runs() {
     // The place went back before the answer: a client may start the next at once.
     let again = server.post(REPLAY, json!({})).await;
     assert_eq!(again.status, 200, "{again:?}");
-    expect(&mut events, Checkpoint::ReplayEnded).await;
-    expect(&mut events, Checkpoint::ReplayEnded).await;
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
     server.stop().await;
 }
 
@@ -304,16 +234,16 @@ async fn a_second_replay_is_refused_with_409_while_one_runs() {
 async fn a_client_hanging_up_stops_its_replay_and_frees_the_place() {
     let (server, holder, mut events) = replay_server().await;
     let conn = server.send("POST", REPLAY, "application/json", b"{}").await;
-    expect(&mut events, Checkpoint::ReplayStep).await;
+    expect_checkpoint(&mut events, Checkpoint::ReplayStep).await;
 
     // The client goes away while its replay is held at the first step; the server
     // drops the request, which tells the replay to stop.
     drop(conn);
-    expect(&mut events, Checkpoint::ReplayCancelled).await;
+    expect_checkpoint(&mut events, Checkpoint::ReplayCancelled).await;
     holder.release(1);
-    expect(&mut events, Checkpoint::ReplayEnded).await;
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
     assert_eq!(
-        holder.steps.load(Ordering::SeqCst),
+        holder.steps(),
         1,
         "it stopped right after the step it was held at"
     );
@@ -321,7 +251,7 @@ async fn a_client_hanging_up_stops_its_replay_and_frees_the_place() {
     let next = server.post(REPLAY, json!({})).await;
     assert_eq!(next.status, 200, "{next:?}");
     assert_eq!(next.body["leads_examined"], LEADS);
-    expect(&mut events, Checkpoint::ReplayEnded).await;
+    expect_checkpoint(&mut events, Checkpoint::ReplayEnded).await;
     server.stop().await;
 }
 
@@ -510,18 +440,12 @@ async fn bad_dead_letter_queries_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_finding_every_compile_slot_held_gets_503() {
     let (holder, mut events) = Holder::new(Checkpoint::CompileStarted, 1);
-    let probe = holder.clone();
     let limits = PluginLimits {
         compile_timeout: Duration::from_millis(200),
         max_compiles: 1,
         ..PluginLimits::default()
     };
-    let server = Server::start(|config| {
-        config
-            .plugin_limits(limits)
-            .probe(move |at| probe.reached(at))
-    })
-    .await;
+    let server = Server::start(|config| config.plugin_limits(limits).probe(holder.probe())).await;
     let rules = leadroute_plugin_builds::RULES;
 
     // The compile is held at its start: the upload gives up on it after 200 ms, while
@@ -541,7 +465,7 @@ async fn an_upload_finding_every_compile_slot_held_gets_503() {
             .contains("compilation took longer than 200ms"),
         "{first:?}"
     );
-    expect(&mut events, Checkpoint::CompileStarted).await;
+    expect_checkpoint(&mut events, Checkpoint::CompileStarted).await;
 
     let busy = server
         .call("PUT", "/admin/plugins/rules", "application/wasm", rules)
@@ -563,6 +487,6 @@ async fn an_upload_finding_every_compile_slot_held_gets_503() {
     assert_eq!(listed.body, json!([]), "nothing stored");
 
     holder.release(1);
-    expect(&mut events, Checkpoint::CompileEnded).await;
+    expect_checkpoint(&mut events, Checkpoint::CompileEnded).await;
     server.stop().await;
 }

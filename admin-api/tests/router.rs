@@ -60,6 +60,17 @@ fn fixture(auth: Auth, limits: Limits) -> Fixture {
     }
 }
 
+/// A fixture whose server requires the admin and intake tokens.
+fn with_tokens() -> Fixture {
+    fixture(
+        Auth {
+            admin: Some(Token::new("admin-token-0123456789")),
+            intake: Some(Token::new("intake-token-0123456789")),
+        },
+        Limits::default(),
+    )
+}
+
 fn open() -> Fixture {
     fixture(Auth::default(), Limits::default())
 }
@@ -299,13 +310,7 @@ async fn an_oversized_batch_is_refused_by_its_count() {
 
 #[tokio::test]
 async fn auth_rejections_are_json_errors() {
-    let f = fixture(
-        Auth {
-            admin: Some(Token::new("admin-token-0123456789")),
-            intake: Some(Token::new("intake-token-0123456789")),
-        },
-        Limits::default(),
-    );
+    let f = with_tokens();
     let app = app(f.state.clone());
     let (status, body) = send(&app, request("GET", "/admin/reps", None, "")).await;
     assert_eq!((status.as_u16(), code(&body)), (401, "unauthorized"));
@@ -320,13 +325,7 @@ async fn auth_rejections_are_json_errors() {
 
 #[tokio::test]
 async fn which_routes_exist_is_not_told_before_auth() {
-    let f = fixture(
-        Auth {
-            admin: Some(Token::new("admin-token-0123456789")),
-            intake: Some(Token::new("intake-token-0123456789")),
-        },
-        Limits::default(),
-    );
+    let f = with_tokens();
     let app = app(f.state.clone());
     let as_token = |method: &str, uri: &str, token: Option<&str>| {
         let mut b = Request::builder().method(method).uri(uri);
