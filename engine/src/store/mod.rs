@@ -150,13 +150,48 @@ const BALLAST_BYTES: usize = 8 << 20;
 /// Longest [`Store::reopen`] waits for calls still using the old opening to finish.
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Longest [`Store::open`] waits for sled's file lock on the directory.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
     /// Opens (creating if needed) the store in `dir` and checks its schema version.
+    ///
+    /// Waits up to five seconds for sled's lock on the directory: sled's background
+    /// threads keep it a moment after the last handle of an earlier opening in this
+    /// process is dropped. Still held after that, it is another process's, and the
+    /// error says so.
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_waiting(dir, LOCK_WAIT, || {})
+    }
+
+    /// [`Store::open`], waiting up to `wait` for the lock and calling `locked` each
+    /// time it finds the lock held.
+    fn open_waiting(
+        dir: &Path,
+        wait: std::time::Duration,
+        mut locked: impl FnMut(),
+    ) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| {
             EngineError::StoreUnavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
-        let handle = Handle::open(dir)?;
+        let started = std::time::Instant::now();
+        let handle = loop {
+            match Handle::open(dir) {
+                Err(Opening::Locked(e)) if started.elapsed() < wait => {
+                    tracing::debug!(error = %e, "store locked; waiting");
+                    locked();
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(Opening::Locked(e)) => {
+                    return Err(EngineError::StoreUnavailable(format!(
+                        "{e}; is another leadroute using {}?",
+                        dir.display()
+                    )));
+                }
+                Err(Opening::Failed(e)) => return Err(e),
+                Ok(handle) => break handle,
+            }
+        };
         let store = Store {
             dir: dir.to_path_buf(),
             live: Arc::new(RwLock::new(Some(Arc::new(handle)))),
@@ -234,7 +269,7 @@ impl Store {
         }
         let started = std::time::Instant::now();
         loop {
-            match Handle::open(&self.dir) {
+            match Handle::open(&self.dir).map_err(EngineError::from) {
                 Ok(handle) => {
                     *live = Some(Arc::new(handle));
                     return Ok(());
@@ -249,9 +284,44 @@ impl Store {
     }
 }
 
+/// Why [`Handle::open`] failed.
+enum Opening {
+    /// Another opening holds sled's file lock on the directory.
+    Locked(sled::Error),
+    Failed(EngineError),
+}
+
+impl From<EngineError> for Opening {
+    fn from(e: EngineError) -> Self {
+        Opening::Failed(e)
+    }
+}
+
+impl From<sled::Error> for Opening {
+    fn from(e: sled::Error) -> Self {
+        Opening::Failed(e.into())
+    }
+}
+
+impl From<Opening> for EngineError {
+    fn from(e: Opening) -> Self {
+        match e {
+            Opening::Locked(e) => e.into(),
+            Opening::Failed(e) => e,
+        }
+    }
+}
+
 impl Handle {
-    fn open(dir: &Path) -> Result<Handle> {
-        let db = sled::Config::new().path(dir).open()?;
+    fn open(dir: &Path) -> std::result::Result<Handle, Opening> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            // sled 0.34 reports it as an `Other` I/O error; only its text tells.
+            if e.to_string().contains("could not acquire lock") {
+                Opening::Locked(e)
+            } else {
+                Opening::Failed(e.into())
+            }
+        })?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             None => {
@@ -262,7 +332,8 @@ impl Handle {
                 return Err(EngineError::StoreUnavailable(format!(
                     "store schema version {:?} is not {SCHEMA_VERSION}; refusing to open",
                     v.as_ref()
-                )));
+                ))
+                .into());
             }
         }
         let mut trees = Vec::with_capacity(TREE_NAMES.len());
@@ -623,5 +694,47 @@ impl Store {
     /// Number of leads ever stored.
     pub fn lead_count(&self) -> usize {
         self.h().map_or(0, |h| h.trees[LEADS].len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_lock_let_go_while_waiting_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = Mutex::new(Some(sled::open(dir.path()).unwrap()));
+        let mut tries = 0;
+        // The holder lets go the first time the opening finds the lock held.
+        let store = Store::open_waiting(dir.path(), Duration::from_secs(60), || {
+            tries += 1;
+            holder.lock().unwrap().take();
+        })
+        .unwrap();
+        assert!(tries >= 1, "the lock was held at the first try");
+        assert_eq!(store.lead_count(), 0);
+    }
+
+    #[test]
+    fn a_lock_held_throughout_names_the_likely_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = sled::open(dir.path()).unwrap();
+        let mut tries = 0;
+        let err = Store::open_waiting(dir.path(), Duration::ZERO, || tries += 1)
+            .err()
+            .expect("the lock is held");
+        assert_eq!(tries, 0, "no wait, no retry");
+        let EngineError::StoreUnavailable(message) = err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains("could not acquire lock")
+                && message.contains("is another leadroute using"),
+            "{message}"
+        );
     }
 }
