@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leadroute_engine::Durability;
 use leadroute_engine::config::DEFAULT_MAX_IN_FLIGHT_LEADS;
+use leadroute_engine::{Durability, PluginLimits};
 use serde::Deserialize;
 
 use crate::auth::{Auth, Token};
@@ -61,6 +61,32 @@ pub struct FileConfig {
     /// Webhook delivery.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// The plugin sandbox.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+/// The `[plugins]` table: what one plugin call, and plugins together, may use. The
+/// largest module accepted is `limits.plugin_body_bytes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Fuel per call, about one unit per wasm instruction (1000-10000000000).
+    /// Default 100000000, about 11 ms of a tight loop.
+    pub fuel: Option<u64>,
+    /// Wall-clock limit of one call, in milliseconds (1-10000). Default 100.
+    pub call_timeout_ms: Option<u64>,
+    /// Most linear memory one call may use, in bytes (1 MiB-1 GiB). Default 16777216.
+    pub memory_bytes: Option<usize>,
+    /// Plugin instances alive at once; a call past it falls back (1-256). Default 16.
+    pub max_instances: Option<u32>,
+    /// Modules compiling at once; an upload past it gets 503 `compile_busy` (1-16).
+    /// Default 2.
+    pub max_compiles: Option<usize>,
+    /// Longest an upload's compile may take, in seconds (1-600). Default 10.
+    pub compile_timeout_secs: Option<u64>,
+    /// Consecutive failures that open a plugin's circuit (1-1000). Default 5.
+    pub circuit_threshold: Option<u32>,
 }
 
 /// The `[webhooks]` table.
@@ -174,6 +200,8 @@ pub struct Settings {
     pub webhooks: crate::webhooks::Policy,
     /// Most leads in flight before intake answers 503 `overloaded`.
     pub max_in_flight_leads: usize,
+    /// The plugin sandbox's limits (`max_module_bytes` is the plugin body limit).
+    pub plugins: PluginLimits,
     /// The file read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -478,6 +506,8 @@ impl Settings {
             1..=MAX_IN_FLIGHT_LEADS_LIMIT,
         )?;
 
+        let plugins = resolve_plugins(&file.plugins, &env, &in_file, &limits)?;
+
         let token = |env_name: &str, value: Option<String>, key: &str| match pick(
             [None, var(env_name), from_file(value, key)],
             String::new(),
@@ -528,9 +558,79 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(shutdown_secs),
             webhooks,
             max_in_flight_leads,
+            plugins,
             config_file,
         })
     }
+}
+
+/// The `[plugins]` table and its environment variables, over the engine's defaults.
+fn resolve_plugins(
+    file: &PluginsConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    in_file: &dyn Fn(&str) -> String,
+    limits: &Limits,
+) -> Result<PluginLimits, ConfigError> {
+    let defaults = PluginLimits::default();
+    // One key: env beats file beats `default`; the value must lie in `range`.
+    let number = |key: &str, value: Option<u64>, default: u64, range| {
+        let env_name = format!("LEADROUTE_PLUGIN_{}", key.to_ascii_uppercase());
+        let (n, from) = pick(
+            [
+                None,
+                env(&env_name).map(|v| (parse_number::<u64>(&v), env_name.clone())),
+                value.map(|v| (Ok(v), in_file(&format!("plugins.{key}")))),
+            ],
+            default,
+        )?;
+        check_range(n, &from, range)?;
+        Ok::<u64, ConfigError>(n)
+    };
+    let memory_bytes = number(
+        "memory_bytes",
+        file.memory_bytes.map(|v| v as u64),
+        defaults.memory_bytes as u64,
+        1 << 20..=1 << 30,
+    )? as usize;
+    Ok(PluginLimits {
+        fuel: number("fuel", file.fuel, defaults.fuel, 1_000..=10_000_000_000)?,
+        deadline: Duration::from_millis(number(
+            "call_timeout_ms",
+            file.call_timeout_ms,
+            defaults.deadline.as_millis() as u64,
+            1..=10_000,
+        )?),
+        memory_bytes,
+        // What the server lets through, the sandbox takes.
+        max_module_bytes: limits.plugin_body_bytes,
+        compile_timeout: Duration::from_secs(number(
+            "compile_timeout_secs",
+            file.compile_timeout_secs,
+            defaults.compile_timeout.as_secs(),
+            1..=600,
+        )?),
+        max_compiles: number(
+            "max_compiles",
+            file.max_compiles.map(|v| v as u64),
+            defaults.max_compiles as u64,
+            1..=16,
+        )? as usize,
+        max_instances: number(
+            "max_instances",
+            file.max_instances.map(u64::from),
+            u64::from(defaults.max_instances),
+            1..=256,
+        )? as u32,
+        // Kept resident between calls: never more than a call may use.
+        keep_resident_bytes: defaults.keep_resident_bytes.min(memory_bytes),
+        circuit_threshold: number(
+            "circuit_threshold",
+            file.circuit_threshold.map(u64::from),
+            u64::from(defaults.circuit_threshold),
+            1..=1000,
+        )? as u32,
+        ..defaults
+    })
 }
 
 #[cfg(test)]
@@ -609,6 +709,58 @@ mod tests {
             e.contains("LEADROUTE_MAX_IN_FLIGHT_LEADS") && e.contains("whole number"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn plugin_limits_come_from_env_or_file_and_are_checked() {
+        let s = resolve(&Flags::default(), &[]).unwrap();
+        assert_eq!(
+            format!("{:?}", s.plugins),
+            format!("{:?}", PluginLimits::default())
+        );
+        let (_dir, path) = file(
+            "[limits]\nplugin_body_bytes = 4096\n\
+             [plugins]\nfuel = 5000000\ncall_timeout_ms = 40\nmemory_bytes = 1048576\n\
+             max_instances = 4\nmax_compiles = 1\ncompile_timeout_secs = 30\n\
+             circuit_threshold = 9\n",
+        );
+        let config = path.to_str().unwrap();
+        let vars = [
+            ("LEADROUTE_CONFIG", config),
+            ("LEADROUTE_PLUGIN_MAX_COMPILES", "3"),
+        ];
+        let p = resolve(&Flags::default(), &vars).unwrap().plugins;
+        assert_eq!(p.fuel, 5_000_000);
+        assert_eq!(p.deadline, Duration::from_millis(40));
+        assert_eq!(p.memory_bytes, 1 << 20);
+        assert_eq!(p.max_instances, 4);
+        assert_eq!(p.max_compiles, 3, "the environment beats the file");
+        assert_eq!(p.compile_timeout, Duration::from_secs(30));
+        assert_eq!(p.circuit_threshold, 9);
+        assert_eq!(p.max_module_bytes, 4096, "the upload limit");
+        assert_eq!(
+            p.keep_resident_bytes,
+            1 << 20,
+            "at most the memory a call has"
+        );
+
+        let err = |vars: &[(&str, &str)]| resolve(&Flags::default(), vars).unwrap_err().0;
+        let e = err(&[("LEADROUTE_PLUGIN_MAX_COMPILES", "0")]);
+        assert!(
+            e.starts_with("LEADROUTE_PLUGIN_MAX_COMPILES:") && e.contains("1 to 16"),
+            "{e}"
+        );
+        let e = err(&[("LEADROUTE_PLUGIN_FUEL", "lots")]);
+        assert!(e.starts_with("LEADROUTE_PLUGIN_FUEL:"), "{e}");
+        let (_dir, path) = file("[plugins]\nmemory_bytes = 1024\n");
+        let e = err(&[("LEADROUTE_CONFIG", path.to_str().unwrap())]);
+        assert!(
+            e.contains("`plugins.memory_bytes` in") && e.contains("out of range"),
+            "{e}"
+        );
+        let (_dir, path) = file("[plugins]\nfuell = 1\n");
+        let e = err(&[("LEADROUTE_CONFIG", path.to_str().unwrap())]);
+        assert!(e.contains("unknown field `fuell`"), "{e}");
     }
 
     #[test]
@@ -724,6 +876,21 @@ mod tests {
         assert!(l.json_body_bytes.is_some() && l.batch_body_bytes.is_some());
         assert!(l.plugin_body_bytes.is_some());
         assert!(f.webhooks.max_attempts.is_some() && f.webhooks.timeout_secs.is_some());
+        let p = &f.plugins;
+        assert!(p.fuel.is_some() && p.call_timeout_ms.is_some() && p.memory_bytes.is_some());
+        assert!(p.max_instances.is_some() && p.max_compiles.is_some());
+        assert!(p.compile_timeout_secs.is_some() && p.circuit_threshold.is_some());
+        // And its values are the defaults it claims to show.
+        let (_dir, path) = file(text);
+        let s = resolve(
+            &Flags::default(),
+            &[("LEADROUTE_CONFIG", path.to_str().unwrap())],
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", s.plugins),
+            format!("{:?}", PluginLimits::default())
+        );
         // The tokens are there, commented out; uncommented they must be valid too.
         let uncommented = text
             .replace("# admin_token", "admin_token")

@@ -22,7 +22,8 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
 
     let config = EngineConfig::new(&settings.data_dir)
         .durability(settings.durability)
-        .max_in_flight_leads(settings.max_in_flight_leads);
+        .max_in_flight_leads(settings.max_in_flight_leads)
+        .plugin_limits(settings.plugins.clone());
     let data_dir = settings.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await?

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::harness::{ADMIN, Api, Resp, Server, data_dir, head_only, raw, run};
+use crate::harness::{ADMIN, Api, INTAKE, Options, Resp, Server, data_dir, head_only, raw, run};
 
 const WASM: &str = "application/wasm";
 
@@ -203,6 +203,33 @@ fn bad_uploads_are_refused_with_the_reason() {
         module.len(),
     );
     assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+}
+
+/// The `[plugins]` settings reach the sandbox: with a budget of 1000 fuel (a decision
+/// of this module takes about 9400) the upload's smoke run runs out, where the default
+/// budget lets the same module in (the other tests).
+#[test]
+fn plugin_limits_from_the_environment_reach_the_sandbox() {
+    let dir = data_dir();
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: &[],
+            env: &[
+                ("LEADROUTE_ADMIN_TOKEN", ADMIN),
+                ("LEADROUTE_INTAKE_TOKEN", INTAKE),
+                ("LEADROUTE_PLUGIN_FUEL", "1000"),
+            ],
+        },
+    );
+    let r = upload(&server, "vip-tier", leadroute_plugin_builds::VIP_TIER);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "plugin_invalid"),
+        "{r:?}"
+    );
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("out_of_fuel"), "{message}");
 }
 
 #[test]
