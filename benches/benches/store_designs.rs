@@ -1,4 +1,4 @@
-//! What one durable lead costs the committer under four storage designs, measured
+//! What one durable lead costs the committer under five storage designs, measured
 //! without the engine, so a change of design can be judged before it is built.
 //!
 //! The engine's committer is the bound on durable leads/s (`benches/README.md`, "What
@@ -12,6 +12,11 @@
 //! intake), and makes every group durable the way the engine does before answering:
 //!
 //! - **`sled-trees-tx`**: the engine's layout and transactions today.
+//! - **`sled-trees-tx-no-dedupe`**: the same without the three de-duplication keys,
+//!   which would live in memory, rebuilt at start from the open leads. Contacts
+//!   arrive in no order, so these are the only keys of a lead scattered over their
+//!   tree (the others follow the time-ordered lead id or the rep); this row says what
+//!   that costs.
 //! - **`sled-one-tree-batch`**: the same keys in one tree under a one-byte prefix per
 //!   kind, written with one `apply_batch` per group (atomic, and crash-atomic through
 //!   sled's batch manifest) instead of transactions. The committer is the only writer,
@@ -113,7 +118,7 @@ fn lead_writes(n: u64) -> Vec<Write1> {
     for k in 0..DEDUPE_KEYS {
         writes.push(Write1 {
             kind: 3,
-            key: format!("{k}:contact-{n}@example.cn").into_bytes(),
+            key: dedupe_key(n, k),
             value: id.clone(),
         });
     }
@@ -128,6 +133,20 @@ fn lead_writes(n: u64) -> Vec<Write1> {
         value: fill(SLA_BYTES),
     });
     writes
+}
+
+/// Lead `n`'s `k`th de-duplication key. Contacts are not ordered by arrival, so the
+/// keys are scattered over the tree as real phone numbers and e-mail addresses are:
+/// each lands on its own leaf, where keys in arrival order would share the last one.
+fn dedupe_key(n: u64, k: usize) -> Vec<u8> {
+    // splitmix64: a bijection, so no two leads share a key.
+    let mut z = n.wrapping_mul(DEDUPE_KEYS as u64).wrapping_add(k as u64);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let kind = ["phone", "email", "external_id"][k % 3];
+    format!("{kind}:{z:016x}").into_bytes()
 }
 
 /// The rep records a group rewrites once each.
@@ -192,11 +211,18 @@ impl Sled {
 struct TreesTx {
     sled: Sled,
     trees: [sled::Tree; TREES.len()],
+    /// Whether the de-duplication keys are stored (else they would live in memory,
+    /// rebuilt at start from the open leads).
+    dedupe: bool,
 }
 
 impl Design for TreesTx {
     fn name(&self) -> &'static str {
-        "sled-trees-tx"
+        if self.dedupe {
+            "sled-trees-tx"
+        } else {
+            "sled-trees-tx-no-dedupe"
+        }
     }
 
     fn commit(&mut self, first: u64, leads: usize) {
@@ -210,7 +236,9 @@ impl Design for TreesTx {
                 .transaction(|t| {
                     for n in start..chunk_end {
                         for w in lead_writes(n) {
-                            t[usize::from(w.kind)].insert(w.key, w.value)?;
+                            if self.dedupe || w.kind != 3 {
+                                t[usize::from(w.kind)].insert(w.key, w.value)?;
+                            }
                         }
                     }
                     if last_chunk {
@@ -313,10 +341,14 @@ impl Design for LogAppend {
 /// Opens a fresh instance of design `index` with `preload` leads stored.
 fn open(index: usize, preload: usize) -> Box<dyn Design> {
     let mut design: Box<dyn Design> = match index {
-        0 => {
+        0 | 4 => {
             let sled = Sled::open();
             let trees = TREES.map(|t| sled.db.open_tree(t).expect("tree"));
-            Box::new(TreesTx { sled, trees })
+            Box::new(TreesTx {
+                sled,
+                trees,
+                dedupe: index == 0,
+            })
         }
         1 => {
             let sled = Sled::open();
@@ -328,7 +360,7 @@ fn open(index: usize, preload: usize) -> Box<dyn Design> {
             let tree = sled.db.open_tree("all").expect("tree");
             Box::new(OneKey { sled, tree })
         }
-        _ => {
+        3 => {
             let dir = tempfile::Builder::new()
                 .prefix("leadroute-bench-design-")
                 .tempdir()
@@ -344,6 +376,7 @@ fn open(index: usize, preload: usize) -> Box<dyn Design> {
                 _dir: dir,
             })
         }
+        _ => unreachable!("{DESIGNS} designs"),
     };
     for first in (0..preload as u64).step_by(BATCH_GROUP) {
         design.commit(first, BATCH_GROUP);
@@ -351,7 +384,7 @@ fn open(index: usize, preload: usize) -> Box<dyn Design> {
     design
 }
 
-const DESIGNS: usize = 4;
+const DESIGNS: usize = 5;
 
 fn criterion_pass(c: &mut Criterion, preload: usize) {
     for group_size in [SINGLE_GROUP, BATCH_GROUP] {
