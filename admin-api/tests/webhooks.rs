@@ -10,9 +10,10 @@ use std::time::Duration;
 use leadroute_admin_api::webhooks::signature;
 use leadroute_admin_api::webhooks::{Dispatcher, Policy, Sleeper};
 use leadroute_engine::domain::{
-    EventKind, LeadEventInput, LeadInput, Outcome, RepId, RepInput, TerritoryId, TerritoryInput,
-    WebhookId, WebhookInput,
+    EventKind, LeadEventInput, LeadInput, OutboxEvent, Outcome, RepId, RepInput, TerritoryId,
+    TerritoryInput, WebhookId, WebhookInput,
 };
+use leadroute_engine::store::DeadLetter;
 use leadroute_engine::{Engine, EngineConfig, RouteStatus};
 use receiver::{Mode, Receiver};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -263,6 +264,42 @@ async fn failing_events_become_dead_letters_and_redrive_delivers_them() {
     let got = blocking(move || r.wait_for(1, WAIT)).await;
     assert_eq!(got[0].json()["data"]["lead_id"], routed.lead_id.to_string());
     assert_eq!(got[0].json()["id"], letters[0].event.id());
+    wait_for_letters(&f.engine, &hook, 0).await;
+    f.stop().await;
+}
+
+/// Re-drive reads dead letters a page at a time (1000): with more than two pages'
+/// worth, every letter is marked once and delivered once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_past_one_page_delivers_every_letter_once_in_order() {
+    const LETTERS: u64 = 2_345;
+    let receiver = Arc::new(Receiver::start());
+    let f = fixture(Policy::default(), true).await;
+    let hook = subscribe(&f.engine, &receiver.url(), &[EventKind::LeadAssigned]).await;
+    for seq in 1..=LETTERS {
+        let mut event = OutboxEvent::new(EventKind::LeadAssigned, 1_700_000_000_000);
+        event.seq = seq;
+        let letter = DeadLetter {
+            event,
+            attempts: 8,
+            last_error: "HTTP 500".into(),
+            failed_at: 1_700_000_000_000,
+            // One in ten is marked already: counted once, delivered once.
+            redrive: seq % 10 == 0,
+        };
+        f.engine.put_dead_letter(&hook, &letter).unwrap();
+    }
+
+    let marked = f.engine.redrive_dead_letters(&hook).unwrap();
+    assert_eq!(marked as u64, LETTERS - LETTERS / 10);
+    let r = receiver.clone();
+    let got = blocking(move || r.wait_for(LETTERS as usize, WAIT)).await;
+    let ids: Vec<String> = got
+        .iter()
+        .map(|d| d.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (1..=LETTERS).map(|seq| format!("evt_{seq:016x}")).collect();
+    assert_eq!(ids, expected);
     wait_for_letters(&f.engine, &hook, 0).await;
     f.stop().await;
 }

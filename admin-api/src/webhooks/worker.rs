@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use leadroute_engine::domain::{OutboxEvent, Webhook};
+use leadroute_engine::engine::MAX_DEAD_LETTER_PAGE;
 use leadroute_engine::store::DeadLetter;
 use leadroute_engine::{Engine, EngineError};
 use tokio::sync::watch;
@@ -127,30 +128,38 @@ async fn pause(stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// Delivers the dead letters an operator asked to re-drive, in order.
+/// Delivers the dead letters an operator asked to re-drive, in order, reading them a
+/// page at a time (a long outage can leave millions).
 async fn redrive(
     shared: &Shared,
     webhook: &Webhook,
     stop: &mut watch::Receiver<bool>,
 ) -> leadroute_engine::Result<()> {
     let engine: &Engine = &shared.engine;
-    for mut letter in engine.dead_letters(&webhook.id)? {
-        if !letter.redrive {
-            continue;
-        }
-        match attempt_all(shared, webhook, &letter.event, stop).await {
-            Delivery::Delivered => engine.remove_dead_letter(&webhook.id, letter.event.seq)?,
-            Delivery::GaveUp(error) => {
-                letter.attempts += shared.policy.max_attempts;
-                letter.last_error = error;
-                letter.failed_at = now_ms();
-                letter.redrive = false;
-                engine.put_dead_letter(&webhook.id, &letter)?;
+    let mut after = None;
+    loop {
+        let page = engine.dead_letter_page(&webhook.id, after, Some(MAX_DEAD_LETTER_PAGE))?;
+        for mut letter in page.letters {
+            if !letter.redrive {
+                continue;
             }
-            Delivery::Stopped => return Ok(()),
+            match attempt_all(shared, webhook, &letter.event, stop).await {
+                Delivery::Delivered => engine.remove_dead_letter(&webhook.id, letter.event.seq)?,
+                Delivery::GaveUp(error) => {
+                    letter.attempts += shared.policy.max_attempts;
+                    letter.last_error = error;
+                    letter.failed_at = now_ms();
+                    letter.redrive = false;
+                    engine.put_dead_letter(&webhook.id, &letter)?;
+                }
+                Delivery::Stopped => return Ok(()),
+            }
+        }
+        match page.next {
+            Some(seq) => after = Some(seq),
+            None => return Ok(()),
         }
     }
-    Ok(())
 }
 
 /// Attempts one event until it is delivered, every attempt failed, or stop.

@@ -122,8 +122,9 @@ impl Engine {
         Ok(())
     }
 
-    /// A subscription's dead letters, oldest first: all of them, for the dispatcher's
-    /// re-drive. Listings use [`Engine::dead_letter_page`].
+    /// A subscription's dead letters, oldest first: all of them, however many (tests
+    /// and tools). Listings and re-drives read them a page at a time
+    /// ([`Engine::dead_letter_page`]).
     pub fn dead_letters(&self, id: &WebhookId) -> Result<Vec<DeadLetter>> {
         self.webhook(id)?;
         self.inner.store.dead_letters(id)
@@ -176,13 +177,21 @@ impl Engine {
 
     /// Marks every dead letter of a subscription for another round of delivery;
     /// returns how many.
+    /// Reads them a page at a time: a long outage can leave millions.
     pub fn redrive_dead_letters(&self, id: &WebhookId) -> Result<usize> {
-        let letters = self.dead_letters(id)?;
         let mut marked = 0;
-        for mut letter in letters.into_iter().filter(|l| !l.redrive) {
-            letter.redrive = true;
-            self.inner.store.put_dead_letter(id, &letter)?;
-            marked += 1;
+        let mut after = None;
+        loop {
+            let page = self.dead_letter_page(id, after, Some(MAX_DEAD_LETTER_PAGE))?;
+            for mut letter in page.letters.into_iter().filter(|l| !l.redrive) {
+                letter.redrive = true;
+                self.inner.store.put_dead_letter(id, &letter)?;
+                marked += 1;
+            }
+            match page.next {
+                Some(seq) => after = Some(seq),
+                None => break,
+            }
         }
         self.inner.outbox.dead_letters_changed();
         // Wake the dispatcher as new events would.
