@@ -54,6 +54,18 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         config = ?settings.config_file,
         "leadroute serving"
     );
+    let plugins = &settings.plugins;
+    tracing::info!(
+        fuel = plugins.fuel,
+        call_timeout_ms = plugins.deadline.as_millis() as u64,
+        memory_bytes = plugins.memory_bytes,
+        max_instances = plugins.max_instances,
+        max_compiles = plugins.max_compiles,
+        compile_timeout_secs = plugins.compile_timeout.as_secs(),
+        circuit_threshold = plugins.circuit_threshold,
+        max_module_bytes = plugins.max_module_bytes,
+        "plugin sandbox limits"
+    );
     let state = AppState::new(engine, settings.auth.clone(), settings.limits);
     let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
     // The one line on stdout, for scripts and tests that bind port 0.
