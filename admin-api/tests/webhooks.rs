@@ -269,9 +269,11 @@ async fn failing_events_become_dead_letters_and_redrive_delivers_them() {
 }
 
 /// Re-drive reads dead letters a page at a time (1000): with more than two pages'
-/// worth, every letter is marked once and delivered once, in order.
+/// worth, every letter is marked once and delivered once. (Not necessarily in order:
+/// the dispatcher may start on the first marked letters while later pages are still
+/// being marked, and it already delivers the ones marked before.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redrive_past_one_page_delivers_every_letter_once_in_order() {
+async fn a_redrive_past_one_page_delivers_every_letter_once() {
     const LETTERS: u64 = 2_345;
     let receiver = Arc::new(Receiver::start());
     let f = fixture(Policy::default(), true).await;
@@ -294,12 +296,17 @@ async fn a_redrive_past_one_page_delivers_every_letter_once_in_order() {
     assert_eq!(marked as u64, LETTERS - LETTERS / 10);
     let r = receiver.clone();
     let got = blocking(move || r.wait_for(LETTERS as usize, WAIT)).await;
-    let ids: Vec<String> = got
+    let mut ids: Vec<String> = got
         .iter()
         .map(|d| d.json()["id"].as_str().unwrap().to_string())
         .collect();
+    ids.sort();
     let expected: Vec<String> = (1..=LETTERS).map(|seq| format!("evt_{seq:016x}")).collect();
-    assert_eq!(ids, expected);
+    assert!(
+        ids == expected,
+        "{} deliveries, not each letter once",
+        ids.len()
+    );
     wait_for_letters(&f.engine, &hook, 0).await;
     f.stop().await;
 }
