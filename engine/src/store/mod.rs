@@ -288,6 +288,7 @@ impl Store {
 enum Opening {
     /// Another opening holds sled's file lock on the directory.
     Locked(sled::Error),
+    /// Anything else.
     Failed(EngineError),
 }
 
@@ -699,7 +700,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;
@@ -707,12 +707,12 @@ mod tests {
     #[test]
     fn a_lock_let_go_while_waiting_is_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let holder = Mutex::new(Some(sled::open(dir.path()).unwrap()));
+        let mut holder = Some(sled::open(dir.path()).unwrap());
         let mut tries = 0;
         // The holder lets go the first time the opening finds the lock held.
         let store = Store::open_waiting(dir.path(), Duration::from_secs(60), || {
             tries += 1;
-            holder.lock().unwrap().take();
+            holder.take();
         })
         .unwrap();
         assert!(tries >= 1, "the lock was held at the first try");
