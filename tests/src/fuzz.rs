@@ -114,14 +114,21 @@ pub fn lead_events(data: &[u8]) {
                 LeadEventInput::Stage { stage } => Some(stage),
                 LeadEventInput::Closed { .. } => None,
             };
+            // An accepted event answers with the lead as stored, history included.
+            let as_stored = |answer: &leadroute_engine::LeadView| {
+                let stored = h.engine.lead(id).unwrap().expect("stored");
+                assert_eq!(answer.state, stored.state);
+                assert_eq!(answer.history, stored.history);
+            };
             match wanted {
                 None => {
-                    result.expect("an open lead can always close");
+                    as_stored(&result.expect("an open lead can always close"));
                     closed = true;
                 }
                 Some(s) if Stage::expected_after(stage) == Some(s) => {
-                    let state = result.expect("the expected stage is accepted");
-                    assert_eq!(state.stage, Some(s));
+                    let answer = result.expect("the expected stage is accepted");
+                    as_stored(&answer);
+                    assert_eq!(answer.state.stage, Some(s));
                     stage = Some(s);
                     closed = s == Stage::ContractSigned;
                 }

@@ -300,7 +300,7 @@ async fn stages_follow_the_documented_order() {
         ),
         "{err:?}"
     );
-    let state = f
+    let signed = f
         .engine
         .record_event(
             l.lead_id,
@@ -310,7 +310,7 @@ async fn stages_follow_the_documented_order() {
         )
         .await
         .unwrap();
-    assert_eq!(state.status, LeadStatus::Closed(Outcome::Won));
+    assert_eq!(signed.state.status, LeadStatus::Closed(Outcome::Won));
     let err = f
         .engine
         .record_event(l.lead_id, LeadEventInput::Touched)
@@ -322,6 +322,10 @@ async fn stages_follow_the_documented_order() {
         history.len(),
         1 + 6 + 1,
         "routed, touched, 5 stages, closed: {history:#?}"
+    );
+    assert_eq!(
+        signed.history, history,
+        "the answer holds the whole history"
     );
     let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
     assert_eq!(loads, 0, "closing released the load");
@@ -541,5 +545,48 @@ async fn two_reroutes_racing_for_one_lead_move_it_once() {
     assert!(raced > 0, "no re-route ever lost the race");
     let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
     assert_eq!(loads, 20, "refused re-routes gave their room back");
+    assert_healthy(&f.engine).await;
+}
+
+/// An event's answer is the lead as its own change left it: its history ends with
+/// the event, and is what the store holds up to there, even when repeats of the lead
+/// are committed in the same group, before or after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_answers_with_the_history_its_own_change_left() {
+    let f = fixture();
+    east_with_reps(&f.engine, 100).await;
+    for n in 1..=10 {
+        let routed = f.engine.route(lead(n, "CN-SH")).await.unwrap();
+        let mut repeats = Vec::new();
+        for _ in 0..8 {
+            let engine = f.engine.clone();
+            repeats.push(tokio::spawn(
+                async move { engine.route(lead(n, "CN-SH")).await },
+            ));
+        }
+        let touched = f
+            .engine
+            .record_event(routed.lead_id, LeadEventInput::Touched)
+            .await
+            .unwrap();
+        for r in repeats {
+            assert_eq!(r.await.unwrap().unwrap().status, RouteStatus::Duplicate);
+        }
+        let stored = f.engine.lead(routed.lead_id).unwrap().unwrap().history;
+        let answered = &touched.history;
+        assert!(
+            matches!(
+                answered.last().map(|e| &e.event),
+                Some(HistoryEvent::Touched)
+            ),
+            "the event is the answer's last entry: {answered:#?}"
+        );
+        assert_eq!(
+            answered[..],
+            stored[..answered.len()],
+            "the answer is the stored history up to the event"
+        );
+        assert_eq!(stored.len(), 1 + 8 + 1, "routed, 8 repeats, touched");
+    }
     assert_healthy(&f.engine).await;
 }

@@ -27,13 +27,19 @@ fn lead_id(raw: &str) -> Result<LeadId, AppError> {
 
 /// Reads the lead and its whole history.
 fn view(state: &AppState, id: LeadId) -> Result<LeadView, AppError> {
-    let mut view: LeadView = state
+    let lead = state
         .engine
         .lead(id)?
-        .map(Into::into)
         .ok_or_else(|| AppError::not_found("lead_not_found", format!("lead {id} not found")))?;
+    Ok(with_deadline(state, lead))
+}
+
+/// The answer for a lead, with its first-touch deadline (kept in memory).
+fn with_deadline(state: &AppState, lead: leadroute_engine::LeadView) -> LeadView {
+    let id = lead.state.lead.id;
+    let mut view: LeadView = lead.into();
     view.first_touch_deadline = state.engine.sla_deadline(id).map(crate::dto::rfc3339);
-    Ok(view)
+    view
 }
 
 /// Returns a lead: status, rep, territory, stage and every event in order.
@@ -83,8 +89,10 @@ pub async fn post_event(
     let input = event.into_input()?;
     // In its own task, so a client hanging up cannot cancel an admitted event.
     let engine = state.engine.clone();
-    tokio::spawn(async move { engine.record_event(id, input).await })
+    let lead = tokio::spawn(async move { engine.record_event(id, input).await })
         .await
         .map_err(AppError::internal)??;
-    Ok(Json(view(&state, id)?))
+    // As the change left it: a read now could fail and turn a recorded event into a
+    // 503, which says nothing was recorded.
+    Ok(Json(with_deadline(&state, lead)))
 }

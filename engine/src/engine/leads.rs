@@ -71,8 +71,10 @@ impl Engine {
     }
 
     /// Records a lifecycle event. Closing (or signing) frees the rep's load, which
-    /// may assign a queued lead. Returns the lead's new state once durable.
-    pub async fn record_event(&self, id: LeadId, event: LeadEventInput) -> Result<LeadState> {
+    /// may assign a queued lead. Returns the lead as the change left it, history
+    /// included, once durable: the answer needs no read after the change, which
+    /// could fail (the store being reopened) and turn a recorded event into an error.
+    pub async fn record_event(&self, id: LeadId, event: LeadEventInput) -> Result<LeadView> {
         let _permit = self.enter()?;
         let _admitted = self.admit_leads(1)?;
         let at = self.now();
@@ -96,20 +98,31 @@ impl Engine {
             },
         };
         match settle(self.inner.committer.submit(change)).await? {
-            Applied::Advanced { state, released } => {
+            Applied::Advanced {
+                state,
+                history,
+                released,
+            } => {
                 self.released(id, released.as_ref(), None);
                 if state.stage == Some(Stage::FirstContact) {
                     self.observe_first_touch(&state);
                 }
-                Ok(*state)
+                Ok(LeadView {
+                    state: *state,
+                    history,
+                })
             }
             Applied::Closed {
                 state,
+                history,
                 released,
                 unqueued,
             } => {
                 self.released(id, released.as_ref(), unqueued.as_ref());
-                Ok(*state)
+                Ok(LeadView {
+                    state: *state,
+                    history,
+                })
             }
             other => Err(EngineError::Internal(format!("event answered {other:?}"))),
         }

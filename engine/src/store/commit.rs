@@ -160,14 +160,19 @@ pub(crate) enum Applied {
     Assigned,
     /// The lead moved to another rep or back to the queue.
     Reassigned,
-    /// The stage was recorded; `released` if it closed the lead.
+    /// The stage was recorded; `released` if it closed the lead. `history` is the
+    /// lead's whole history as the change left it (filled in by `fill_histories`),
+    /// so the caller answers without reading the store after the change is durable.
     Advanced {
         state: Box<LeadState>,
+        history: Vec<HistoryEntry>,
         released: Option<RepId>,
     },
-    /// The lead closed, freeing `released`'s load or its place in `unqueued`.
+    /// The lead closed, freeing `released`'s load or its place in `unqueued`;
+    /// `history` as for `Advanced`.
     Closed {
         state: Box<LeadState>,
+        history: Vec<HistoryEntry>,
         released: Option<RepId>,
         unqueued: Option<TerritoryId>,
     },
@@ -753,7 +758,8 @@ fn apply_transaction(
     indexes: &Indexes,
     changes: &[Change],
 ) -> std::result::Result<Applies, String> {
-    h.trees
+    let (mut results, deadlines, last_event, wanted, appended) = h
+        .trees
         .transaction(|trees| {
             let mut writer = Writer {
                 t: trees,
@@ -762,19 +768,69 @@ fn apply_transaction(
                 deadlines: Vec::new(),
                 last_event: 0,
                 reps: HashMap::new(),
+                appended: HashMap::new(),
             };
             let mut results = Vec::with_capacity(changes.len());
+            // Answers that carry the lead's history: (index, lead, entries this
+            // transaction had appended to it by then).
+            let mut wanted = Vec::new();
             for change in changes {
                 match writer.apply(change) {
-                    Ok(applied) => results.push(Ok(applied)),
+                    Ok(applied) => {
+                        if let Applied::Advanced { state, .. } | Applied::Closed { state, .. } =
+                            &applied
+                        {
+                            let lead = state.lead.id;
+                            let so_far = writer.appended.get(&lead).copied().unwrap_or(0);
+                            wanted.push((results.len(), lead, so_far));
+                        }
+                        results.push(Ok(applied));
+                    }
                     Err(Fail::Reject(e)) => results.push(Err(e)),
                     Err(Fail::Tx(e)) => return Err(e.into()),
                 }
             }
             writer.write_reps()?;
-            Ok((results, writer.deadlines, writer.last_event))
+            Ok((
+                results,
+                writer.deadlines,
+                writer.last_event,
+                wanted,
+                writer.appended,
+            ))
         })
-        .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))
+        .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
+    fill_histories(h, &mut results, wanted, &appended)?;
+    Ok((results, deadlines, last_event))
+}
+
+/// Puts each event's lead history into its answer, read once the transaction is in
+/// (sled holds its lock for the whole transaction, so nothing can be read from
+/// outside it until then). The read sees every entry the transaction appended, so
+/// those of later changes to the same lead are cut off: each answer is the lead as
+/// its own change left it. The caller then needs no read after the change is
+/// durable, which could fail and turn a recorded event into an error.
+fn fill_histories(
+    h: &super::Handle,
+    results: &mut [Result<Applied>],
+    wanted: Vec<(usize, LeadId, usize)>,
+    appended: &HashMap<LeadId, usize>,
+) -> std::result::Result<(), String> {
+    for (index, lead, so_far) in wanted {
+        let mut entries = Vec::new();
+        for kv in h.trees[HISTORY].scan_prefix(lead.to_key()) {
+            let (_, value) = kv.map_err(|e| e.to_string())?;
+            entries.push(decode::<HistoryEntry>(&value).map_err(|e| e.to_string())?);
+        }
+        let later = appended.get(&lead).copied().unwrap_or(0) - so_far;
+        entries.truncate(entries.len().saturating_sub(later));
+        if let Some(Ok(Applied::Advanced { history, .. } | Applied::Closed { history, .. })) =
+            results.get_mut(index)
+        {
+            *history = entries;
+        }
+    }
+    Ok(())
 }
 
 /// The reason recorded with a lead's `queued` history entry, if it has one.
@@ -827,6 +883,10 @@ struct Writer<'a> {
     /// Reps changed in this group (`None`: deleted), written once at its end: a group
     /// of a hundred leads for ten reps writes ten rep records, not a hundred.
     reps: HashMap<RepId, Option<RepRecord>>,
+    /// How many history entries this transaction appended to each lead, so a
+    /// change's answer can leave out those of later changes (see
+    /// [`fill_histories`]).
+    appended: HashMap<LeadId, usize>,
 }
 
 impl Writer<'_> {
@@ -858,6 +918,7 @@ impl Writer<'_> {
                 let (state, released, unqueued) = self.close(state, *outcome, *at)?;
                 Ok(Applied::Closed {
                     state: Box::new(state),
+                    history: Vec::new(),
                     released,
                     unqueued,
                 })
@@ -1152,6 +1213,7 @@ impl Writer<'_> {
             let (state, released, _) = self.close(state, Outcome::Won, at)?;
             return Ok(Applied::Advanced {
                 state: Box::new(state),
+                history: Vec::new(),
                 released,
             });
         }
@@ -1159,6 +1221,7 @@ impl Writer<'_> {
         self.append_history(lead, &HistoryEntry { at, event })?;
         Ok(Applied::Advanced {
             state: Box::new(state),
+            history: Vec::new(),
             released: None,
         })
     }
@@ -1403,7 +1466,9 @@ impl Writer<'_> {
 
     fn append_history(&mut self, lead: LeadId, entry: &HistoryEntry) -> Step<()> {
         let seq = self.next_id()?;
-        self.put(HISTORY, history_key(lead, seq), entry)
+        self.put(HISTORY, history_key(lead, seq), entry)?;
+        *self.appended.entry(lead).or_default() += 1;
+        Ok(())
     }
 
     /// A store-wide increasing number (survives restarts): orders queues and histories.
