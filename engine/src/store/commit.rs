@@ -697,8 +697,12 @@ fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// What one transaction of a group did: each change's result, the deadlines it set or
-/// cleared, and the last outbox event it wrote.
-type Applies = (Vec<Result<Applied>>, Vec<(LeadId, Option<UnixMillis>)>, u64);
+/// cleared, the last outbox event it wrote, and which answers want their lead's
+/// history (see [`fill_histories`]).
+type Applies = (Vec<Result<Applied>>, Deadlines, u64, Histories);
+
+/// First-touch deadlines set (`Some`) or cleared (`None`), in order.
+type Deadlines = Vec<(LeadId, Option<UnixMillis>)>;
 
 /// Applies `changes` in transactions of at most [`MAX_TRANSACTION`] and makes them
 /// durable with one flush. The outer error means nothing of the group is acknowledged.
@@ -721,11 +725,16 @@ fn commit_group(
     let mut deadlines = Vec::new();
     let mut last_event = 0;
     for (i, part) in changes.chunks(MAX_TRANSACTION).enumerate() {
-        let (part_results, part_deadlines, part_last) = apply_transaction(store, &h, indexes, part)
-            .map_err(|e| match i {
+        let (mut part_results, part_deadlines, part_last, histories) =
+            apply_transaction(store, &h, indexes, part).map_err(|e| match i {
                 0 => GroupFailure::Unwritten(e),
                 _ => GroupFailure::Unsure(format!("{e} (after {i} transactions of the group)")),
             })?;
+        // The transaction is in sled's memory, and sled may write it at any time:
+        // failing now, its callers would be told of a failure that may be stored.
+        fill_histories(&h, &mut part_results, histories).map_err(|e| {
+            GroupFailure::Unsure(format!("{e} (reading a history after its transaction)"))
+        })?;
         results.extend(part_results);
         deadlines.extend(part_deadlines);
         last_event = last_event.max(part_last);
@@ -751,6 +760,11 @@ fn commit_group(
     Ok(results)
 }
 
+/// Which answers of a transaction carry their lead's history (index, lead, entries
+/// the transaction had appended to that lead by then), and how many entries it
+/// appended to each lead in all.
+type Histories = (Vec<(usize, LeadId, usize)>, HashMap<LeadId, usize>);
+
 /// Applies `changes` in one sled transaction (in memory until the next flush).
 fn apply_transaction(
     store: &Store,
@@ -758,7 +772,7 @@ fn apply_transaction(
     indexes: &Indexes,
     changes: &[Change],
 ) -> std::result::Result<Applies, String> {
-    let (mut results, deadlines, last_event, wanted, appended) = h
+    let (results, deadlines, last_event, wanted, appended) = h
         .trees
         .transaction(|trees| {
             let mut writer = Writer {
@@ -800,8 +814,7 @@ fn apply_transaction(
             ))
         })
         .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
-    fill_histories(h, &mut results, wanted, &appended)?;
-    Ok((results, deadlines, last_event))
+    Ok((results, deadlines, last_event, (wanted, appended)))
 }
 
 /// Puts each event's lead history into its answer, read once the transaction is in
@@ -813,8 +826,7 @@ fn apply_transaction(
 fn fill_histories(
     h: &super::Handle,
     results: &mut [Result<Applied>],
-    wanted: Vec<(usize, LeadId, usize)>,
-    appended: &HashMap<LeadId, usize>,
+    (wanted, appended): Histories,
 ) -> std::result::Result<(), String> {
     for (index, lead, so_far) in wanted {
         let mut entries = Vec::new();
