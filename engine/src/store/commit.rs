@@ -760,10 +760,9 @@ fn commit_group(
     Ok(results)
 }
 
-/// Which answers of a transaction carry their lead's history (index, lead, entries
-/// the transaction had appended to that lead by then), and how many entries it
-/// appended to each lead in all.
-type Histories = (Vec<(usize, LeadId, usize)>, HashMap<LeadId, usize>);
+/// Which answers of a transaction carry their lead's history: (index, lead, the seq
+/// of the last history entry their change appended).
+type Histories = Vec<(usize, LeadId, u64)>;
 
 /// Applies `changes` in one sled transaction (in memory until the next flush).
 fn apply_transaction(
@@ -772,7 +771,7 @@ fn apply_transaction(
     indexes: &Indexes,
     changes: &[Change],
 ) -> std::result::Result<Applies, String> {
-    let (results, deadlines, last_event, wanted, appended) = h
+    let (results, deadlines, last_event, wanted) = h
         .trees
         .transaction(|trees| {
             let mut writer = Writer {
@@ -782,11 +781,9 @@ fn apply_transaction(
                 deadlines: Vec::new(),
                 last_event: 0,
                 reps: HashMap::new(),
-                appended: HashMap::new(),
+                last_history_seq: 0,
             };
             let mut results = Vec::with_capacity(changes.len());
-            // Answers that carry the lead's history: (index, lead, entries this
-            // transaction had appended to it by then).
             let mut wanted = Vec::new();
             for change in changes {
                 match writer.apply(change) {
@@ -794,9 +791,8 @@ fn apply_transaction(
                         if let Applied::Advanced { state, .. } | Applied::Closed { state, .. } =
                             &applied
                         {
-                            let lead = state.lead.id;
-                            let so_far = writer.appended.get(&lead).copied().unwrap_or(0);
-                            wanted.push((results.len(), lead, so_far));
+                            // Every event appends its own entry, the newest so far.
+                            wanted.push((results.len(), state.lead.id, writer.last_history_seq));
                         }
                         results.push(Ok(applied));
                     }
@@ -805,37 +801,29 @@ fn apply_transaction(
                 }
             }
             writer.write_reps()?;
-            Ok((
-                results,
-                writer.deadlines,
-                writer.last_event,
-                wanted,
-                writer.appended,
-            ))
+            Ok((results, writer.deadlines, writer.last_event, wanted))
         })
         .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
-    Ok((results, deadlines, last_event, (wanted, appended)))
+    Ok((results, deadlines, last_event, wanted))
 }
 
 /// Puts each event's lead history into its answer, read once the transaction is in
 /// (sled holds its lock for the whole transaction, so nothing can be read from
-/// outside it until then). The read sees every entry the transaction appended, so
-/// those of later changes to the same lead are cut off: each answer is the lead as
-/// its own change left it. The caller then needs no read after the change is
+/// outside it until then). It stops at the change's own last entry, leaving out those
+/// of later changes to the same lead: each answer is the lead as its own change left
+/// it. The caller then needs no read after the change is
 /// durable, which could fail and turn a recorded event into an error.
 fn fill_histories(
     h: &super::Handle,
     results: &mut [Result<Applied>],
-    (wanted, appended): Histories,
+    wanted: Histories,
 ) -> std::result::Result<(), String> {
-    for (index, lead, so_far) in wanted {
+    for (index, lead, up_to) in wanted {
         let mut entries = Vec::new();
-        for kv in h.trees[HISTORY].scan_prefix(lead.to_key()) {
+        for kv in h.trees[HISTORY].range(history_key(lead, 0)..=history_key(lead, up_to)) {
             let (_, value) = kv.map_err(|e| e.to_string())?;
             entries.push(decode::<HistoryEntry>(&value).map_err(|e| e.to_string())?);
         }
-        let later = appended.get(&lead).copied().unwrap_or(0) - so_far;
-        entries.truncate(entries.len().saturating_sub(later));
         if let Some(Ok(Applied::Advanced { history, .. } | Applied::Closed { history, .. })) =
             results.get_mut(index)
         {
@@ -895,10 +883,9 @@ struct Writer<'a> {
     /// Reps changed in this group (`None`: deleted), written once at its end: a group
     /// of a hundred leads for ten reps writes ten rep records, not a hundred.
     reps: HashMap<RepId, Option<RepRecord>>,
-    /// How many history entries this transaction appended to each lead, so a
-    /// change's answer can leave out those of later changes (see
-    /// [`fill_histories`]).
-    appended: HashMap<LeadId, usize>,
+    /// The seq of the last history entry appended, where an event's answer stops
+    /// (see [`fill_histories`]).
+    last_history_seq: u64,
 }
 
 impl Writer<'_> {
@@ -1479,7 +1466,7 @@ impl Writer<'_> {
     fn append_history(&mut self, lead: LeadId, entry: &HistoryEntry) -> Step<()> {
         let seq = self.next_id()?;
         self.put(HISTORY, history_key(lead, seq), entry)?;
-        *self.appended.entry(lead).or_default() += 1;
+        self.last_history_seq = seq;
         Ok(())
     }
 
