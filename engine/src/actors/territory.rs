@@ -184,7 +184,9 @@ pub(crate) struct Settle(pub oneshot::Sender<()>);
 pub(crate) struct Inspect;
 
 struct Member {
-    addr: Addr<RepActor>,
+    /// Shared, not cloned: cloning an actix `Addr` allocates a sender of its own, and
+    /// a plan holds one address per ranked rep.
+    addr: Arc<Addr<RepActor>>,
     snap: RepSnapshot,
 }
 
@@ -202,7 +204,7 @@ enum Job {
 
 /// A ranked plan, ready for reservation.
 struct Plan {
-    order: Vec<(RepId, Addr<RepActor>)>,
+    order: Vec<(RepId, Arc<Addr<RepActor>>)>,
     decided_by: String,
     reason: String,
     fallback: Option<String>,
@@ -524,13 +526,13 @@ impl TerritoryActor {
     }
 
     /// Reserves with the planned reps in order; continues in [`Self::finish`].
-    fn start(&mut self, ctx: &mut Context<Self>, job: Job, plan: Plan) {
+    fn start(&mut self, ctx: &mut Context<Self>, job: Job, mut plan: Plan) {
         self.busy = true;
         let lead = match &job {
             Job::Route(r) => r.lead.id,
             Job::Drain(id) => *id,
         };
-        let order = plan.order.clone();
+        let order = std::mem::take(&mut plan.order);
         let started = Instant::now();
         let reserve = async move {
             let mut refused = Vec::new();
@@ -564,7 +566,7 @@ impl TerritoryActor {
         ctx: &mut Context<Self>,
         job: Job,
         mut plan: Plan,
-        reserved: Option<(RepSnapshot, Addr<RepActor>)>,
+        reserved: Option<(RepSnapshot, Arc<Addr<RepActor>>)>,
         refused: &[RepId],
         reserve: Duration,
     ) {
@@ -845,8 +847,13 @@ impl Handler<AddMember> for TerritoryActor {
 
     fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) {
         let AddMember(addr, snap) = msg;
-        self.members
-            .insert(snap.rep.id.clone(), Member { addr, snap });
+        self.members.insert(
+            snap.rep.id.clone(),
+            Member {
+                addr: Arc::new(addr),
+                snap,
+            },
+        );
         self.pump(ctx);
     }
 }
