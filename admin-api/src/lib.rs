@@ -154,8 +154,11 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// What `axum::serve` does, plus a timer for hyper, without which a client that opens
 /// a connection and never finishes its request head holds it (and a task) forever.
+///
+/// An owned `listener` is closed before the drain, so no new connection waits in its
+/// backlog meanwhile; a borrowed one stays open for whoever serves it next.
 async fn serve_connections(
-    listener: TcpListener,
+    listener: impl std::borrow::Borrow<TcpListener>,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -170,7 +173,7 @@ async fn serve_connections(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.borrow().accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     back_off_after(&e).await;
@@ -190,6 +193,17 @@ async fn serve_connections(
     drop(listener);
     connections.shutdown().await;
     Ok(())
+}
+
+/// Answers on `listener` as the server does while its store opens
+/// ([`routes::starting`]) until `ready` completes, then lets the requests in
+/// flight finish. The listener stays open: connections arriving meanwhile wait in its
+/// backlog for [`run`].
+pub async fn serve_starting(
+    listener: &TcpListener,
+    ready: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_connections(listener, routes::starting(), ready).await
 }
 
 /// After a failed `accept`: nothing for an error of that one connection; a pause for

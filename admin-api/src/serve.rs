@@ -1,5 +1,5 @@
-//! `leadroute serve`: bind, open the engine, optionally load the demo organisation,
-//! announce the address, serve until SIGTERM/SIGINT, drain, exit.
+//! `leadroute serve`: bind, answer `starting` while the engine opens (and the demo
+//! organisation loads), announce the address, serve until SIGTERM/SIGINT, drain, exit.
 
 use std::io::Write;
 
@@ -19,25 +19,41 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    // Before anything else: a signal during a long recovery must not hit the default
+    // action (death with no flush).
+    let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
+    announce(&format!("starting on {addr}"))?;
 
-    let config = EngineConfig::new(&settings.data_dir)
-        .durability(settings.durability)
-        .max_in_flight_leads(settings.max_in_flight_leads)
-        .plugin_limits(settings.plugins.clone());
-    let data_dir = settings.data_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    if demo {
-        let summary = demo::load(&engine)
-            .await
-            .context("cannot load the demo organisation")?;
-        tracing::info!(
-            territories = summary.territories,
-            reps = summary.reps,
-            "demo organisation loaded"
-        );
+    // While the store opens, the port answers: `/healthz` 200, `/readyz` and every
+    // other route 503 `starting`, so probes and clients see why they must wait.
+    let mut shutdown = Box::pin(signals.recv());
+    // Dropping `opened` ends the `starting` answers, whatever the opening's outcome.
+    let (opened, until_opened) = tokio::sync::oneshot::channel::<()>();
+    let starting = crate::serve_starting(&listener, async move {
+        let _ = until_opened.await;
+    });
+    let (served, (engine, stop_now)) = tokio::join!(starting, async {
+        let opening = open(&settings, demo);
+        tokio::pin!(opening);
+        let outcome = tokio::select! {
+            opened = &mut opening => (opened, false),
+            () = &mut shutdown => {
+                // Opening cannot be cut short; once it is done, shut down cleanly.
+                tracing::info!("shutdown requested while starting; stopping once the store is open");
+                (opening.await, true)
+            }
+        };
+        drop(opened);
+        outcome
+    });
+    served.context("serving while starting")?;
+    let engine = engine?;
+    if stop_now {
+        engine.shutdown().await?;
+        tracing::info!("engine stopped; everything acknowledged is durable");
+        return Ok(());
     }
+
     if settings.auth.is_open() {
         tracing::warn!(
             %addr,
@@ -67,25 +83,53 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         "plugin sandbox limits"
     );
     let state = AppState::new(engine, settings.auth.clone(), settings.limits);
-    let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
-    // The one line on stdout, for scripts and tests that bind port 0.
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {addr}")?;
-    stdout.flush()?;
-    drop(stdout);
+    // For scripts and tests that bind port 0: from this line on, the server is ready.
+    announce(&format!("listening on {addr}"))?;
 
     run_with(
         listener,
         state,
-        signals.recv(),
+        shutdown,
         settings.shutdown_timeout,
         settings.webhooks.clone(),
     )
     .await
 }
 
-/// SIGTERM and SIGINT handlers, installed before the address is announced so a
-/// signal sent right after cannot hit the default action (death with no drain).
+/// Opens the engine on the settings' store and, with `demo`, loads the sample
+/// organisation (idempotent).
+async fn open(settings: &Settings, demo: bool) -> anyhow::Result<Engine> {
+    let config = EngineConfig::new(&settings.data_dir)
+        .durability(settings.durability)
+        .max_in_flight_leads(settings.max_in_flight_leads)
+        .plugin_limits(settings.plugins.clone());
+    let data_dir = settings.data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    if demo {
+        let summary = demo::load(&engine)
+            .await
+            .context("cannot load the demo organisation")?;
+        tracing::info!(
+            territories = summary.territories,
+            reps = summary.reps,
+            "demo organisation loaded"
+        );
+    }
+    Ok(engine)
+}
+
+/// Prints one line on stdout, at once.
+fn announce(line: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()
+}
+
+/// SIGTERM and SIGINT handlers, installed right after binding, before the address is
+/// announced, so a signal sent at any time after cannot hit the default action (death
+/// with no drain).
 pub struct ShutdownSignals {
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,

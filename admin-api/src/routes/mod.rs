@@ -25,7 +25,7 @@ mod territories;
 mod webhooks;
 
 pub use intake::MAX_BATCH;
-pub use ops::OpenApiJson;
+pub use ops::{OpenApiJson, starting};
 
 use axum::Extension;
 use axum::extract::DefaultBodyLimit;

@@ -26,6 +26,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
 }
 
+/// What the server answers while its store opens (recovery may take a while on a
+/// large store): `/healthz` 200, everything else, `/readyz` included, 503 `starting`.
+/// Nothing is read or changed, so no token is asked for.
+pub fn starting() -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .fallback(|| async {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "the server is starting: its store is being opened; retry shortly",
+            )
+        })
+}
+
 /// A liveness or readiness answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -42,13 +57,15 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Answers 200 once the store is open and the actors run; 503 while shutting down,
+/// Answers 200 once the store is open and the actors run (before that the server
+/// answers 503 `starting`, see [`starting`]); 503 while shutting down,
 /// and while the store cannot write (intake, the server's main job, would fail).
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = Health),
-        (status = 503, description = "`draining`: shutting down; `store_unavailable`: the \
+        (status = 503, description = "`starting`: the store is still being opened; \
+            `draining`: shutting down; `store_unavailable`: the \
             store cannot write (disk full, read-only, I/O errors) and has not recovered yet, or \
             a commit failed after it may have been written and only a restart mends it \
             (the message says which); reads still work.", body = ErrorBody),

@@ -44,6 +44,7 @@ pub struct Server {
     child: Option<Child>,
     /// Its address.
     pub addr: SocketAddr,
+    stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -81,8 +82,15 @@ impl Server {
         )
     }
 
-    /// Starts a server and waits for its `listening on` line.
+    /// Starts a server and waits for its `listening on` line: ready.
     pub fn start_with(data_dir: &Path, options: Options<'_>) -> Server {
+        Server::start_until(data_dir, options, "listening on ")
+    }
+
+    /// Starts a server and waits for the line of stdout that begins with
+    /// `announcement` and names its address (`starting on `: bound, store not open yet;
+    /// `listening on `: ready).
+    pub fn start_until(data_dir: &Path, options: Options<'_>, announcement: &str) -> Server {
         let mut cmd = command();
         cmd.arg("serve")
             .arg("--listen")
@@ -100,9 +108,13 @@ impl Server {
         let stderr = collect(child.stderr.take().unwrap());
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(String::new()));
+        let seen = lines.clone();
+        let announcement = announcement.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
+                seen.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(addr) = line.strip_prefix(announcement.as_str()) {
                     let _ = tx.send(addr.to_string());
                 }
             }
@@ -110,6 +122,7 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             addr: "0.0.0.0:0".parse().unwrap(),
+            stdout: lines,
             stderr,
         };
         match rx.recv_timeout(DEADLINE) {
@@ -130,6 +143,11 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Everything the server printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
     /// Everything the server logged so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -137,10 +155,20 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self) -> ExitStatus {
-        let child = self.child.take().expect("running");
-        let pid = child.id() as libc::pid_t;
+        self.signal(libc::SIGTERM);
+        self.exit_status()
+    }
+
+    /// Sends `signal`, without waiting.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("running").id() as libc::pid_t;
         // SAFETY: signalling our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits (bounded) for the server to exit.
+    pub fn exit_status(&mut self) -> ExitStatus {
+        let child = self.child.take().expect("running");
         let status = wait(child, DEADLINE);
         status.unwrap_or_else(|| panic!("no exit within {DEADLINE:?}; stderr:\n{}", self.stderr()))
     }

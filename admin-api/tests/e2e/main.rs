@@ -16,6 +16,7 @@ mod plugins;
 mod quickstart;
 mod restart;
 mod sla;
+mod starting;
 mod webhooks;
 
 #[path = "../common/receiver.rs"]

@@ -244,7 +244,8 @@ async fn time_start(leadroute: &Path, dir: &Path, kill: bool) -> Result<Start> {
             let _ = child.kill();
             bail!("not ready within {START_DEADLINE:?}");
         }
-        // Not bound yet: the process is still starting. Probe again shortly.
+        // Not bound yet, or answering 503 `starting` while its store opens. Probe
+        // again shortly.
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
     let audited = loop {
