@@ -256,6 +256,18 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) 
     (status, out.join().unwrap(), err.join().unwrap())
 }
 
+/// Waits (bounded) until `check` holds, looking again every 10 ms.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A temp data dir.
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

@@ -11,6 +11,7 @@ mod disk;
 mod harness;
 mod hostile;
 mod intake;
+mod logs;
 mod overload;
 mod plugins;
 mod quickstart;

@@ -6,11 +6,9 @@
 //! one's store lock, which it waits for (up to 5 s), so what happens while starting
 //! is seen for certain rather than caught in a race.
 
-use std::time::{Duration, Instant};
-
 use serde_json::json;
 
-use crate::harness::{Api, Options, Server, data_dir};
+use crate::harness::{Api, Options, Server, data_dir, eventually};
 
 /// Starts a server on `dir` and returns at its `starting on` line, before its store
 /// is open.
@@ -20,15 +18,6 @@ fn starting(dir: &std::path::Path) -> Server {
         env: &[],
     };
     Server::start_until(dir, options, "starting on ")
-}
-
-/// Waits (bounded) until `check` holds, looking again every 10 ms.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
