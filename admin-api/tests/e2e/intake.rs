@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Server, data_dir, head_only, raw};
+use crate::harness::{Api, Server, data_dir, eventually, head_only, raw};
 
 /// A server with territory `east` (CN-SH, default) and reps `a` (capacity 1) and `b`
 /// (capacity 1).
@@ -324,6 +324,33 @@ fn every_intake_rejection_is_a_json_error_and_changes_nothing() {
     );
     assert_eq!(r.status, 100, "the server asks for a body within the limit");
 
+    // A batch has a limit of its own, 8 MiB (1000 leads do not fit in 64 KiB).
+    let batch_limit = 8 * 1024 * 1024;
+    let r = head_only(
+        &server,
+        "POST",
+        "/v1/leads/batch",
+        None,
+        "application/json",
+        batch_limit + 1,
+    );
+    assert_eq!((r.status, r.code().as_str()), (413, "body_too_large"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&batch_limit.to_string())
+    );
+    let r = head_only(
+        &server,
+        "POST",
+        "/v1/leads/batch",
+        None,
+        "application/json",
+        batch_limit,
+    );
+    assert_eq!(r.status, 100, "a batch within its limit is read");
+
     let r = api.get("/v1/nothing-here");
     assert_eq!((r.status, r.code().as_str()), (404, "route_not_found"));
     let r = api.delete("/v1/leads");
@@ -403,4 +430,66 @@ fn history_kinds(lead: &Value) -> Vec<&str> {
         .iter()
         .map(|h| h["type"].as_str().unwrap())
         .collect()
+}
+
+#[test]
+fn closing_an_assigned_lead_hands_its_room_to_the_queue_also_after_a_restart() {
+    let dir = data_dir();
+    let server = two_reps(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    let assigned: Vec<Value> = (1..=2).map(|n| api.lead(n, "CN-SH").json()).collect();
+    let queued: Vec<String> = (3..=4)
+        .map(|n| {
+            let r = api.lead(n, "CN-SH");
+            assert_eq!(r.status, 202, "{r:?}");
+            r.json()["lead_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let close = |api: &Api<'_>, lead: &Value, outcome: &str| {
+        let id = lead["lead_id"].as_str().unwrap();
+        let r = api.post(
+            &format!("/v1/leads/{id}/events"),
+            json!({"type": "closed", "outcome": outcome}),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["outcome"], outcome);
+    };
+    // The queue is served in the background once the close is in: wait for it.
+    let assigned_to = |api: &Api<'_>, id: &str, rep: &Value| {
+        eventually(&format!("{id} assigned to {rep}"), || {
+            let lead = api.get(&format!("/v1/leads/{id}")).json();
+            lead["status"] == "assigned" && lead["rep_id"] == *rep
+        });
+        let lead = api.get(&format!("/v1/leads/{id}")).json();
+        assert_eq!(history_kinds(&lead)[0], "queued", "{lead}");
+        assert!(history_kinds(&lead).contains(&"routed"), "{lead}");
+    };
+
+    close(&api, &assigned[0], "won");
+    assigned_to(&api, &queued[0], &assigned[0]["rep_id"]);
+    let later = api.get(&format!("/v1/leads/{}", queued[1])).json();
+    assert_eq!(later["status"], "queued", "first in, first served");
+    assert_eq!(api.get("/admin/territories/east").json()["queue_depth"], 1);
+
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    assert_eq!(api.get("/admin/territories/east").json()["queue_depth"], 1);
+    close(&api, &assigned[1], "lost");
+    assigned_to(&api, &queued[1], &assigned[1]["rep_id"]);
+    let territory = api.get("/admin/territories/east").json();
+    assert_eq!(territory["queue_depth"], 0, "{territory}");
+    let loads: Vec<u64> = territory["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["load"].as_u64().unwrap())
+        .collect();
+    assert_eq!(loads, [1, 1], "each rep holds the lead the queue gave it");
 }
