@@ -88,6 +88,11 @@ fn reps_are_created_replaced_read_and_deleted() {
     assert_eq!(reassigned["why"], "rep_deleted");
     assert_eq!(reassigned["from_rep_id"], "li-wei");
     assert_eq!(reassigned["to_rep_id"], "zhang");
+    let metrics = api.get("/metrics").text;
+    assert!(
+        metrics.contains("leadroute_reassignments_total{reason=\"rep_deleted\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]

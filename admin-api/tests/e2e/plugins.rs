@@ -92,6 +92,9 @@ fn plugins_are_uploaded_activated_used_and_deleted() {
     assert_eq!(routed["rep_id"], "senior-1");
     assert!(routed["fallback"].is_null());
     assert_eq!(api.get("/admin/plugins/vip-tier").json()["calls"], 1);
+    let metrics = api.get("/metrics").text;
+    let line = "leadroute_plugin_call_duration_seconds_count{plugin=\"vip-tier\"} 1";
+    assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
 
     // Simulate with another version than the active one.
     let lead = json!({"phone": "+86 139 0000 0002", "purchase_amount": 250000});
@@ -164,6 +167,32 @@ fn bad_uploads_are_refused_with_the_reason() {
     assert_eq!((r.status, r.code().as_str()), (400, "empty_body"));
     let r = upload(&server, "Bad_Name", leadroute_plugin_builds::RULES);
     assert_eq!(r.status, 422, "{r:?}");
+    // Modules that are wasm but not plugins: the message names what is wrong.
+    let exports = |abi: u32, route: &str| {
+        wat::parse_str(format!(
+            r#"(module (memory (export "memory") 1)
+                 (func (export "leadroute_abi_version") (result i32) (i32.const {abi}))
+                 (func (export "leadroute_alloc") (param i32) (result i32) (i32.const 8))
+                 {route})"#
+        ))
+        .unwrap()
+    };
+    let route = r#"(func (export "leadroute_route") (param i32 i32) (result i64) (i64.const 0))"#;
+    for (wasm, says) in [
+        (
+            exports(1, ""),
+            "missing export `leadroute_route` (func (param i32 i32) (result i64))",
+        ),
+        (
+            exports(2, route),
+            "module speaks plugin ABI version 2; this host speaks version 1",
+        ),
+    ] {
+        let r = upload(&server, "broken", &wasm);
+        assert_eq!((r.status, r.code().as_str()), (422, "plugin_invalid"));
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(says), "{message}");
+    }
     // Past the 8 MiB plugin limit.
     let limit = 8 * 1024 * 1024;
     let r = head_only(
