@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Run the server with the demo organisation loaded: `serve --demo`.
+    Demo(ServeArgs),
     /// Read leads from a running server.
     Lead {
         /// Which lead command.
@@ -177,17 +179,8 @@ pub enum PluginCommand {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => {
-            let settings = Settings::resolve(&args.flags(), &|name| std::env::var(name).ok())?;
-            logging::init(&settings.log_level, settings.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("leadroute-http")
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(serve::serve(settings, args.demo))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => run_server(&args, args.demo),
+        Command::Demo(args) => run_server(&args, true),
         Command::Lead { command, client } => {
             let (api, out) = connect(&client);
             match command {
@@ -237,6 +230,20 @@ fn connect(args: &ClientArgs) -> (Client, Output) {
     (Client::new(&args.server, token), out)
 }
 
+/// `leadroute serve` (and `demo`): resolves the settings, starts logging and the
+/// runtime, serves until shut down.
+fn run_server(args: &ServeArgs, demo: bool) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(&args.flags(), &|name| std::env::var(name).ok())?;
+    logging::init(&settings.log_level, settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("leadroute-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve::serve(settings, demo))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +257,11 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Serve(ServeArgs { demo: true, .. })
+        ));
+        let cli = Cli::try_parse_from(["leadroute", "demo", "--data-dir", "/tmp/x"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Demo(ServeArgs { demo: false, .. })
         ));
         let cli =
             Cli::try_parse_from(["leadroute", "plugin", "activate", "vip", "3", "--json"]).unwrap();

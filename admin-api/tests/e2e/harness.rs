@@ -91,8 +91,29 @@ impl Server {
     /// `announcement` and names its address (`starting on `: bound, store not open yet;
     /// `listening on `: ready).
     pub fn start_until(data_dir: &Path, options: Options<'_>, announcement: &str) -> Server {
+        Server::launch("serve", data_dir, options, announcement)
+    }
+
+    /// Starts `leadroute demo` (the server with the demo organisation) and waits until
+    /// it is ready.
+    pub fn start_demo_command(data_dir: &Path) -> Server {
+        let options = Options {
+            args: &[],
+            env: &[],
+        };
+        Server::launch("demo", data_dir, options, "listening on ")
+    }
+
+    /// Runs `subcommand --listen 127.0.0.1:0 --data-dir DIR` and the options; waits for
+    /// `announcement`.
+    fn launch(
+        subcommand: &str,
+        data_dir: &Path,
+        options: Options<'_>,
+        announcement: &str,
+    ) -> Server {
         let mut cmd = command();
-        cmd.arg("serve")
+        cmd.arg(subcommand)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")

@@ -121,18 +121,21 @@ fn the_demo_loads_idempotently_across_restarts() {
     assert_eq!(lead["territory_id"], "east-zj");
     assert!(server.terminate().success());
 
-    let server = Server::start_with(
-        dir.path(),
-        Options {
-            args: &["--demo"],
-            env: &[],
-        },
-    );
+    // `leadroute demo` is `serve --demo` by another name.
+    let server = Server::start_demo_command(dir.path());
     let api = Api {
         server: &server,
         token: None,
     };
     assert_eq!(api.get("/admin/reps").json().as_array().unwrap().len(), 63);
+    assert_eq!(
+        api.get("/admin/territories")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
     let rep = lead["rep_id"].as_str().unwrap();
     assert_eq!(
         api.get(&format!("/admin/reps/{rep}")).json()["load"],
