@@ -3,7 +3,7 @@
 //! clean exit once the store is open.
 //!
 //! A second server on the same data dir is held in its opening phase by the first
-//! one's store lock, which it waits for (up to 5 s), so what happens while starting
+//! one's store lock, which it waits for (up to 10 s), so what happens while starting
 //! is seen for certain rather than caught in a race.
 
 use serde_json::json;

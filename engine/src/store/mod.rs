@@ -151,15 +151,17 @@ const BALLAST_BYTES: usize = 8 << 20;
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Longest [`Store::open`] waits for sled's file lock on the directory.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Long enough for a process that is stopping to make its last commits durable and
+/// let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` and checks its schema version.
     ///
-    /// Waits up to five seconds for sled's lock on the directory: sled's background
+    /// Waits up to ten seconds for sled's lock on the directory: sled's background
     /// threads keep it a moment after the last handle of an earlier opening in this
-    /// process is dropped. Still held after that, it is another process's, and the
-    /// error says so.
+    /// process is dropped, and a process that is stopping keeps it until its last
+    /// flush. Still held after that, it is another process's, and the error says so.
     pub fn open(dir: &Path) -> Result<Store> {
         Store::open_waiting(dir, LOCK_WAIT, || {})
     }
