@@ -22,7 +22,8 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     // Before anything else: a signal during a long recovery must not hit the default
     // action (death with no flush).
     let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
-    announce(&format!("starting on {addr}"))?;
+    // Logged, not printed: stdout's one line stays `listening on`, once ready.
+    tracing::info!(%addr, "bound; answering 503 starting until the store is open");
 
     // While the store opens, the port answers: `/healthz` 200, `/readyz` and every
     // other route 503 `starting`, so probes and clients see why they must wait.
@@ -83,8 +84,12 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         "plugin sandbox limits"
     );
     let state = AppState::new(engine, settings.auth.clone(), settings.limits);
-    // For scripts and tests that bind port 0: from this line on, the server is ready.
-    announce(&format!("listening on {addr}"))?;
+    // The one line on stdout, for scripts and tests that bind port 0: from this line
+    // on, the server is ready.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()?;
+    drop(stdout);
 
     run_with(
         listener,
@@ -118,13 +123,6 @@ async fn open(settings: &Settings, demo: bool) -> anyhow::Result<Engine> {
         );
     }
     Ok(engine)
-}
-
-/// Prints one line on stdout, at once.
-fn announce(line: &str) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")?;
-    stdout.flush()
 }
 
 /// SIGTERM and SIGINT handlers, installed right after binding, before the address is

@@ -39,6 +39,14 @@ pub fn command() -> Command {
     cmd
 }
 
+/// What [`Server::launch`] waits for.
+enum Until {
+    /// The `listening on` line: the store is open, the server ready.
+    Ready,
+    /// The `bound` log line: the port answers, the store may still be opening.
+    Bound,
+}
+
 /// A running server.
 pub struct Server {
     child: Option<Child>,
@@ -84,14 +92,17 @@ impl Server {
 
     /// Starts a server and waits for its `listening on` line: ready.
     pub fn start_with(data_dir: &Path, options: Options<'_>) -> Server {
-        Server::start_until(data_dir, options, "listening on ")
+        Server::launch("serve", data_dir, options, Until::Ready)
     }
 
-    /// Starts a server and waits for the line of stdout that begins with
-    /// `announcement` and names its address (`starting on `: bound, store not open yet;
-    /// `listening on `: ready).
-    pub fn start_until(data_dir: &Path, options: Options<'_>, announcement: &str) -> Server {
-        Server::launch("serve", data_dir, options, announcement)
+    /// Starts a server logging JSON (`--log-format json` is added) and returns once
+    /// its log says it is bound, maybe before its store is open.
+    pub fn start_bound(data_dir: &Path) -> Server {
+        let options = Options {
+            args: &["--log-format", "json"],
+            env: &[],
+        };
+        Server::launch("serve", data_dir, options, Until::Bound)
     }
 
     /// Starts `leadroute demo` (the server with the demo organisation) and waits until
@@ -101,17 +112,12 @@ impl Server {
             args: &[],
             env: &[],
         };
-        Server::launch("demo", data_dir, options, "listening on ")
+        Server::launch("demo", data_dir, options, Until::Ready)
     }
 
-    /// Runs `subcommand --listen 127.0.0.1:0 --data-dir DIR` and the options; waits for
-    /// `announcement`.
-    fn launch(
-        subcommand: &str,
-        data_dir: &Path,
-        options: Options<'_>,
-        announcement: &str,
-    ) -> Server {
+    /// Runs `subcommand --listen 127.0.0.1:0 --data-dir DIR` and the options; waits
+    /// `until` it knows the address.
+    fn launch(subcommand: &str, data_dir: &Path, options: Options<'_>, until: Until) -> Server {
         let mut cmd = command();
         cmd.arg(subcommand)
             .arg("--listen")
@@ -131,11 +137,10 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(String::new()));
         let seen = lines.clone();
-        let announcement = announcement.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 seen.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(addr) = line.strip_prefix(announcement.as_str()) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
                     let _ = tx.send(addr.to_string());
                 }
             }
@@ -146,9 +151,29 @@ impl Server {
             stdout: lines,
             stderr,
         };
-        match rx.recv_timeout(DEADLINE) {
-            Ok(addr) => server.addr = addr.parse().expect("a socket address"),
-            Err(_) => {
+        let addr = match until {
+            Until::Ready => rx.recv_timeout(DEADLINE).ok(),
+            Until::Bound => {
+                let deadline = std::time::Instant::now() + DEADLINE;
+                loop {
+                    let bound = server.stderr().lines().find_map(|l| {
+                        let line: Value = serde_json::from_str(l).ok()?;
+                        let message = line["message"].as_str()?;
+                        message
+                            .starts_with("bound")
+                            .then(|| line["addr"].as_str())?
+                            .map(String::from)
+                    });
+                    if bound.is_some() || std::time::Instant::now() > deadline {
+                        break bound;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        match addr {
+            Some(addr) => server.addr = addr.parse().expect("a socket address"),
+            None => {
                 let status = server.kill();
                 panic!(
                     "the server did not announce its address ({status:?}); stderr:\n{}",

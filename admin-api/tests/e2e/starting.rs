@@ -8,23 +8,13 @@
 
 use serde_json::json;
 
-use crate::harness::{Api, Options, Server, data_dir, eventually};
-
-/// Starts a server on `dir` and returns at its `starting on` line, before its store
-/// is open.
-fn starting(dir: &std::path::Path) -> Server {
-    let options = Options {
-        args: &[],
-        env: &[],
-    };
-    Server::start_until(dir, options, "starting on ")
-}
+use crate::harness::{Api, Server, data_dir, eventually};
 
 #[test]
 fn the_port_answers_starting_until_the_store_is_open() {
     let dir = data_dir();
     let first = Server::start(dir.path());
-    let second = starting(dir.path());
+    let second = Server::start_bound(dir.path());
     let api = Api {
         server: &second,
         token: None,
@@ -66,7 +56,7 @@ fn the_port_answers_starting_until_the_store_is_open() {
 fn sigint_while_starting_ends_in_a_clean_exit_once_the_store_is_open() {
     let dir = data_dir();
     let first = Server::start(dir.path());
-    let mut second = starting(dir.path());
+    let mut second = Server::start_bound(dir.path());
     second.signal(libc::SIGINT);
     eventually("the second server heard the signal", || {
         second
