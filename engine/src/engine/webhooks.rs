@@ -122,14 +122,6 @@ impl Engine {
         Ok(())
     }
 
-    /// A subscription's dead letters, oldest first: all of them, however many (tests
-    /// and tools). Listings and re-drives read them a page at a time
-    /// ([`Engine::dead_letter_page`]).
-    pub fn dead_letters(&self, id: &WebhookId) -> Result<Vec<DeadLetter>> {
-        self.webhook(id)?;
-        self.inner.store.dead_letters(id)
-    }
-
     /// Up to `limit` ([`DEFAULT_DEAD_LETTER_PAGE`] when `None`, at most
     /// [`MAX_DEAD_LETTER_PAGE`]) of a subscription's dead letters with a seq above
     /// `after` (from the oldest when `None`), oldest first. A subscription that gave

@@ -621,14 +621,6 @@ impl Store {
         Ok(())
     }
 
-    /// A webhook's dead letters, oldest first.
-    pub(crate) fn dead_letters(&self, id: &WebhookId) -> Result<Vec<DeadLetter>> {
-        self.h()?.trees[DEAD_LETTERS]
-            .scan_prefix(compound_key(id.as_str(), &[]))
-            .map(|kv| Ok(decode(&kv?.1)?))
-            .collect()
-    }
-
     /// Up to `limit` of a webhook's dead letters with a seq above `after` (from the
     /// first when `None`), oldest first, and whether more follow them.
     pub(crate) fn dead_letters_page(
