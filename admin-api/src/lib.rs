@@ -152,28 +152,22 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// stops accepting and returns once every connection has finished its request in
 /// flight and closed.
 ///
-/// What `axum::serve` does, plus a timer for hyper, without which a client that opens
-/// a connection and never finishes its request head holds it (and a task) forever.
-///
-/// An owned `listener` is closed before the drain, so no new connection waits in its
-/// backlog meanwhile; a borrowed one stays open for whoever serves it next.
+/// What `axum::serve` does, plus a timer for hyper ([`http1`]).
 async fn serve_connections(
-    listener: impl std::borrow::Borrow<TcpListener>,
+    listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let http = http1();
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
-            accepted = listener.borrow().accept() => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     back_off_after(&e).await;
@@ -195,15 +189,49 @@ async fn serve_connections(
     Ok(())
 }
 
+/// HTTP/1 with a timer, without which a client that opens a connection and never
+/// finishes its request head holds it (and a task) forever.
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    http
+}
+
 /// Answers on `listener` as the server does while its store opens
-/// ([`routes::starting`]) until `ready` completes, then lets the requests in
-/// flight finish. The listener stays open: connections arriving meanwhile wait in its
-/// backlog for [`run`].
-pub async fn serve_starting(
-    listener: &TcpListener,
-    ready: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_connections(listener, routes::starting(), ready).await
+/// ([`routes::starting`]) until `ready` completes. The listener stays open:
+/// connections arriving after that wait in its backlog for [`run`].
+///
+/// One request per connection, and nothing waits for them at the end: they touch no
+/// engine, so the server's start need not wait for a slow client either, and a
+/// client is never cut off between its connection and its answer.
+pub async fn serve_starting(listener: &TcpListener, ready: impl Future<Output = ()>) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut http = http1();
+    http.keep_alive(false);
+    let app = routes::starting();
+    let mut ready = std::pin::pin!(ready);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    back_off_after(&e).await;
+                    continue;
+                }
+            },
+            () = &mut ready => return,
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
 }
 
 /// After a failed `accept`: nothing for an error of that one connection; a pause for

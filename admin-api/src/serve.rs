@@ -21,39 +21,25 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Before anything else: a signal during a long recovery must not hit the default
     // action (death with no flush).
-    let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
+    let mut signals = ShutdownSignals::install().context("cannot install signal handlers")?;
     // Logged, not printed: stdout's one line stays `listening on`, once ready.
     tracing::info!(%addr, "bound; answering 503 starting until the store is open");
 
     // While the store opens, the port answers: `/healthz` 200, `/readyz` and every
     // other route 503 `starting`, so probes and clients see why they must wait.
-    let mut shutdown = Box::pin(signals.recv());
-    // Dropping `opened` ends the `starting` answers, whatever the opening's outcome.
+    // Dropping `opened` ends those answers, whatever the start's outcome.
     let (opened, until_opened) = tokio::sync::oneshot::channel::<()>();
     let starting = crate::serve_starting(&listener, async move {
         let _ = until_opened.await;
     });
-    let (served, (engine, stop_now)) = tokio::join!(starting, async {
-        let opening = open(&settings, demo);
-        tokio::pin!(opening);
-        let outcome = tokio::select! {
-            opened = &mut opening => (opened, false),
-            () = &mut shutdown => {
-                // Opening cannot be cut short; once it is done, shut down cleanly.
-                tracing::info!("shutdown requested while starting; stopping once the store is open");
-                (opening.await, true)
-            }
-        };
+    let ((), started) = tokio::join!(starting, async {
+        let started = start(&settings, demo, &mut signals).await;
         drop(opened);
-        outcome
+        started
     });
-    served.context("serving while starting")?;
-    let engine = engine?;
-    if stop_now {
-        engine.shutdown().await?;
-        tracing::info!("engine stopped; everything acknowledged is durable");
+    let Some(engine) = started? else {
         return Ok(());
-    }
+    };
 
     if settings.auth.is_open() {
         tracing::warn!(
@@ -94,7 +80,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     run_with(
         listener,
         state,
-        shutdown,
+        signals.recv(),
         settings.shutdown_timeout,
         settings.webhooks.clone(),
     )
@@ -103,15 +89,37 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
 
 /// Opens the engine on the settings' store and, with `demo`, loads the sample
 /// organisation (idempotent).
-async fn open(settings: &Settings, demo: bool) -> anyhow::Result<Engine> {
-    let config = EngineConfig::new(&settings.data_dir)
-        .durability(settings.durability)
-        .max_in_flight_leads(settings.max_in_flight_leads)
-        .plugin_limits(settings.plugins.clone());
-    let data_dir = settings.data_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+///
+/// A signal meanwhile stops the start once the store is open (`None`): opening cannot
+/// be cut short, and the opened store is closed cleanly; the demo is not loaded. A
+/// second signal exits at once (status 130), as a crash would, which the store
+/// survives.
+async fn start(
+    settings: &Settings,
+    demo: bool,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<Option<Engine>> {
+    let opening = open(settings);
+    tokio::pin!(opening);
+    let engine = tokio::select! {
+        engine = &mut opening => engine?,
+        () = signals.next() => {
+            tracing::info!(
+                "shutdown requested while starting; stopping once the store is open \
+                 (a second signal exits at once)"
+            );
+            let engine = tokio::select! {
+                engine = &mut opening => engine?,
+                () = signals.next() => {
+                    tracing::warn!("second signal while starting: exiting without waiting for the store");
+                    std::process::exit(130);
+                }
+            };
+            engine.shutdown().await?;
+            tracing::info!("engine stopped; everything acknowledged is durable");
+            return Ok(None);
+        }
+    };
     if demo {
         let summary = demo::load(&engine)
             .await
@@ -122,7 +130,19 @@ async fn open(settings: &Settings, demo: bool) -> anyhow::Result<Engine> {
             "demo organisation loaded"
         );
     }
-    Ok(engine)
+    Ok(Some(engine))
+}
+
+/// Opens the engine on the settings' store.
+async fn open(settings: &Settings) -> anyhow::Result<Engine> {
+    let config = EngineConfig::new(&settings.data_dir)
+        .durability(settings.durability)
+        .max_in_flight_leads(settings.max_in_flight_leads)
+        .plugin_limits(settings.plugins.clone());
+    let data_dir = settings.data_dir.clone();
+    tokio::task::spawn_blocking(move || Engine::open(config))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
 }
 
 /// SIGTERM and SIGINT handlers, installed right after binding, before the address is
@@ -150,8 +170,8 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {})
     }
 
-    /// Completes on the first SIGTERM or SIGINT.
-    pub async fn recv(mut self) {
+    /// Completes on the next SIGTERM or SIGINT.
+    pub async fn next(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
@@ -159,8 +179,13 @@ impl ShutdownSignals {
         }
         #[cfg(not(unix))]
         {
-            let _ = &mut self;
+            let _ = &mut *self;
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+
+    /// Completes on the first SIGTERM or SIGINT from now on.
+    pub async fn recv(mut self) {
+        self.next().await
     }
 }

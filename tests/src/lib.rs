@@ -17,6 +17,23 @@ use leadroute_engine::domain::{LeadInput, RepId, RepInput, TerritoryId, Territor
 use leadroute_engine::{Checkpoint, Engine, EngineConfig, ManualClock};
 use tokio::sync::mpsc;
 
+/// Whether this process may mount file systems: `CAP_SYS_ADMIN` in its effective
+/// capabilities, as root has on an ordinary machine. The disk-trouble tests mount a
+/// small tmpfs; where mounting is allowed, a mount that fails fails the test, and only
+/// where it is not (an unprivileged user, a locked-down container) do they skip.
+pub fn may_mount() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
 /// An engine on a fresh temp dir with a manual clock.
 pub struct Fixture {
     /// The engine.

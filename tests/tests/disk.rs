@@ -38,22 +38,17 @@ impl Tmpfs {
         Ok(Tmpfs(dir))
     }
 
-    /// Mounts one. Where none can be mounted (not root) the test fails, since a skip
-    /// that passes would hide it, unless `LEADROUTE_SKIP_DISK_TESTS` is set: then it
-    /// says why and returns `None`, and the test passes without running.
+    /// Mounts one. Where mounting is allowed, a failed mount fails the test; where
+    /// it is not (see [`leadroute_tests::may_mount`]), this says why and returns
+    /// `None`, and the test passes without running.
     fn mount_or_skip(size: &str) -> Option<Tmpfs> {
         match Tmpfs::mount(size) {
             Ok(tmpfs) => Some(tmpfs),
-            Err(why) if std::env::var_os("LEADROUTE_SKIP_DISK_TESTS").is_some() => {
-                println!(
-                    "SKIPPED (LEADROUTE_SKIP_DISK_TESTS is set): cannot mount a tmpfs ({why})"
-                );
+            Err(why) if leadroute_tests::may_mount() => panic!("cannot mount a tmpfs: {why}"),
+            Err(why) => {
+                println!("SKIPPED: mounting is not allowed here (no CAP_SYS_ADMIN): {why}");
                 None
             }
-            Err(why) => panic!(
-                "cannot mount a tmpfs here ({why}). Disk-trouble tests need root (CI runs as \
-                 root); set LEADROUTE_SKIP_DISK_TESTS=1 to skip them knowingly"
-            ),
         }
     }
 }

@@ -31,14 +31,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Nothing is read or changed, so no token is asked for.
 pub fn starting() -> axum::Router {
     axum::Router::new()
-        .route("/healthz", axum::routing::get(healthz))
-        .fallback(|| async {
-            AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "starting",
-                "the server is starting: its store is being opened; retry shortly",
-            )
-        })
+        .route("/healthz", axum::routing::get(healthz).fallback(not_yet))
+        .fallback(not_yet)
+}
+
+/// The answer to everything but `GET /healthz` while the store opens.
+async fn not_yet() -> AppError {
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting",
+        "the server is starting: its store is being opened; retry shortly",
+    )
 }
 
 /// A liveness or readiness answer.

@@ -54,6 +54,8 @@ pub struct Server {
     pub addr: SocketAddr,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr; they end when the process does.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// How to start a server.
@@ -132,12 +134,12 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("the binary starts");
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stderr, stderr_reader) = collect(child.stderr.take().unwrap());
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(String::new()));
         let seen = lines.clone();
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 seen.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(addr) = line.strip_prefix("listening on ") {
@@ -150,6 +152,7 @@ impl Server {
             addr: "0.0.0.0:0".parse().unwrap(),
             stdout: lines,
             stderr,
+            readers: vec![stdout_reader, stderr_reader],
         };
         let addr = match until {
             Until::Ready => rx.recv_timeout(DEADLINE).ok(),
@@ -164,7 +167,11 @@ impl Server {
                             .then(|| line["addr"].as_str())?
                             .map(String::from)
                     });
-                    if bound.is_some() || std::time::Instant::now() > deadline {
+                    let exited = server
+                        .child
+                        .as_mut()
+                        .is_some_and(|c| !matches!(c.try_wait(), Ok(None)));
+                    if bound.is_some() || exited || std::time::Instant::now() > deadline {
                         break bound;
                     }
                     std::thread::sleep(Duration::from_millis(5));
@@ -212,11 +219,18 @@ impl Server {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
-    /// Waits (bounded) for the server to exit.
+    /// Waits (bounded) for the server to exit; then everything it printed has been
+    /// read ([`Server::stdout`], [`Server::stderr`]).
     pub fn exit_status(&mut self) -> ExitStatus {
         let child = self.child.take().expect("running");
         let status = wait(child, DEADLINE);
-        status.unwrap_or_else(|| panic!("no exit within {DEADLINE:?}; stderr:\n{}", self.stderr()))
+        let status = status
+            .unwrap_or_else(|| panic!("no exit within {DEADLINE:?}; stderr:\n{}", self.stderr()));
+        // The pipes closed with the process, so the readers are at their end.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
     }
 
     /// Kills the server with SIGKILL (no drain, no flush) and reaps it.
@@ -259,11 +273,14 @@ pub fn wait(mut child: Child, deadline: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Collects a pipe into a string, in the background.
-pub fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// Collects a pipe into a string, in the background; returns it and the reading
+/// thread, which ends at the pipe's end.
+fn collect(
+    mut pipe: impl Read + Send + 'static,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = pipe.read(&mut buf) {
             if n == 0 {
@@ -274,7 +291,7 @@ pub fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    text
+    (text, reader)
 }
 
 /// Runs the binary with `args` to completion (bounded); returns status, stdout, stderr.

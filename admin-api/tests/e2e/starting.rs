@@ -1,19 +1,30 @@
 //! Start-up: while the store opens, the port already answers (`/healthz` 200,
-//! everything else 503 `starting`), and a signal that arrives meanwhile ends in a
-//! clean exit once the store is open.
+//! everything else 503 `starting`); a signal that arrives meanwhile ends in a clean
+//! exit once the store is open, and a second one exits at once.
 //!
 //! A second server on the same data dir is held in its opening phase by the first
 //! one's store lock, which it waits for (up to 10 s), so what happens while starting
-//! is seen for certain rather than caught in a race.
-
-use serde_json::json;
+//! is seen for certain rather than caught in a race. The first one lets go by
+//! SIGKILL, at once (the store survives it, as it survives any crash).
 
 use crate::harness::{Api, Server, data_dir, eventually};
+
+/// A server with territory `east` and rep `a` on `dir`, holding its store.
+fn holder(dir: &std::path::Path) -> Server {
+    let server = Server::start(dir);
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    api.territory("east", &["CN-SH"], true);
+    api.rep("a", "east", 10);
+    server
+}
 
 #[test]
 fn the_port_answers_starting_until_the_store_is_open() {
     let dir = data_dir();
-    let first = Server::start(dir.path());
+    let first = holder(dir.path());
     let second = Server::start_bound(dir.path());
     let api = Api {
         server: &second,
@@ -28,32 +39,31 @@ fn the_port_answers_starting_until_the_store_is_open() {
         "{}",
         r.text
     );
-    let lead = json!({"contact": {"name": "Li Wei", "phone": "13800000001"}, "region": "CN-SH"});
-    let r = api.post("/v1/leads", lead);
+    let r = api.lead(1, "CN-SH");
     assert_eq!((r.status, r.code().as_str()), (503, "starting"));
     assert_eq!(api.get("/admin/reps").code(), "starting");
+    let r = api.post("/healthz", serde_json::json!({}));
+    assert_eq!((r.status, r.code().as_str()), (503, "starting"));
     assert!(!second.stdout().contains("listening on"));
 
     // The first server lets go of the store; the second opens it and is ready.
-    assert!(first.terminate().success());
+    first.sigkill();
     eventually("/readyz answers 200", || api.get("/readyz").status == 200);
     // Scripts read stdout's first line for the address: it is still the only one.
     eventually("the listening line is read", || {
         second.stdout().contains("listening on")
     });
     assert_eq!(second.stdout(), format!("listening on {}\n", second.addr));
-    let metrics = api.get("/metrics").text;
-    assert!(
-        metrics.contains("leadroute_leads_received_total 0"),
-        "the lead answered `starting` was not taken"
-    );
+    // The lead answered `starting` was not taken: sent again, it is new.
+    let r = api.lead(1, "CN-SH");
+    assert_eq!(r.status, 201, "{r:?}");
     assert!(second.terminate().success());
 }
 
 #[test]
 fn sigint_while_starting_ends_in_a_clean_exit_once_the_store_is_open() {
     let dir = data_dir();
-    let first = Server::start(dir.path());
+    let first = holder(dir.path());
     let mut second = Server::start_bound(dir.path());
     second.signal(libc::SIGINT);
     eventually("the second server heard the signal", || {
@@ -62,10 +72,10 @@ fn sigint_while_starting_ends_in_a_clean_exit_once_the_store_is_open() {
             .contains("shutdown requested while starting")
     });
 
-    assert!(first.terminate().success());
+    first.sigkill();
     let status = second.exit_status();
     assert!(status.success(), "{status:?}; stderr:\n{}", second.stderr());
-    assert!(!second.stdout().contains("listening on"));
+    assert_eq!(second.stdout(), "", "never ready, never announced");
     assert!(second.stderr().contains("engine stopped"));
 
     // It left the store whole and unlocked.
@@ -75,5 +85,29 @@ fn sigint_while_starting_ends_in_a_clean_exit_once_the_store_is_open() {
         token: None,
     };
     assert_eq!(api.get("/readyz").status, 200);
+    assert_eq!(api.get("/admin/reps/a").status, 200);
     assert!(third.terminate().success());
+}
+
+#[test]
+fn a_second_signal_while_starting_exits_at_once() {
+    let dir = data_dir();
+    let first = holder(dir.path());
+    let mut second = Server::start_bound(dir.path());
+    second.signal(libc::SIGTERM);
+    eventually("the second server heard the first signal", || {
+        second
+            .stderr()
+            .contains("shutdown requested while starting")
+    });
+    second.signal(libc::SIGTERM);
+    // The first server still holds the store: only the second signal can end it.
+    let status = second.exit_status();
+    assert_eq!(status.code(), Some(130), "stderr:\n{}", second.stderr());
+    assert!(
+        second
+            .stderr()
+            .contains("exiting without waiting for the store")
+    );
+    assert!(first.terminate().success(), "the holder was not disturbed");
 }
