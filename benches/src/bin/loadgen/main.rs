@@ -175,13 +175,15 @@ impl Server {
             .spawn()
             .with_context(|| format!("starting {cmd:?}"))?;
         let stdout = child.stdout.take().context("child stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .parse()?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .context("the server exited before announcing its address")??;
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.parse()?;
+            }
+        };
         Ok(Server { child, addr })
     }
 }
