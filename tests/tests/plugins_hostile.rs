@@ -508,3 +508,24 @@ async fn simulations_do_not_trip_the_circuit() {
     let info = f.engine.plugin("hostile").unwrap();
     assert_eq!((info.calls, info.circuit), (0, CircuitState::Closed));
 }
+
+/// An upload is answered once its compile slot is free again, so uploads sent one
+/// after another never find the slots busy, however quickly they follow each other.
+#[tokio::test]
+async fn uploads_one_after_another_never_find_the_slots_busy() {
+    let limits = PluginLimits {
+        max_compiles: 1,
+        ..PluginLimits::default()
+    };
+    let f = fixture_with(|config| config.plugin_limits(limits));
+    // The window was a few microseconds wide: hit about once in a few hundred tries.
+    for n in 0..2000 {
+        // Compiles, then is refused for its ABI version: the quickest round trip.
+        let err = f
+            .engine
+            .put_plugin("next", module(2, "(unreachable)", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "plugin_invalid", "upload {n}: {err}");
+    }
+}

@@ -387,11 +387,14 @@ impl Sandbox {
             .name("leadroute-plugin-compile".into())
             .spawn(move || {
                 probe(Checkpoint::CompileStarted);
-                let _ = tx.send(Module::new(&engine, &bytes));
+                let compiled = Module::new(&engine, &bytes);
                 // Only now is the thread done with the compiler: the slot goes back here,
-                // not when the caller stops waiting.
+                // not when the caller stops waiting. And before the caller hears the
+                // result, so an upload answered in time has freed its slot: the next one
+                // cannot find it still held.
                 drop(slot);
                 probe(Checkpoint::CompileEnded);
+                let _ = tx.send(compiled);
             })
             .map_err(|e| format!("cannot start the compiler thread: {e}"))?;
         let message = match rx.recv_timeout(self.limits.compile_timeout) {
