@@ -71,95 +71,107 @@ pub fn plugin_upload(data: &[u8]) {
 /// A lifecycle driven through the real engine and store: each byte is an event
 /// (touched, one of the six stages, closed won or lost) for one freshly routed lead.
 /// The engine must agree with a model of the stage rules at every step.
+///
+/// Runs on one engine for the whole process (a fuzz run); its store stays in the
+/// temp dir when the process ends. [`LeadEvents`] is the same check on an engine of
+/// its own, removed when dropped.
 pub fn lead_events(data: &[u8]) {
-    let h = harness();
-    let _one_at_a_time = h.lock.lock().unwrap_or_else(|e| e.into_inner());
-    h.runtime.block_on(async {
-        let n = h.next.fetch_add(1, Ordering::Relaxed);
-        let routed = h
-            .engine
-            .route(LeadInput {
-                external_id: Some(format!("fuzz-{n}")),
-                ..LeadInput::default()
-            })
-            .await
-            .expect("the fuzz territory takes every lead");
-        assert_eq!(routed.status, RouteStatus::Assigned);
-        let id = routed.lead_id;
-        let mut stage: Option<Stage> = None;
-        let mut closed = false;
-        for &b in data.iter().take(32) {
-            let event = match b % 9 {
-                0 => LeadEventInput::Touched,
-                s @ 1..=6 => LeadEventInput::Stage {
-                    stage: Stage::ALL[usize::from(s) - 1],
-                },
-                7 => LeadEventInput::Closed {
-                    outcome: Outcome::Won,
-                },
-                _ => LeadEventInput::Closed {
-                    outcome: Outcome::Lost,
-                },
-            };
-            let result = h.engine.record_event(id, event).await;
-            if closed {
-                assert!(
-                    matches!(result, Err(EngineError::LeadClosed(_))),
-                    "{event:?} after close: {result:?}"
-                );
-                continue;
-            }
-            let wanted = match event {
-                LeadEventInput::Touched => Some(Stage::FirstContact),
-                LeadEventInput::Stage { stage } => Some(stage),
-                LeadEventInput::Closed { .. } => None,
-            };
-            // An accepted event answers with the lead as stored, history included.
-            let as_stored = |answer: &leadroute_engine::LeadView| {
-                let stored = h.engine.lead(id).unwrap().expect("stored");
-                assert_eq!(answer.state, stored.state);
-                assert_eq!(answer.history, stored.history);
-            };
-            match wanted {
-                None => {
-                    as_stored(&result.expect("an open lead can always close"));
-                    closed = true;
-                }
-                Some(s) if Stage::expected_after(stage) == Some(s) => {
-                    let answer = result.expect("the expected stage is accepted");
-                    as_stored(&answer);
-                    assert_eq!(answer.state.stage, Some(s));
-                    stage = Some(s);
-                    closed = s == Stage::ContractSigned;
-                }
-                Some(s) => match result {
-                    Err(EngineError::StageOrder { got, expected }) => {
-                        assert_eq!(got, s);
-                        assert_eq!(Some(expected), Stage::expected_after(stage));
-                    }
-                    other => panic!("{s} after {stage:?} must be refused: {other:?}"),
-                },
-            }
-        }
-        if !closed {
-            h.engine
-                .record_event(
-                    id,
-                    LeadEventInput::Closed {
-                        outcome: Outcome::Lost,
-                    },
-                )
-                .await
-                .expect("closing frees the rep for the next input");
-        }
-        let rep = h.engine.rep(&crate::rid("fuzz-rep")).await.unwrap();
-        assert_eq!(rep.load, 0, "every lead of this harness ends closed");
-    });
+    static SHARED: OnceLock<LeadEvents> = OnceLock::new();
+    SHARED.get_or_init(LeadEvents::new).check(data);
 }
 
-/// One engine for every `lead_events` input of a process: opening one per input
-/// would measure sled, not the lifecycle rules.
-struct Harness {
+impl LeadEvents {
+    /// [`lead_events`] on this harness's engine.
+    pub fn check(&self, data: &[u8]) {
+        let h = self;
+        let _one_at_a_time = h.lock.lock().unwrap_or_else(|e| e.into_inner());
+        h.runtime.block_on(async {
+            let n = h.next.fetch_add(1, Ordering::Relaxed);
+            let routed = h
+                .engine
+                .route(LeadInput {
+                    external_id: Some(format!("fuzz-{n}")),
+                    ..LeadInput::default()
+                })
+                .await
+                .expect("the fuzz territory takes every lead");
+            assert_eq!(routed.status, RouteStatus::Assigned);
+            let id = routed.lead_id;
+            let mut stage: Option<Stage> = None;
+            let mut closed = false;
+            for &b in data.iter().take(32) {
+                let event = match b % 9 {
+                    0 => LeadEventInput::Touched,
+                    s @ 1..=6 => LeadEventInput::Stage {
+                        stage: Stage::ALL[usize::from(s) - 1],
+                    },
+                    7 => LeadEventInput::Closed {
+                        outcome: Outcome::Won,
+                    },
+                    _ => LeadEventInput::Closed {
+                        outcome: Outcome::Lost,
+                    },
+                };
+                let result = h.engine.record_event(id, event).await;
+                if closed {
+                    assert!(
+                        matches!(result, Err(EngineError::LeadClosed(_))),
+                        "{event:?} after close: {result:?}"
+                    );
+                    continue;
+                }
+                let wanted = match event {
+                    LeadEventInput::Touched => Some(Stage::FirstContact),
+                    LeadEventInput::Stage { stage } => Some(stage),
+                    LeadEventInput::Closed { .. } => None,
+                };
+                // An accepted event answers with the lead as stored, history included.
+                let as_stored = |answer: &leadroute_engine::LeadView| {
+                    let stored = h.engine.lead(id).unwrap().expect("stored");
+                    assert_eq!(answer.state, stored.state);
+                    assert_eq!(answer.history, stored.history);
+                };
+                match wanted {
+                    None => {
+                        as_stored(&result.expect("an open lead can always close"));
+                        closed = true;
+                    }
+                    Some(s) if Stage::expected_after(stage) == Some(s) => {
+                        let answer = result.expect("the expected stage is accepted");
+                        as_stored(&answer);
+                        assert_eq!(answer.state.stage, Some(s));
+                        stage = Some(s);
+                        closed = s == Stage::ContractSigned;
+                    }
+                    Some(s) => match result {
+                        Err(EngineError::StageOrder { got, expected }) => {
+                            assert_eq!(got, s);
+                            assert_eq!(Some(expected), Stage::expected_after(stage));
+                        }
+                        other => panic!("{s} after {stage:?} must be refused: {other:?}"),
+                    },
+                }
+            }
+            if !closed {
+                h.engine
+                    .record_event(
+                        id,
+                        LeadEventInput::Closed {
+                            outcome: Outcome::Lost,
+                        },
+                    )
+                    .await
+                    .expect("closing frees the rep for the next input");
+            }
+            let rep = h.engine.rep(&crate::rid("fuzz-rep")).await.unwrap();
+            assert_eq!(rep.load, 0, "every lead of this harness ends closed");
+        });
+    }
+}
+
+/// One engine for many `lead_events` inputs: opening one per input would measure
+/// sled, not the lifecycle rules. Its temp dir goes when it is dropped.
+pub struct LeadEvents {
     runtime: tokio::runtime::Runtime,
     engine: Engine,
     next: AtomicU32,
@@ -167,9 +179,9 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-fn harness() -> &'static Harness {
-    static HARNESS: OnceLock<Harness> = OnceLock::new();
-    HARNESS.get_or_init(|| {
+impl LeadEvents {
+    /// An engine on a fresh temp dir, with one territory and one rep.
+    pub fn new() -> LeadEvents {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -190,12 +202,18 @@ fn harness() -> &'static Harness {
                 .await
                 .unwrap();
         });
-        Harness {
+        LeadEvents {
             runtime,
             engine,
             next: AtomicU32::new(0),
             lock: Mutex::new(()),
             _dir: dir,
         }
-    })
+    }
+}
+
+impl Default for LeadEvents {
+    fn default() -> Self {
+        LeadEvents::new()
+    }
 }
