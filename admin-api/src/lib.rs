@@ -165,24 +165,9 @@ async fn serve_connections(
     let http = http1();
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    back_off_after(&e).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some(stream) = accept_until(&listener, shutdown.as_mut()).await {
         let service = TowerToHyperService::new(app.clone());
-        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        spawn_connection(connections.watch(http.serve_connection(TokioIo::new(stream), service)));
     }
     drop(listener);
     connections.shutdown().await;
@@ -213,25 +198,36 @@ pub async fn serve_starting(listener: &TcpListener, ready: impl Future<Output = 
     http.keep_alive(false);
     let app = routes::starting();
     let mut ready = std::pin::pin!(ready);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    back_off_after(&e).await;
-                    continue;
-                }
-            },
-            () = &mut ready => return,
-        };
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+    while let Some(stream) = accept_until(listener, ready.as_mut()).await {
+        let service = TowerToHyperService::new(app.clone());
+        spawn_connection(http.serve_connection(TokioIo::new(stream), service));
     }
+}
+
+/// The next connection on `listener`, or `None` once `stop` has completed. A failed
+/// `accept` is retried, after [`back_off_after`].
+async fn accept_until(
+    listener: &TcpListener,
+    mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<tokio::net::TcpStream> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) => back_off_after(&e).await,
+            },
+            () = &mut stop => return None,
+        }
+    }
+}
+
+/// Serves one connection in a task of its own.
+fn spawn_connection(connection: impl Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// After a failed `accept`: nothing for an error of that one connection; a pause for
