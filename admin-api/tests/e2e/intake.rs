@@ -70,12 +70,7 @@ fn leads_are_assigned_then_queued_and_duplicates_answer_200() {
 
     let territory = api.get("/admin/territories/east").json();
     assert_eq!(territory["queue_depth"], 1);
-    let loads: Vec<u64> = territory["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["load"].as_u64().unwrap())
-        .collect();
+    let loads = member_loads(&territory);
     assert_eq!(loads, [1, 1], "the duplicate took no load");
 
     let lead = api.get(&format!("/v1/leads/{}", first["lead_id"].as_str().unwrap()));
@@ -226,12 +221,7 @@ fn a_queued_lead_refuses_touches_and_stages_but_can_be_closed() {
     assert_eq!(kinds, ["queued", "closed"]);
     let territory = api.get("/admin/territories/east").json();
     assert_eq!(territory["queue_depth"], 0, "{territory}");
-    let loads: Vec<u64> = territory["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["load"].as_u64().unwrap())
-        .collect();
+    let loads = member_loads(&territory);
     assert_eq!(loads, [1, 1], "the reps keep their own leads only");
 
     let r = api.post(&events, json!({"type": "closed", "outcome": "lost"}));
@@ -423,6 +413,16 @@ fn batches_answer_per_lead_in_order() {
 }
 
 /// The `type` of each history entry of a lead view, in order.
+/// The load of each member of a territory view, in its order.
+fn member_loads(territory: &Value) -> Vec<u64> {
+    territory["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["load"].as_u64().unwrap())
+        .collect()
+}
+
 fn history_kinds(lead: &Value) -> Vec<&str> {
     lead["history"]
         .as_array()
@@ -485,11 +485,6 @@ fn closing_an_assigned_lead_hands_its_room_to_the_queue_also_after_a_restart() {
     assigned_to(&api, &queued[1], &assigned[1]["rep_id"]);
     let territory = api.get("/admin/territories/east").json();
     assert_eq!(territory["queue_depth"], 0, "{territory}");
-    let loads: Vec<u64> = territory["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["load"].as_u64().unwrap())
-        .collect();
+    let loads = member_loads(&territory);
     assert_eq!(loads, [1, 1], "each rep holds the lead the queue gave it");
 }
