@@ -2,20 +2,13 @@
 //! the open lead sharing them.
 //!
 //! A lead is a duplicate when its normalized phone, e-mail or external id equals that
-//! of a lead still open. The index is the store's `dedupe` tree (key → open lead),
-//! read in place: nothing is loaded at start, so start-up time does not grow with the
-//! number of open leads. The committer is its only writer and checks inside its
-//! transaction, so its answer is authoritative; intake reads the tree first to skip
-//! routing for the common, non-racing duplicate.
-//!
-//! Most leads are new, and a lookup that finds nothing still walks the tree. A
-//! [`KeyFilter`] answers "certainly not there" for them without touching the store.
+//! of a lead still open. The [`Index`] of those keys is held in memory.
 
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::RwLock;
 
 use crate::domain::{Lead, LeadId};
-use crate::error::Result;
 
 /// Normalizes a phone number: digits only, and the Chinese country code (`+86` or
 /// `0086`) dropped from an 11-digit mobile number.
@@ -62,81 +55,119 @@ pub fn kind(key: &str) -> &str {
 
 /// The open lead sharing any of `keys`, with the kinds that matched, given each key's
 /// `owner`. Keys that point at different leads count for the first one only.
-pub(crate) fn find<E>(
+pub(crate) fn find(
     keys: &[String],
-    mut owner: impl FnMut(&str) -> std::result::Result<Option<LeadId>, E>,
-) -> std::result::Result<Option<(LeadId, Vec<String>)>, E> {
+    mut owner: impl FnMut(&str) -> Option<LeadId>,
+) -> Option<(LeadId, Vec<String>)> {
     let mut hit: Option<(LeadId, Vec<String>)> = None;
     for key in keys {
-        let Some(id) = owner(key)? else { continue };
+        let Some(id) = owner(key) else { continue };
         match &mut hit {
             None => hit = Some((id, vec![kind(key).to_string()])),
             Some((first, kinds)) if *first == id => kinds.push(kind(key).to_string()),
             Some(_) => {}
         }
     }
-    Ok(hit)
+    hit
 }
 
-/// [`find`] with an error type the engine uses.
-pub(crate) type Found = Result<Option<(LeadId, Vec<String>)>>;
-
-/// Bits in a [`KeyFilter`]: 8 MiB. One false "maybe" in about 7,000 at a million keys,
-/// one in 50 at five million; past that it slowly stops saving lookups, never more.
-const FILTER_BITS: u64 = 1 << 26;
-/// Bit positions per key.
-const FILTER_HASHES: u64 = 7;
-
-/// A Bloom filter over every de-duplication key stored before this start (loaded in
-/// the background) and written since (by the committer, as it writes them). It only
-/// grows: a closed lead's key stays, and costs a store lookup when it comes back.
+/// The de-duplication index: every contact key of an open lead, and that lead.
 ///
-/// Until loaded it answers "maybe" to everything. Once loaded it holds a superset of
-/// the stored keys: a key it lacks is certainly not stored, since every writer of a
-/// key adds it here first.
-pub(crate) struct KeyFilter {
-    words: Box<[AtomicU64]>,
-    loaded: AtomicBool,
+/// It lives in memory, not in the store. Each lead has three keys at most, and they
+/// are scattered over any tree that holds them, as phone numbers and e-mail addresses
+/// are: in sled each lands on a page of its own, which is copied and written again.
+/// Keeping them in a tree cost 43% of a lead's storage time (`benches/README.md`,
+/// "Storage designs"). The store builds the index from its open leads when it opens
+/// (see `Store::open`). So start-up time grows with the open leads, and memory too:
+/// about 300 bytes for a lead with all three keys (measured with jemalloc's
+/// `stats.allocated` over a million such leads). Closed leads cost nothing.
+///
+/// The committer is its only writer. It applies each transaction's keys once sled
+/// has taken the transaction, so the index never runs ahead of what a read of the
+/// store would see. Intake reads it first to skip routing for the common,
+/// non-racing duplicate; the committer's own check is the authoritative one.
+///
+/// The keys are spread over [`SHARDS`] maps, each behind its own lock. A map that
+/// outgrows its table moves every entry to a new one while it holds its lock: one map
+/// of 1.8 million keys took 355 ms to grow (measured, release build), a stop for
+/// every intake. A shard grows at a 256th of that size.
+pub(crate) struct Index {
+    /// Picks a key's shard; the maps hash with their own.
+    hasher: RandomState,
+    shards: Box<[RwLock<Owners>]>,
 }
 
-impl KeyFilter {
-    /// An empty filter, not loaded yet.
-    pub(crate) fn new() -> KeyFilter {
-        KeyFilter {
-            words: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
-            loaded: AtomicBool::new(false),
+/// One shard: key → open lead.
+type Owners = HashMap<String, LeadId>;
+
+/// How many maps the index is split into.
+const SHARDS: usize = 256;
+
+impl Default for Index {
+    fn default() -> Index {
+        Index::with_hasher(RandomState::new())
+    }
+}
+
+impl Index {
+    fn with_hasher(hasher: RandomState) -> Index {
+        Index {
+            hasher,
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
         }
     }
 
-    fn positions(key: &[u8]) -> impl Iterator<Item = u64> {
-        // Double hashing: k positions from one 64-bit hash.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        let h = hasher.finish();
-        let (a, b) = (h & 0xffff_ffff, (h >> 32) | 1);
-        (0..FILTER_HASHES).map(move |i| a.wrapping_add(b.wrapping_mul(i)) % FILTER_BITS)
+    /// An empty index whose keys fall in the same shards as this one's.
+    pub(crate) fn empty_like(&self) -> Index {
+        Index::with_hasher(self.hasher.clone())
     }
 
-    /// Adds a key.
-    pub(crate) fn insert(&self, key: &[u8]) {
-        for p in Self::positions(key) {
-            self.words[(p / 64) as usize].fetch_or(1 << (p % 64), Ordering::Relaxed);
+    fn shard(&self, key: &str) -> &RwLock<Owners> {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+
+    /// The open lead a key points at.
+    pub(crate) fn owner(&self, key: &str) -> Option<LeadId> {
+        read(self.shard(key)).get(key).copied()
+    }
+
+    /// The open lead sharing any of `keys`, with the kinds that matched (see [`find`]).
+    pub(crate) fn find(&self, keys: &[String]) -> Option<(LeadId, Vec<String>)> {
+        find(keys, |key| self.owner(key))
+    }
+
+    /// Points `key` at `lead` (`Some`) or drops it (`None`).
+    pub(crate) fn set(&self, key: String, lead: Option<LeadId>) {
+        let mut owners = write(self.shard(&key));
+        match lead {
+            Some(lead) => owners.insert(key, lead),
+            None => owners.remove(&key),
+        };
+    }
+
+    /// Takes every key of `fresh`, made by [`Index::empty_like`], in place of this
+    /// index's. Shard by shard: a reader meanwhile may find a key in either.
+    pub(crate) fn replace(&self, fresh: Index) {
+        for (mine, theirs) in self.shards.iter().zip(fresh.shards) {
+            *write(mine) = theirs.into_inner().unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Marks every stored key as added: from now on, "no" means no.
-    pub(crate) fn mark_loaded(&self) {
-        self.loaded.store(true, Ordering::Release);
+    /// How many keys it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| read(s).len()).sum()
     }
+}
 
-    /// False only if `key` is certainly not stored.
-    pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
-        if !self.loaded.load(Ordering::Acquire) {
-            return true;
-        }
-        Self::positions(key)
-            .all(|p| self.words[(p / 64) as usize].load(Ordering::Relaxed) & (1 << (p % 64)) != 0)
-    }
+// A panic while a shard is locked leaves whole entries only (an insert or a remove
+// is done or not), so a poisoned lock is still good to use.
+
+fn read(shard: &RwLock<Owners>) -> std::sync::RwLockReadGuard<'_, Owners> {
+    shard.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(shard: &RwLock<Owners>) -> std::sync::RwLockWriteGuard<'_, Owners> {
+    shard.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -165,25 +196,6 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_says_maybe_until_loaded_then_never_misses_a_key() {
-        let filter = KeyFilter::new();
-        assert!(
-            filter.may_contain(b"phone:1"),
-            "not loaded: everything is a maybe"
-        );
-        let keys: Vec<String> = (0..100_000).map(|n| format!("phone:{n}")).collect();
-        for key in &keys {
-            filter.insert(key.as_bytes());
-        }
-        filter.mark_loaded();
-        assert!(keys.iter().all(|k| filter.may_contain(k.as_bytes())));
-        let false_maybes = (0..100_000)
-            .filter(|n| filter.may_contain(format!("email:{n}").as_bytes()))
-            .count();
-        assert!(false_maybes < 10, "{false_maybes} false maybes in 100,000");
-    }
-
-    #[test]
     fn a_match_reports_every_kind_of_the_first_lead_it_names() {
         let (a, b) = (
             LeadId::from_ulid(ulid::Ulid::new()),
@@ -194,13 +206,34 @@ mod tests {
             ("email:x@y.z".to_string(), a),
             ("external_id:9".to_string(), b),
         ]);
-        let owner = |k: &str| Ok::<_, ()>(owners.get(k).copied());
+        let owner = |k: &str| owners.get(k).copied();
         let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
-        let (hit, kinds) = find(&keys(&["email:x@y.z", "external_id:9", "phone:1"]), owner)
-            .unwrap()
-            .unwrap();
+        let (hit, kinds) =
+            find(&keys(&["email:x@y.z", "external_id:9", "phone:1"]), owner).unwrap();
         assert_eq!(hit, a);
         assert_eq!(kinds, vec!["email", "phone"]);
-        assert_eq!(find(&keys(&["phone:2"]), owner).unwrap(), None);
+        assert_eq!(find(&keys(&["phone:2"]), owner), None);
+    }
+
+    #[test]
+    fn the_index_points_keys_at_leads_and_replaces_them_whole() {
+        let lead = |n: u128| LeadId::from_key(&n.to_be_bytes()).unwrap();
+        let index = Index::default();
+        for n in 0..10_000u128 {
+            index.set(format!("phone:{n}"), Some(lead(n)));
+        }
+        assert_eq!(index.len(), 10_000);
+        assert_eq!(index.owner("phone:42"), Some(lead(42)));
+        index.set("phone:42".into(), None);
+        assert_eq!(index.owner("phone:42"), None);
+        let keys = vec!["phone:42".to_string(), "phone:43".to_string()];
+        assert_eq!(index.find(&keys), Some((lead(43), vec!["phone".into()])));
+
+        let fresh = index.empty_like();
+        fresh.set("email:a@b.cn".into(), Some(lead(1)));
+        index.replace(fresh);
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.owner("phone:43"), None);
+        assert_eq!(index.owner("email:a@b.cn"), Some(lead(1)));
     }
 }

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub touched_within_sla: IntCounterVec,
     /// `leadroute_sla_pending`: assigned leads waiting for a first touch with a deadline.
     pub sla_pending: prometheus::IntGauge,
+    /// `leadroute_dedupe_keys`: open leads' contact keys held in memory.
+    pub dedupe_keys: prometheus::IntGauge,
     /// `leadroute_store_commit_group_size`: changes per group commit.
     pub commit_group_size: Histogram,
     /// `leadroute_store_commit_seconds`: apply + flush of one group.
@@ -245,6 +247,14 @@ impl Metrics {
                 prometheus::IntGauge::new(
                     "leadroute_sla_pending",
                     "Assigned leads waiting for a first touch, with a deadline.",
+                )
+                .unwrap(),
+            ),
+            dedupe_keys: register(
+                &r,
+                prometheus::IntGauge::new(
+                    "leadroute_dedupe_keys",
+                    "Contact keys of open leads held in memory for de-duplication.",
                 )
                 .unwrap(),
             ),

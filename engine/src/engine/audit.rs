@@ -110,11 +110,6 @@ fn audit_and_repair(
     if !load_deadlines(inner, cancel)? {
         return Ok(None);
     }
-    // Then the de-duplication key filter: about a second at a million keys, and it
-    // spares most leads a store lookup.
-    if !store.load_key_filter(cancel)? {
-        return Ok(None);
-    }
     let Some(findings) = audit_until(store, cancel)? else {
         return Ok(None);
     };
@@ -215,7 +210,7 @@ mod tests {
     use crate::EngineConfig;
     use crate::domain::{LeadId, LeadInput, LeadStatus, RepId, RepInput, TerritoryId};
     use crate::store::codec::Assignment;
-    use crate::store::{DEDUPE, audit::Finding};
+    use crate::store::{QUEUE, audit::Finding};
 
     /// A fresh data directory, removed when dropped.
     struct TempDir(std::path::PathBuf);
@@ -308,7 +303,6 @@ mod tests {
             let (seq, _) = store.queue(&east).unwrap()[0];
             crate::store::compound_key("east", &seq.to_be_bytes())
         };
-        let phone = "phone:13900000001".to_string();
         let stale = vec![
             Finding::AssignmentWithoutLead(assigned),
             Finding::AssignmentToUnknownRep(assigned, east.clone()),
@@ -323,10 +317,9 @@ mod tests {
             Finding::RepLeadsIndex(a.clone(), assigned, true),
             Finding::RepLeadsIndex(a.clone(), assigned, false),
             Finding::RepLoad(a.clone(), 1, 0),
-            Finding::StrayQueueEntry(queue_key),
+            Finding::StrayQueueEntry(queue_key.clone()),
             Finding::Orphan(assigned, east.clone()),
             Finding::Orphan(queued, east.clone()),
-            Finding::StrayDedupeKey(phone.clone()),
             Finding::MissingDeadline(assigned, 1),
             Finding::StraySla(assigned),
         ];
@@ -334,13 +327,17 @@ mod tests {
             assert!(!finding.holds(&store).unwrap(), "{finding} should not hold");
         }
 
-        // One true finding among them: a key pointing at no lead.
-        let gone = LeadId::from_key(&7u128.to_be_bytes()).unwrap();
-        store.h().unwrap().trees[DEDUPE]
-            .insert("phone:000", &gone.to_key())
-            .unwrap();
-        let mut findings = stale;
-        findings.insert(3, Finding::StrayDedupeKey("phone:000".into()));
+        // One true finding among them: the queued lead loses its queue entry, and the
+        // de-duplication index, rebuilt as at a start, leaves its keys out.
+        store.h().unwrap().trees[QUEUE].remove(&queue_key).unwrap();
+        store.rebuild_dedupe().unwrap();
+        let phone = "phone:13900000002".to_string();
+        assert_eq!(store.duplicate_of(std::slice::from_ref(&phone)), None);
+        let mut findings: Vec<Finding> = stale
+            .into_iter()
+            .filter(|f| *f != Finding::Orphan(queued, east.clone()))
+            .collect();
+        findings.insert(3, Finding::Orphan(queued, east.clone()));
         let repaired = engine
             .inner
             .committer
@@ -350,11 +347,15 @@ mod tests {
             .unwrap();
         assert_eq!(
             repaired.findings,
-            vec![Finding::StrayDedupeKey("phone:000".into())]
+            vec![Finding::Orphan(queued, east.clone())]
         );
-        assert!(repaired.loads.is_empty() && repaired.requeued.is_empty());
-        assert_eq!(store.duplicate_of(&["phone:000".into()]).unwrap(), None);
-        assert!(store.duplicate_of(&[phone]).unwrap().is_some());
+        assert!(repaired.loads.is_empty());
+        assert_eq!(repaired.requeued, vec![(queued, east.clone())]);
+        assert_eq!(
+            store.duplicate_of(&[phone]).map(|(id, _)| id),
+            Some(queued),
+            "the requeued lead's keys are back in the index"
+        );
         engine.settle().await.unwrap();
         assert_eq!(
             engine.check_invariants().await.unwrap(),

@@ -179,7 +179,7 @@ impl Engine {
         let duplicate_of = self
             .inner
             .store
-            .duplicate_of(&dedupe::keys(&lead))?
+            .duplicate_of(&dedupe::keys(&lead))
             .map(|(id, _)| id);
         let (territory_id, addr, config) = {
             let dir = self.directory();
@@ -222,7 +222,7 @@ impl Engine {
         self.inner.metrics.leads_received.inc();
         let lead = Arc::new(input.validate(self.next_lead_id(), self.now())?);
         let keys = dedupe::keys(&lead);
-        let begun = match self.inner.store.duplicate_of(&keys)? {
+        let begun = match self.inner.store.duplicate_of(&keys) {
             Some((of, matched)) => {
                 let receipt = self.inner.committer.submit(Change::Duplicate {
                     of,

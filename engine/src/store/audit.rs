@@ -5,7 +5,6 @@
 //! - the `rep_leads` index mirrors the assignments;
 //! - each rep's stored load equals its open assignments;
 //! - every queue entry is a queued lead, and every open lead is assigned or queued;
-//! - de-duplication keys point only at open leads;
 //! - every assigned, untouched lead has a first-touch deadline (unless escalated), and
 //!   SLA records belong only to open, untouched leads.
 //!
@@ -20,9 +19,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::codec::{Assignment, RepRecord, SlaRecord, encode};
-use super::{ASSIGNMENTS, DEDUPE, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
-use crate::domain::{LeadId, LeadStatus, RepId, TerritoryId};
+use super::codec::{Assignment, RepRecord, SlaRecord, decode, encode};
+use super::{ASSIGNMENTS, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
+use crate::domain::{LeadId, LeadState, LeadStatus, RepId, TerritoryId};
 use crate::error::{EngineError, Result};
 
 /// One broken invariant and how it will be repaired.
@@ -42,8 +41,6 @@ pub(crate) enum Finding {
     StrayQueueEntry(Vec<u8>),
     /// An open lead that is neither assigned nor queued; it goes back to its queue.
     Orphan(LeadId, TerritoryId),
-    /// A de-duplication key pointing at a missing or closed lead.
-    StrayDedupeKey(String),
     /// An assigned, untouched lead without a first-touch deadline; it gets this one.
     MissingDeadline(LeadId, u64),
     /// An SLA record of a missing, closed or touched lead.
@@ -78,7 +75,6 @@ impl std::fmt::Display for Finding {
             Finding::Orphan(l, t) => {
                 write!(f, "open lead {l} is neither assigned nor queued in {t}")
             }
-            Finding::StrayDedupeKey(k) => write!(f, "dedupe key {k:?} points at no open lead"),
             Finding::MissingDeadline(l, _) => {
                 write!(
                     f,
@@ -234,29 +230,22 @@ pub(crate) fn audit_until(store: &Store, cancel: &AtomicBool) -> Result<Option<V
         }
     }
 
-    // Every open lead has at least one contact key, so the de-duplication keys reach
-    // every open lead without scanning closed history.
-    let keys = store.dedupe_entries()?;
-    let mut open_leads: HashSet<LeadId> = HashSet::new();
-    for (i, (key, id)) in keys.iter().enumerate() {
+    // Every open lead is assigned or queued. Nothing else points at an open lead that
+    // is neither, so only a walk over every lead, closed ones too, finds it.
+    for (i, kv) in store.h()?.trees[LEADS].iter().enumerate() {
         if cancelled(i) {
             return Ok(None);
         }
-        match leads.get(*id)? {
-            Some(s) if s.status.is_open() => {
-                open_leads.insert(*id);
-            }
-            _ => findings.push(Finding::StrayDedupeKey(key.clone())),
+        let (k, v) = kv?;
+        let Some(id) = LeadId::from_key(&k) else {
+            continue;
+        };
+        if assigned.contains_key(&id) || queued_leads.contains(&id) {
+            continue;
         }
-    }
-    let mut orphans: Vec<LeadId> = open_leads
-        .into_iter()
-        .filter(|id| !assigned.contains_key(id) && !queued_leads.contains(id))
-        .collect();
-    orphans.sort();
-    for id in orphans {
-        if let Some(s) = leads.get(id)? {
-            findings.push(Finding::Orphan(id, s.territory.clone()));
+        let state: LeadState = decode(&v)?;
+        if state.status.is_open() {
+            findings.push(Finding::Orphan(id, state.territory));
         }
     }
 
@@ -345,13 +334,6 @@ impl Finding {
                     !queued
                 }
                 _ => false,
-            },
-            Finding::StrayDedupeKey(key) => match store.h()?.trees[DEDUPE].get(key.as_bytes())? {
-                Some(v) => match LeadId::from_key(&v) {
-                    Some(id) => !store.lead(id)?.is_some_and(|s| s.status.is_open()),
-                    None => true,
-                },
-                None => false,
             },
             Finding::MissingDeadline(id, _) => {
                 assignment(*id)?.is_some()
@@ -451,6 +433,10 @@ pub(crate) fn repair_confirmed(store: &Store, candidates: Vec<Finding>) -> Resul
     }
     if !repaired.findings.is_empty() {
         store.h()?.db.flush()?;
+        // A repair can put back in a queue a lead the index left out (an orphan is
+        // neither assigned nor queued), or open one the assignments say is open.
+        // Repairs are rare; one rebuild covers every case.
+        store.rebuild_dedupe()?;
     }
     Ok(repaired)
 }
@@ -501,9 +487,6 @@ fn repair_one(
         }
         Finding::StrayQueueEntry(key) => {
             t[QUEUE].remove(key.as_slice())?;
-        }
-        Finding::StrayDedupeKey(key) => {
-            t[DEDUPE].remove(key.as_bytes())?;
         }
         Finding::MissingDeadline(id, deadline) => {
             let mut record: SlaRecord = store.sla(*id)?.unwrap_or_default();

@@ -29,12 +29,12 @@ use super::codec::{
     Assignment, CorruptRecord, PluginRecord, Record, RepRecord, SlaRecord, decode, encode,
 };
 use super::{
-    ASSIGNMENTS, CURSORS, DEDUPE, Durability, HISTORY, LEADS, OUTBOX, PLUGINS, QUEUE, REP_LEADS,
-    REPS, SLA, Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
+    ASSIGNMENTS, CURSORS, Durability, HISTORY, LEADS, OUTBOX, PLUGINS, QUEUE, REP_LEADS, REPS, SLA,
+    Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
 };
 use crate::clock::UnixMillis;
 use crate::config::DataSync;
-use crate::dedupe::{self, KeyFilter};
+use crate::dedupe;
 use crate::domain::{
     EventKind, HistoryEntry, HistoryEvent, LeadId, LeadState, LeadStatus, OutboxEvent, Outcome,
     REPEATS_IN_HISTORY, Rep, RepId, Stage, Territory, TerritoryId, Webhook, WebhookId,
@@ -368,6 +368,7 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
     let State { store, metrics, .. } = &state;
     let mut stopping = false;
     while !stopping {
+        metrics.dedupe_keys.set(store.dedupe.len() as i64);
         let first = match rx.recv() {
             Ok(Msg::Commit(p)) => *p,
             Ok(Msg::Repair(job)) => {
@@ -697,9 +698,12 @@ fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// What one transaction of a group did: each change's result, the deadlines it set or
-/// cleared, the last outbox event it wrote, and which answers want their lead's
-/// history (see [`fill_histories`]).
-type Applies = (Vec<Result<Applied>>, Deadlines, u64, Histories);
+/// cleared, the last outbox event it wrote, which answers want their lead's history
+/// (see [`fill_histories`]), and the de-duplication keys it set or dropped.
+type Applies = (Vec<Result<Applied>>, Deadlines, u64, Histories, KeyChanges);
+
+/// De-duplication keys pointed at a lead (`Some`) or dropped (`None`).
+type KeyChanges = HashMap<String, Option<LeadId>>;
 
 /// First-touch deadlines set (`Some`) or cleared (`None`), in order.
 type Deadlines = Vec<(LeadId, Option<UnixMillis>)>;
@@ -725,11 +729,16 @@ fn commit_group(
     let mut deadlines = Vec::new();
     let mut last_event = 0;
     for (i, part) in changes.chunks(MAX_TRANSACTION).enumerate() {
-        let (mut part_results, part_deadlines, part_last, histories) =
+        let (mut part_results, part_deadlines, part_last, histories, keys) =
             apply_transaction(store, &h, indexes, part).map_err(|e| match i {
                 0 => GroupFailure::Unwritten(e),
                 _ => GroupFailure::Unsure(format!("{e} (after {i} transactions of the group)")),
             })?;
+        // Now, as sled makes the transaction visible to reads: the next transaction
+        // checks against both. Should the group fail, reopening rebuilds the index.
+        for (key, lead) in keys {
+            store.dedupe.set(key, lead);
+        }
         // The transaction is in sled's memory, and sled may write it at any time:
         // failing now, its callers would be told of a failure that may be stored.
         fill_histories(&h, &mut part_results, histories).map_err(|e| {
@@ -771,12 +780,13 @@ fn apply_transaction(
     indexes: &Indexes,
     changes: &[Change],
 ) -> std::result::Result<Applies, String> {
-    let (results, deadlines, last_event, wanted) = h
+    let (results, deadlines, last_event, wanted, keys) = h
         .trees
         .transaction(|trees| {
             let mut writer = Writer {
                 t: trees,
-                keys: &store.keys,
+                dedupe: &store.dedupe,
+                keys: HashMap::new(),
                 outbox: &indexes.outbox,
                 deadlines: Vec::new(),
                 last_event: 0,
@@ -801,10 +811,16 @@ fn apply_transaction(
                 }
             }
             writer.write_reps()?;
-            Ok((results, writer.deadlines, writer.last_event, wanted))
+            Ok((
+                results,
+                writer.deadlines,
+                writer.last_event,
+                wanted,
+                writer.keys,
+            ))
         })
         .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
-    Ok((results, deadlines, last_event, wanted))
+    Ok((results, deadlines, last_event, wanted, keys))
 }
 
 /// Puts each event's lead history into its answer, read once the transaction is in
@@ -873,8 +889,10 @@ type Step<T> = std::result::Result<T, Fail>;
 /// everything first, then writes: a rejection never leaves partial writes.
 struct Writer<'a> {
     t: &'a [TransactionalTree],
-    /// Which de-duplication keys may be stored (see `dedupe::KeyFilter`).
-    keys: &'a KeyFilter,
+    /// The open leads' de-duplication keys as of the transactions before this one.
+    dedupe: &'a dedupe::Index,
+    /// The keys this transaction set or dropped, applied to `dedupe` once it is in.
+    keys: KeyChanges,
     outbox: &'a Outbox,
     /// The seq of the last event written in this group (0: none).
     last_event: u64,
@@ -1018,7 +1036,7 @@ impl Writer<'_> {
         sla_ms: u64,
     ) -> Step<Applied> {
         // The authoritative duplicate check: this thread applies every change in order.
-        if let Some((of, matched)) = self.find_duplicate(keys)?
+        if let Some((of, matched)) = self.find_duplicate(keys)
             && let Some(existing) = self.get::<LeadState>(LEADS, of.to_key())?
         {
             let at = state.lead.received_at;
@@ -1043,9 +1061,7 @@ impl Writer<'_> {
         state.queue_seq = queue_seq;
         self.put(LEADS, id.to_key(), &state)?;
         for key in keys {
-            // The filter first: once loaded, it must know every stored key.
-            self.keys.insert(key.as_bytes());
-            self.t[DEDUPE].insert(key.as_bytes(), &id.to_key())?;
+            self.keys.insert(key.clone(), Some(id));
         }
         for entry in history {
             self.append_history(id, entry)?;
@@ -1249,8 +1265,8 @@ impl Writer<'_> {
         }
         for key in dedupe::keys(&state.lead) {
             // Only drop keys that still point at this lead.
-            if self.dedupe_owner(&key)? == Some(lead) {
-                self.t[DEDUPE].remove(key.as_bytes())?;
+            if self.dedupe_owner(&key) == Some(lead) {
+                self.keys.insert(key, None);
             }
         }
         if state.stage.is_none() {
@@ -1356,17 +1372,15 @@ impl Writer<'_> {
     }
 
     /// The open lead a de-duplication key points at, this group's changes included.
-    fn dedupe_owner(&self, key: &str) -> Step<Option<LeadId>> {
-        if !self.keys.may_contain(key.as_bytes()) {
-            return Ok(None);
+    fn dedupe_owner(&self, key: &str) -> Option<LeadId> {
+        match self.keys.get(key) {
+            Some(changed) => *changed,
+            None => self.dedupe.owner(key),
         }
-        Ok(self.t[DEDUPE]
-            .get(key.as_bytes())?
-            .and_then(|v| LeadId::from_key(&v)))
     }
 
     /// The open lead sharing a key with `keys`, this group's changes included.
-    fn find_duplicate(&self, keys: &[String]) -> Step<Option<(LeadId, Vec<String>)>> {
+    fn find_duplicate(&self, keys: &[String]) -> Option<(LeadId, Vec<String>)> {
         dedupe::find(keys, |key| self.dedupe_owner(key))
     }
 

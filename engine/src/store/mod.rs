@@ -13,7 +13,6 @@
 //! | `leads`       | lead id (16 bytes)           | `LeadState`               |
 //! | `assignments` | lead id                      | `Assignment` (open only)  |
 //! | `rep_leads`   | rep id, 0, lead id           | empty (index)             |
-//! | `dedupe`      | `kind:normalized`            | lead id (open leads only) |
 //! | `queue`       | territory id, 0, seq (u64)   | lead id                   |
 //! | `history`     | lead id, seq (u64)           | `HistoryEntry`            |
 //! | `plugins`     | plugin name                  | `PluginRecord`            |
@@ -23,6 +22,11 @@
 //! | `webhooks`    | webhook id                   | `Webhook`                 |
 //! | `webhook_cursors` | webhook id               | last delivered seq (u64)  |
 //! | `dead_letters`| webhook id, 0, seq (u64)     | `DeadLetter`              |
+//!
+//! The de-duplication index (contact key → open lead) is not a tree: it lives in
+//! memory ([`dedupe::Index`](crate::dedupe::Index)), built from the open leads when
+//! the store opens. Schema version 1 kept it in a `dedupe` tree, which opening a
+//! version 1 store drops (it then becomes version 2).
 //!
 //! The dispatcher writes `webhook_cursors` and `dead_letters` itself, without the
 //! committer: they are its progress, not part of the routing state, and a lost write
@@ -38,7 +42,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dedupe::KeyFilter;
+use crate::dedupe;
 use crate::domain::{
     HistoryEntry, LeadId, LeadState, OutboxEvent, RepId, Territory, TerritoryId, Webhook, WebhookId,
 };
@@ -47,7 +51,7 @@ pub use codec::DeadLetter;
 use codec::{Assignment, CorruptRecord, PluginRecord, RepRecord, SlaRecord, decode, encode};
 
 /// The schema version this build writes; a store with another one is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What a 2xx promises.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,22 +70,20 @@ pub(crate) const TERRITORIES: usize = 1;
 pub(crate) const LEADS: usize = 2;
 pub(crate) const ASSIGNMENTS: usize = 3;
 pub(crate) const REP_LEADS: usize = 4;
-pub(crate) const DEDUPE: usize = 5;
-pub(crate) const QUEUE: usize = 6;
-pub(crate) const HISTORY: usize = 7;
-pub(crate) const PLUGINS: usize = 8;
-pub(crate) const SLA: usize = 9;
-pub(crate) const OUTBOX: usize = 10;
-pub(crate) const WEBHOOKS: usize = 11;
-pub(crate) const CURSORS: usize = 12;
-pub(crate) const DEAD_LETTERS: usize = 13;
-const TREE_NAMES: [&str; 14] = [
+pub(crate) const QUEUE: usize = 5;
+pub(crate) const HISTORY: usize = 6;
+pub(crate) const PLUGINS: usize = 7;
+pub(crate) const SLA: usize = 8;
+pub(crate) const OUTBOX: usize = 9;
+pub(crate) const WEBHOOKS: usize = 10;
+pub(crate) const CURSORS: usize = 11;
+pub(crate) const DEAD_LETTERS: usize = 12;
+const TREE_NAMES: [&str; 13] = [
     "reps",
     "territories",
     "leads",
     "assignments",
     "rep_leads",
-    "dedupe",
     "queue",
     "history",
     "plugins",
@@ -91,6 +93,9 @@ const TREE_NAMES: [&str; 14] = [
     "webhook_cursors",
     "dead_letters",
 ];
+
+/// The tree schema version 1 kept the de-duplication keys in.
+const DEDUPE_TREE_V1: &str = "dedupe";
 
 impl From<CorruptRecord> for EngineError {
     fn from(e: CorruptRecord) -> Self {
@@ -128,14 +133,14 @@ pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
 pub struct Store {
     pub(crate) dir: PathBuf,
     live: Arc<RwLock<Option<Arc<Handle>>>>,
-    /// Which de-duplication keys may be stored; outlives reopenings.
-    pub(crate) keys: Arc<KeyFilter>,
+    /// The open leads' de-duplication keys; outlives reopenings, rebuilt by each.
+    pub(crate) dedupe: Arc<dedupe::Index>,
 }
 
 /// One opening of the database.
 pub(crate) struct Handle {
     pub(crate) db: sled::Db,
-    pub(crate) trees: [sled::Tree; 14],
+    pub(crate) trees: [sled::Tree; 13],
 }
 
 /// A file of reserved space in the data directory, freed when the disk fills up: sled
@@ -197,12 +202,13 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             live: Arc::new(RwLock::new(Some(Arc::new(handle)))),
-            keys: Arc::new(KeyFilter::new()),
+            dedupe: Arc::default(),
         };
         if let Err(e) = store.ensure_ballast() {
             tracing::warn!(error = %e, "cannot reserve space for a full disk; reads may \
                 fail while the disk is full");
         }
+        store.rebuild_dedupe()?;
         Ok(store)
     }
 
@@ -241,11 +247,18 @@ impl Store {
 
     /// Closes the database and opens it again: after a failed write, sled 0.34.7 repeats
     /// that error on every later write and flush even once the disk is fine again
-    /// (measured), while a fresh opening recovers everything flushed before. Reads
+    /// (measured), while a fresh opening recovers everything flushed before, and the
+    /// de-duplication index is rebuilt from what it holds. Reads
     /// started before keep the old opening until they finish; sled's file lock is free
     /// only then, so the open is retried for up to five seconds. If it still fails the
     /// store stays closed (reads answer `StoreUnavailable`) until the next attempt.
     pub(crate) fn reopen(&self) -> Result<()> {
+        self.reopen_handle()?;
+        self.rebuild_dedupe()
+    }
+
+    /// [`Store::reopen`] without rebuilding the de-duplication index.
+    fn reopen_handle(&self) -> Result<()> {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         let old = live.take();
         if let Some(old) = old {
@@ -331,6 +344,15 @@ impl Handle {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {
+                // Version 2 differs only by the de-duplication keys, now held in
+                // memory. Dropped first: a crash in between leaves version 1 without
+                // the tree, which this opening migrates again.
+                db.drop_tree(DEDUPE_TREE_V1)?;
+                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+                tracing::info!("store migrated to schema version {SCHEMA_VERSION}");
+            }
             Some(v) => {
                 return Err(EngineError::StoreUnavailable(format!(
                     "store schema version {:?} is not {SCHEMA_VERSION}; refusing to open",
@@ -449,29 +471,47 @@ impl Store {
 
     /// The open lead sharing any of `keys` (de-duplication keys), with the kinds that
     /// matched.
-    pub(crate) fn duplicate_of(&self, keys: &[String]) -> crate::dedupe::Found {
-        if !keys.iter().any(|k| self.keys.may_contain(k.as_bytes())) {
-            return Ok(None);
-        }
-        let h = self.h()?;
-        crate::dedupe::find(keys, |key| {
-            Ok(h.trees[DEDUPE]
-                .get(key.as_bytes())?
-                .and_then(|v| LeadId::from_key(&v)))
-        })
+    pub(crate) fn duplicate_of(&self, keys: &[String]) -> Option<(LeadId, Vec<String>)> {
+        self.dedupe.find(keys)
     }
 
-    /// Adds every stored de-duplication key to the key filter, then marks it loaded.
-    /// False if `cancel` was set first.
-    pub(crate) fn load_key_filter(&self, cancel: &std::sync::atomic::AtomicBool) -> Result<bool> {
-        for (i, key) in self.h()?.trees[DEDUPE].iter().keys().enumerate() {
-            if i % 4096 == 0 && cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                return Ok(false);
-            }
-            self.keys.insert(&key?);
+    /// Builds the de-duplication index again from the open leads: those assigned (the
+    /// `assignments` tree) and those queued (the `queue` tree). An open lead in
+    /// neither is an orphan, which the start-up audit finds and puts back in its queue,
+    /// keys and all. Where two open leads share a key, which the committer never
+    /// writes, the older keeps it, and the newer is logged.
+    pub(crate) fn rebuild_dedupe(&self) -> Result<()> {
+        let h = self.h()?;
+        let mut open: Vec<LeadId> = Vec::new();
+        for key in h.trees[ASSIGNMENTS].iter().keys() {
+            open.extend(LeadId::from_key(&key?));
         }
-        self.keys.mark_loaded();
-        Ok(true)
+        for value in h.trees[QUEUE].iter().values() {
+            open.extend(LeadId::from_key(&value?));
+        }
+        // Lead ids grow with time: in order, the older lead claims a shared key first,
+        // and the reads walk the leads tree front to back.
+        open.sort_unstable();
+        open.dedup();
+        let fresh = self.dedupe.empty_like();
+        for id in open {
+            let Some(state) = self.lead(id)? else {
+                continue;
+            };
+            if !state.status.is_open() {
+                continue;
+            }
+            for key in dedupe::keys(&state.lead) {
+                match fresh.owner(&key) {
+                    Some(first) => tracing::warn!(lead = %id, shared_with = %first,
+                        key = dedupe::kind(&key),
+                        "two open leads share a de-duplication key; the older keeps it"),
+                    None => fresh.set(key, Some(id)),
+                }
+            }
+        }
+        self.dedupe.replace(fresh);
+        Ok(())
     }
 
     /// A lead's open assignment, if it has one.
@@ -490,18 +530,6 @@ impl Store {
                 let lead = LeadId::from_key(&k)
                     .ok_or_else(|| EngineError::Internal("bad assignment key".into()))?;
                 Ok((lead, decode(&v)?))
-            })
-            .collect()
-    }
-
-    pub(crate) fn dedupe_entries(&self) -> Result<Vec<(String, LeadId)>> {
-        self.h()?.trees[DEDUPE]
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let lead = LeadId::from_key(&v)
-                    .ok_or_else(|| EngineError::Internal("bad dedupe value".into()))?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), lead))
             })
             .collect()
     }
@@ -730,5 +758,56 @@ mod tests {
                 && message.contains("is another leadroute using"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_version_1_store_loses_its_dedupe_tree_and_becomes_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", &1u32.to_be_bytes())
+                .unwrap();
+            db.open_tree(DEDUPE_TREE_V1)
+                .unwrap()
+                .insert("phone:13900000001", &[7; 16])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open_waiting(dir.path(), LOCK_WAIT, || {}).unwrap();
+        let h = store.h().unwrap();
+        let version =
+            h.db.open_tree("meta")
+                .unwrap()
+                .get("schema_version")
+                .unwrap();
+        assert_eq!(version.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
+        assert_eq!(SCHEMA_VERSION, 2);
+        assert!(
+            !h.db
+                .tree_names()
+                .iter()
+                .any(|name| name.as_ref() == DEDUPE_TREE_V1.as_bytes()),
+            "the dedupe tree is dropped"
+        );
+        assert_eq!(store.duplicate_of(&["phone:13900000001".into()]), None);
+    }
+
+    #[test]
+    fn a_store_of_an_unknown_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", &3u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open_waiting(dir.path(), LOCK_WAIT, || {})
+            .err()
+            .expect("version 3 is refused");
+        assert!(err.to_string().contains("is not 2"), "{err}");
     }
 }
