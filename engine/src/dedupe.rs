@@ -94,11 +94,17 @@ pub(crate) fn find(
 pub(crate) struct Index {
     /// Picks a key's shard; the maps hash with their own.
     hasher: RandomState,
-    shards: Box<[RwLock<Owners>]>,
+    shards: Box<[Shard]>,
 }
 
-/// One shard: key → open lead.
+/// One shard's map: key → open lead.
 type Owners = HashMap<String, LeadId>;
+
+/// One shard, alone on its cache lines: neighbours locked by threads on other cores
+/// would otherwise contend for the same line.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(RwLock<Owners>);
 
 /// How many maps the index is split into.
 const SHARDS: usize = 256;
@@ -113,17 +119,22 @@ impl Index {
     fn with_hasher(hasher: RandomState) -> Index {
         Index {
             hasher,
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
     }
 
-    /// An empty index whose keys fall in the same shards as this one's.
-    pub(crate) fn empty_like(&self) -> Index {
-        Index::with_hasher(self.hasher.clone())
+    /// An empty index whose keys fall in the same shards as this one's, with room for
+    /// about `keys` keys before any shard grows.
+    pub(crate) fn empty_like(&self, keys: usize) -> Index {
+        let index = Index::with_hasher(self.hasher.clone());
+        for shard in &index.shards {
+            write(&shard.0).reserve(keys.div_ceil(SHARDS));
+        }
+        index
     }
 
     fn shard(&self, key: &str) -> &RwLock<Owners> {
-        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS].0
     }
 
     /// The open lead a key points at.
@@ -145,17 +156,40 @@ impl Index {
         };
     }
 
+    /// Points `key` at `lead` unless an older lead (a smaller id) has it. If two leads
+    /// claim it, the answer names the key's kind, the newer lead and the older, which
+    /// keeps it: the same whatever the order of claims.
+    pub(crate) fn claim(&self, key: String, lead: LeadId) -> Option<(String, LeadId, LeadId)> {
+        use std::collections::hash_map::Entry;
+        match write(self.shard(&key)).entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(lead);
+                None
+            }
+            Entry::Occupied(mut o) => {
+                let first = *o.get();
+                let kind = kind(o.key()).to_string();
+                if first <= lead {
+                    Some((kind, lead, first))
+                } else {
+                    o.insert(lead);
+                    Some((kind, first, lead))
+                }
+            }
+        }
+    }
+
     /// Takes every key of `fresh`, made by [`Index::empty_like`], in place of this
     /// index's. Shard by shard: a reader meanwhile may find a key in either.
     pub(crate) fn replace(&self, fresh: Index) {
         for (mine, theirs) in self.shards.iter().zip(fresh.shards) {
-            *write(mine) = theirs.into_inner().unwrap_or_else(|e| e.into_inner());
+            *write(&mine.0) = theirs.0.into_inner().unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// How many keys it holds.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| read(s).len()).sum()
+        self.shards.iter().map(|s| read(&s.0).len()).sum()
     }
 }
 
@@ -229,8 +263,21 @@ mod tests {
         let keys = vec!["phone:42".to_string(), "phone:43".to_string()];
         assert_eq!(index.find(&keys), Some((lead(43), vec!["phone".into()])));
 
-        let fresh = index.empty_like();
-        fresh.set("email:a@b.cn".into(), Some(lead(1)));
+        let fresh = index.empty_like(1);
+        assert_eq!(fresh.claim("email:a@b.cn".into(), lead(5)), None);
+        let older = fresh.claim("email:a@b.cn".into(), lead(1));
+        let email = || "email".to_string();
+        assert_eq!(
+            older,
+            Some((email(), lead(5), lead(1))),
+            "the older lead takes it"
+        );
+        let newer = fresh.claim("email:a@b.cn".into(), lead(9));
+        assert_eq!(
+            newer,
+            Some((email(), lead(9), lead(1))),
+            "a newer one does not"
+        );
         index.replace(fresh);
         assert_eq!(index.len(), 1);
         assert_eq!(index.owner("phone:43"), None);

@@ -299,6 +299,26 @@ impl Store {
     }
 }
 
+/// Adds the keys of those of `leads` that are open to `index`.
+fn index_leads(h: &Handle, leads: &[LeadId], index: &dedupe::Index) -> Result<()> {
+    for &id in leads {
+        let Some(bytes) = h.trees[LEADS].get(id.to_key())? else {
+            continue;
+        };
+        let state: LeadState = decode(&bytes)?;
+        if !state.status.is_open() {
+            continue;
+        }
+        for key in dedupe::keys(&state.lead) {
+            if let Some((kind, newer, older)) = index.claim(key, id) {
+                tracing::warn!(lead = %newer, shared_with = %older, key = kind,
+                    "two open leads share a de-duplication key; the older keeps it");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why [`Handle::open`] failed.
 enum Opening {
     /// Another opening holds sled's file lock on the directory.
@@ -489,27 +509,22 @@ impl Store {
         for value in h.trees[QUEUE].iter().values() {
             open.extend(LeadId::from_key(&value?));
         }
-        // Lead ids grow with time: in order, the older lead claims a shared key first,
-        // and the reads walk the leads tree front to back.
+        // Lead ids grow with time: sorted, the reads walk the leads tree front to back.
         open.sort_unstable();
         open.dedup();
-        let fresh = self.dedupe.empty_like();
-        for id in open {
-            let Some(state) = self.lead(id)? else {
-                continue;
-            };
-            if !state.status.is_open() {
-                continue;
-            }
-            for key in dedupe::keys(&state.lead) {
-                match fresh.owner(&key) {
-                    Some(first) => tracing::warn!(lead = %id, shared_with = %first,
-                        key = dedupe::kind(&key),
-                        "two open leads share a de-duplication key; the older keeps it"),
-                    None => fresh.set(key, Some(id)),
-                }
-            }
-        }
+        // A few microseconds a lead, mostly reading and decoding it: split over the
+        // cores, since the engine waits for it before it serves.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let fresh = self.dedupe.empty_like(open.len() * 3);
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = open
+                .chunks(open.len().div_ceil(workers).max(1))
+                .map(|chunk| scope.spawn(|| index_leads(&h, chunk, &fresh)))
+                .collect();
+            threads
+                .into_iter()
+                .try_for_each(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })?;
         self.dedupe.replace(fresh);
         Ok(())
     }
