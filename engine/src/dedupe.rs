@@ -73,13 +73,14 @@ pub(crate) fn find(
 
 /// The de-duplication index: every contact key of an open lead, and that lead.
 ///
-/// It lives in memory, not in the store. Each lead has three keys at most, and they
-/// are scattered over any tree that holds them, as phone numbers and e-mail addresses
-/// are: in sled each lands on a page of its own, which is copied and written again.
-/// Keeping them in a tree cost 43% of a lead's storage time (`benches/README.md`,
-/// "Storage designs"). The store builds the index from its open leads when it opens
-/// (see `Store::open`). So start-up time grows with the open leads, and memory too:
-/// about 300 bytes for a lead with all three keys (measured with jemalloc's
+/// Lookups are in memory. The store keeps each open lead's keys under the lead's id
+/// (`lead_keys`), from which the index is rebuilt when the store opens
+/// (`Store::rebuild_dedupe`). Keyed by contact, as an index in the store would be,
+/// the keys scatter as phone numbers and e-mail addresses do: in sled each landed on
+/// a page of its own, copied and written again, 43% of a lead's storage time
+/// (`benches/README.md`, "Storage designs"). Under the lead's id they go where the
+/// lead's other records go, after the last one written. Memory grows with the open
+/// leads: about 300 bytes for a lead with all three keys (measured with jemalloc's
 /// `stats.allocated` over a million such leads). Closed leads cost nothing.
 ///
 /// The committer is its only writer. It applies each transaction's keys once sled

@@ -198,21 +198,27 @@ async fn broken_invariants_are_found_and_repaired_at_start() {
     drop(f.engine);
 
     // Damage the store behind the engine's back.
-    let assigned = {
+    let (assigned, queued) = {
         let engine = open(f.dir.path(), &f.clock);
-        let a = ids
-            .iter()
-            .copied()
-            .find(|id| engine.lead(*id).unwrap().unwrap().state.status == LeadStatus::Assigned)
-            .unwrap();
+        let with = |status| {
+            ids.iter()
+                .copied()
+                .find(|id| engine.lead(*id).unwrap().unwrap().state.status == status)
+                .unwrap()
+        };
+        let found = (with(LeadStatus::Assigned), with(LeadStatus::Queued));
         engine.shutdown().await.unwrap();
-        a
+        found
     };
     {
         let db = sled::open(f.dir.path()).unwrap();
         db.open_tree("assignments")
             .unwrap()
             .remove(assigned.to_key())
+            .unwrap();
+        db.open_tree("lead_keys")
+            .unwrap()
+            .remove(queued.to_key())
             .unwrap();
         let stray = LeadId::from_key(&7u128.to_be_bytes()).unwrap();
         db.open_tree("queue")
@@ -236,6 +242,10 @@ async fn broken_invariants_are_found_and_repaired_at_start() {
         findings.contains("queue entry that is not a queued lead"),
         "{findings}"
     );
+    assert!(
+        findings.contains(&format!("open lead {queued} has no lead_keys entry")),
+        "{findings}"
+    );
     assert_healthy(&engine).await;
     // The orphaned lead was put back in its queue and routed again.
     assert!(
@@ -247,14 +257,15 @@ async fn broken_invariants_are_found_and_repaired_at_start() {
             .status
             .is_open()
     );
-    // Its keys, left out of the de-duplication index at the start, are back in it.
-    let n = ids.iter().position(|id| *id == assigned).unwrap();
+    // The queued lead's keys, left out of the de-duplication index at the start, are
+    // back in it: a repeat of it is its duplicate.
+    let n = ids.iter().position(|id| *id == queued).unwrap();
     let region = if n % 3 == 0 { "CN-BJ" } else { "CN-SH-PD" };
     let again = engine.route(lead(n as u32, region)).await.unwrap();
-    assert_eq!(again.duplicate_of, Some(assigned));
+    assert_eq!(again.duplicate_of, Some(queued));
     let text = engine.metrics().render();
     assert!(
-        text.contains("leadroute_recovery_repairs_total 4"),
+        text.contains("leadroute_recovery_repairs_total 5"),
         "{text}"
     );
 }

@@ -210,7 +210,7 @@ mod tests {
     use crate::EngineConfig;
     use crate::domain::{LeadId, LeadInput, LeadStatus, RepId, RepInput, TerritoryId};
     use crate::store::codec::Assignment;
-    use crate::store::{QUEUE, audit::Finding};
+    use crate::store::{LEAD_KEYS, audit::Finding};
 
     /// A fresh data directory, removed when dropped.
     struct TempDir(std::path::PathBuf);
@@ -317,9 +317,11 @@ mod tests {
             Finding::RepLeadsIndex(a.clone(), assigned, true),
             Finding::RepLeadsIndex(a.clone(), assigned, false),
             Finding::RepLoad(a.clone(), 1, 0),
-            Finding::StrayQueueEntry(queue_key.clone()),
+            Finding::StrayQueueEntry(queue_key),
             Finding::Orphan(assigned, east.clone()),
             Finding::Orphan(queued, east.clone()),
+            Finding::StrayLeadKeys(assigned),
+            Finding::MissingLeadKeys(assigned),
             Finding::MissingDeadline(assigned, 1),
             Finding::StraySla(assigned),
         ];
@@ -327,17 +329,16 @@ mod tests {
             assert!(!finding.holds(&store).unwrap(), "{finding} should not hold");
         }
 
-        // One true finding among them: the queued lead loses its queue entry, and the
-        // de-duplication index, rebuilt as at a start, leaves its keys out.
-        store.h().unwrap().trees[QUEUE].remove(&queue_key).unwrap();
+        // One true finding among them: the queued lead loses its `lead_keys` entry, and
+        // the de-duplication index, rebuilt as at a start, leaves its keys out.
+        store.h().unwrap().trees[LEAD_KEYS]
+            .remove(queued.to_key())
+            .unwrap();
         store.rebuild_dedupe().unwrap();
         let phone = "phone:13900000002".to_string();
         assert_eq!(store.duplicate_of(std::slice::from_ref(&phone)), None);
-        let mut findings: Vec<Finding> = stale
-            .into_iter()
-            .filter(|f| *f != Finding::Orphan(queued, east.clone()))
-            .collect();
-        findings.insert(3, Finding::Orphan(queued, east.clone()));
+        let mut findings = stale;
+        findings.insert(3, Finding::MissingLeadKeys(queued));
         let repaired = engine
             .inner
             .committer
@@ -345,16 +346,12 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            repaired.findings,
-            vec![Finding::Orphan(queued, east.clone())]
-        );
-        assert!(repaired.loads.is_empty());
-        assert_eq!(repaired.requeued, vec![(queued, east.clone())]);
+        assert_eq!(repaired.findings, vec![Finding::MissingLeadKeys(queued)]);
+        assert!(repaired.loads.is_empty() && repaired.requeued.is_empty());
         assert_eq!(
             store.duplicate_of(&[phone]).map(|(id, _)| id),
             Some(queued),
-            "the requeued lead's keys are back in the index"
+            "the lead's keys are back, in the store and in the index"
         );
         engine.settle().await.unwrap();
         assert_eq!(

@@ -5,6 +5,7 @@
 //! - the `rep_leads` index mirrors the assignments;
 //! - each rep's stored load equals its open assignments;
 //! - every queue entry is a queued lead, and every open lead is assigned or queued;
+//! - every open lead has its de-duplication keys in `lead_keys`, and no other lead;
 //! - every assigned, untouched lead has a first-touch deadline (unless escalated), and
 //!   SLA records belong only to open, untouched leads.
 //!
@@ -19,9 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::codec::{Assignment, RepRecord, SlaRecord, decode, encode};
-use super::{ASSIGNMENTS, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
-use crate::domain::{LeadId, LeadState, LeadStatus, RepId, TerritoryId};
+use super::codec::{Assignment, LeadKeys, RepRecord, SlaRecord, encode};
+use super::{ASSIGNMENTS, LEAD_KEYS, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
+use crate::domain::{LeadId, LeadStatus, RepId, TerritoryId};
 use crate::error::{EngineError, Result};
 
 /// One broken invariant and how it will be repaired.
@@ -41,6 +42,10 @@ pub(crate) enum Finding {
     StrayQueueEntry(Vec<u8>),
     /// An open lead that is neither assigned nor queued; it goes back to its queue.
     Orphan(LeadId, TerritoryId),
+    /// `lead_keys` holds the keys of a missing or closed lead; they are removed.
+    StrayLeadKeys(LeadId),
+    /// An assigned or queued lead has no `lead_keys` entry; its keys are written.
+    MissingLeadKeys(LeadId),
     /// An assigned, untouched lead without a first-touch deadline; it gets this one.
     MissingDeadline(LeadId, u64),
     /// An SLA record of a missing, closed or touched lead.
@@ -74,6 +79,12 @@ impl std::fmt::Display for Finding {
             Finding::StrayQueueEntry(_) => write!(f, "queue entry that is not a queued lead"),
             Finding::Orphan(l, t) => {
                 write!(f, "open lead {l} is neither assigned nor queued in {t}")
+            }
+            Finding::StrayLeadKeys(l) => {
+                write!(f, "lead_keys entry of lead {l}, which is not open")
+            }
+            Finding::MissingLeadKeys(l) => {
+                write!(f, "open lead {l} has no lead_keys entry")
             }
             Finding::MissingDeadline(l, _) => {
                 write!(
@@ -230,24 +241,37 @@ pub(crate) fn audit_until(store: &Store, cancel: &AtomicBool) -> Result<Option<V
         }
     }
 
-    // Every open lead is assigned or queued. Nothing else points at an open lead that
-    // is neither, so only a walk over every lead, closed ones too, finds it.
-    for (i, kv) in store.h()?.trees[LEADS].iter().enumerate() {
+    // `lead_keys` holds every open lead, so it reaches one that is neither assigned
+    // nor queued without reading closed leads.
+    let mut with_keys: HashSet<LeadId> = HashSet::new();
+    let mut orphans = Vec::new();
+    for (i, kv) in store.h()?.trees[LEAD_KEYS].iter().enumerate() {
         if cancelled(i) {
             return Ok(None);
         }
-        let (k, v) = kv?;
+        let (k, _) = kv?;
         let Some(id) = LeadId::from_key(&k) else {
             continue;
         };
-        if assigned.contains_key(&id) || queued_leads.contains(&id) {
-            continue;
-        }
-        let state: LeadState = decode(&v)?;
-        if state.status.is_open() {
-            findings.push(Finding::Orphan(id, state.territory));
+        match leads.get(id)? {
+            Some(s) if s.status.is_open() => {
+                with_keys.insert(id);
+                if !assigned.contains_key(&id) && !queued_leads.contains(&id) {
+                    orphans.push(Finding::Orphan(id, s.territory.clone()));
+                }
+            }
+            _ => findings.push(Finding::StrayLeadKeys(id)),
         }
     }
+    findings.extend(orphans);
+    let mut keyless: Vec<LeadId> = assigned
+        .keys()
+        .chain(&queued_leads)
+        .filter(|id| !with_keys.contains(id))
+        .copied()
+        .collect();
+    keyless.sort();
+    findings.extend(keyless.into_iter().map(Finding::MissingLeadKeys));
 
     // First-touch deadlines.
     let slas: HashMap<LeadId, SlaRecord> = store.sla_records()?.into_iter().collect();
@@ -335,6 +359,14 @@ impl Finding {
                 }
                 _ => false,
             },
+            Finding::StrayLeadKeys(id) => {
+                store.h()?.trees[LEAD_KEYS].contains_key(id.to_key())?
+                    && !store.lead(*id)?.is_some_and(|s| s.status.is_open())
+            }
+            Finding::MissingLeadKeys(id) => {
+                !store.h()?.trees[LEAD_KEYS].contains_key(id.to_key())?
+                    && store.lead(*id)?.is_some_and(|s| s.status.is_open())
+            }
             Finding::MissingDeadline(id, _) => {
                 assignment(*id)?.is_some()
                     && store
@@ -433,9 +465,8 @@ pub(crate) fn repair_confirmed(store: &Store, candidates: Vec<Finding>) -> Resul
     }
     if !repaired.findings.is_empty() {
         store.h()?.db.flush()?;
-        // A repair can put back in a queue a lead the index left out (an orphan is
-        // neither assigned nor queued), or open one the assignments say is open.
-        // Repairs are rare; one rebuild covers every case.
+        // A repair can write or remove a lead's keys, or reopen a lead the
+        // assignments say is open. Repairs are rare; one rebuild covers every case.
         store.rebuild_dedupe()?;
     }
     Ok(repaired)
@@ -487,6 +518,17 @@ fn repair_one(
         }
         Finding::StrayQueueEntry(key) => {
             t[QUEUE].remove(key.as_slice())?;
+        }
+        Finding::StrayLeadKeys(id) => {
+            t[LEAD_KEYS].remove(id.to_key())?;
+        }
+        Finding::MissingLeadKeys(id) => {
+            if let Some(state) = store.lead(*id)? {
+                let keys = LeadKeys {
+                    keys: crate::dedupe::keys(&state.lead),
+                };
+                t[LEAD_KEYS].insert(id.to_key(), encode(&keys))?;
+            }
         }
         Finding::MissingDeadline(id, deadline) => {
             let mut record: SlaRecord = store.sla(*id)?.unwrap_or_default();

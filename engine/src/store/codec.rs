@@ -203,6 +203,19 @@ impl Record for Territory {
     }
 }
 
+/// An open lead's de-duplication keys, kept under its id so that the in-memory index
+/// can be rebuilt at start from one tree read front to back (see `dedupe::Index`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct LeadKeys {
+    /// As made by `dedupe::keys`.
+    pub keys: Vec<String>,
+}
+
+impl Record for LeadKeys {
+    const VERSION: u8 = 1;
+    const KIND: &'static str = "lead keys";
+}
+
 /// First-touch SLA state of an open lead that has not been touched.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub(crate) struct SlaRecord {

@@ -26,11 +26,11 @@ use tokio::sync::oneshot;
 
 use super::audit::{Finding, Repaired, repair_confirmed};
 use super::codec::{
-    Assignment, CorruptRecord, PluginRecord, Record, RepRecord, SlaRecord, decode, encode,
+    Assignment, CorruptRecord, LeadKeys, PluginRecord, Record, RepRecord, SlaRecord, decode, encode,
 };
 use super::{
-    ASSIGNMENTS, CURSORS, Durability, HISTORY, LEADS, OUTBOX, PLUGINS, QUEUE, REP_LEADS, REPS, SLA,
-    Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
+    ASSIGNMENTS, CURSORS, Durability, HISTORY, LEAD_KEYS, LEADS, OUTBOX, PLUGINS, QUEUE, REP_LEADS,
+    REPS, SLA, Store, TERRITORIES, WEBHOOKS, compound_key, history_key, plugin_wasm_key,
 };
 use crate::clock::UnixMillis;
 use crate::config::DataSync;
@@ -1060,6 +1060,13 @@ impl Writer<'_> {
         };
         state.queue_seq = queue_seq;
         self.put(LEADS, id.to_key(), &state)?;
+        self.put(
+            LEAD_KEYS,
+            id.to_key(),
+            &LeadKeys {
+                keys: keys.to_vec(),
+            },
+        )?;
         for key in keys {
             self.keys.insert(key.clone(), Some(id));
         }
@@ -1263,6 +1270,7 @@ impl Writer<'_> {
             self.t[QUEUE].remove(compound_key(state.territory.as_str(), &seq.to_be_bytes()))?;
             unqueued = Some(state.territory.clone());
         }
+        self.t[LEAD_KEYS].remove(&lead.to_key())?;
         for key in dedupe::keys(&state.lead) {
             // Only drop keys that still point at this lead.
             if self.dedupe_owner(&key) == Some(lead) {

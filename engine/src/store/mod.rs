@@ -14,6 +14,7 @@
 //! | `assignments` | lead id                      | `Assignment` (open only)  |
 //! | `rep_leads`   | rep id, 0, lead id           | empty (index)             |
 //! | `queue`       | territory id, 0, seq (u64)   | lead id                   |
+//! | `lead_keys`   | lead id (open leads only)    | `LeadKeys` (dedupe keys)  |
 //! | `history`     | lead id, seq (u64)           | `HistoryEntry`            |
 //! | `plugins`     | plugin name                  | `PluginRecord`            |
 //! | `plugins`     | plugin name, 0, version (u32)| the module's bytes, raw   |
@@ -23,10 +24,12 @@
 //! | `webhook_cursors` | webhook id               | last delivered seq (u64)  |
 //! | `dead_letters`| webhook id, 0, seq (u64)     | `DeadLetter`              |
 //!
-//! The de-duplication index (contact key → open lead) is not a tree: it lives in
-//! memory ([`dedupe::Index`](crate::dedupe::Index)), built from the open leads when
-//! the store opens. Schema version 1 kept it in a `dedupe` tree, which opening a
-//! version 1 store drops (it then becomes version 2).
+//! The de-duplication index (contact key → open lead) lives in memory
+//! ([`dedupe::Index`](crate::dedupe::Index)), rebuilt from `lead_keys` when the store
+//! opens. Schema version 1 kept it in a `dedupe` tree instead (key → lead): each key
+//! landed on a page of its own there, where a lead's `lead_keys` entry follows the
+//! last one written. Opening a version 1 store moves its keys to `lead_keys`, drops
+//! the old tree and makes it version 2.
 //!
 //! The dispatcher writes `webhook_cursors` and `dead_letters` itself, without the
 //! committer: they are its progress, not part of the routing state, and a lost write
@@ -48,7 +51,9 @@ use crate::domain::{
 };
 use crate::error::{EngineError, Result};
 pub use codec::DeadLetter;
-use codec::{Assignment, CorruptRecord, PluginRecord, RepRecord, SlaRecord, decode, encode};
+use codec::{
+    Assignment, CorruptRecord, LeadKeys, PluginRecord, RepRecord, SlaRecord, decode, encode,
+};
 
 /// The schema version this build writes; a store with another one is refused.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -78,7 +83,8 @@ pub(crate) const OUTBOX: usize = 9;
 pub(crate) const WEBHOOKS: usize = 10;
 pub(crate) const CURSORS: usize = 11;
 pub(crate) const DEAD_LETTERS: usize = 12;
-const TREE_NAMES: [&str; 13] = [
+pub(crate) const LEAD_KEYS: usize = 13;
+const TREE_NAMES: [&str; 14] = [
     "reps",
     "territories",
     "leads",
@@ -92,6 +98,7 @@ const TREE_NAMES: [&str; 13] = [
     "webhooks",
     "webhook_cursors",
     "dead_letters",
+    "lead_keys",
 ];
 
 /// The tree schema version 1 kept the de-duplication keys in.
@@ -140,7 +147,7 @@ pub struct Store {
 /// One opening of the database.
 pub(crate) struct Handle {
     pub(crate) db: sled::Db,
-    pub(crate) trees: [sled::Tree; 13],
+    pub(crate) trees: [sled::Tree; 14],
 }
 
 /// A file of reserved space in the data directory, freed when the disk fills up: sled
@@ -299,24 +306,35 @@ impl Store {
     }
 }
 
-/// Adds the keys of those of `leads` that are open to `index`.
-fn index_leads(h: &Handle, leads: &[LeadId], index: &dedupe::Index) -> Result<()> {
-    for &id in leads {
-        let Some(bytes) = h.trees[LEADS].get(id.to_key())? else {
-            continue;
-        };
-        let state: LeadState = decode(&bytes)?;
-        if !state.status.is_open() {
-            continue;
-        }
-        for key in dedupe::keys(&state.lead) {
-            if let Some((kind, newer, older)) = index.claim(key, id) {
+/// Adds the keys of the `lead_keys` entries of `entries` to `index`.
+fn index_lead_keys(entries: sled::Iter, index: &dedupe::Index) -> Result<()> {
+    for kv in entries {
+        let (lead, keys) = kv?;
+        let lead = LeadId::from_key(&lead)
+            .ok_or_else(|| EngineError::Internal("bad lead_keys key".into()))?;
+        for key in decode::<LeadKeys>(&keys)?.keys {
+            if let Some((kind, newer, older)) = index.claim(key, lead) {
                 tracing::warn!(lead = %newer, shared_with = %older, key = kind,
                     "two open leads share a de-duplication key; the older keeps it");
             }
         }
     }
     Ok(())
+}
+
+/// Lead ids that cut `first..=last` into `parts` spans of equal width (fewer if the
+/// keys are not lead ids, or the span is narrow).
+fn split_ids(first: &[u8], last: &[u8], parts: usize) -> Vec<[u8; 16]> {
+    let (Ok(first), Ok(last)) = (<[u8; 16]>::try_from(first), <[u8; 16]>::try_from(last)) else {
+        return Vec::new();
+    };
+    let (first, last) = (u128::from_be_bytes(first), u128::from_be_bytes(last));
+    let width = (last.saturating_sub(first) / parts.max(1) as u128).max(1);
+    (1..parts as u128)
+        .map(|i| first.saturating_add(width * i))
+        .filter(|&split| split <= last)
+        .map(u128::to_be_bytes)
+        .collect()
 }
 
 /// Why [`Handle::open`] failed.
@@ -364,15 +382,7 @@ impl Handle {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {
-                // Version 2 differs only by the de-duplication keys, now held in
-                // memory. Dropped first: a crash in between leaves version 1 without
-                // the tree, which this opening migrates again.
-                db.drop_tree(DEDUPE_TREE_V1)?;
-                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
-                db.flush()?;
-                tracing::info!("store migrated to schema version {SCHEMA_VERSION}");
-            }
+            Some(v) if v.as_ref() == 1u32.to_be_bytes() => migrate_from_v1(&db)?,
             Some(v) => {
                 return Err(EngineError::StoreUnavailable(format!(
                     "store schema version {:?} is not {SCHEMA_VERSION}; refusing to open",
@@ -388,6 +398,38 @@ impl Handle {
         let trees = trees.try_into().expect("one tree per name");
         Ok(Handle { db, trees })
     }
+}
+
+/// Moves a version 1 store's de-duplication keys from `dedupe` (key → lead) to
+/// `lead_keys` (lead → keys), drops `dedupe` and marks the store version 2. Safe to
+/// run again after a crash half-way: until the version changes, `dedupe` is whole,
+/// and rewriting an entry of `lead_keys` writes what is already there.
+fn migrate_from_v1(db: &sled::Db) -> sled::Result<()> {
+    let old = db.open_tree(DEDUPE_TREE_V1)?;
+    let mut by_lead: std::collections::BTreeMap<LeadId, LeadKeys> = Default::default();
+    for kv in old.iter() {
+        let (key, lead) = kv?;
+        if let Some(lead) = LeadId::from_key(&lead) {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            by_lead.entry(lead).or_default().keys.push(key);
+        }
+    }
+    let mut batch = sled::Batch::default();
+    for (lead, keys) in &by_lead {
+        batch.insert(&lead.to_key()[..], encode(keys));
+    }
+    db.open_tree(TREE_NAMES[LEAD_KEYS])?.apply_batch(batch)?;
+    db.flush()?;
+    db.drop_tree(DEDUPE_TREE_V1)?;
+    db.open_tree("meta")?
+        .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+    db.flush()?;
+    tracing::info!(
+        leads = by_lead.len(),
+        "store migrated to schema version {SCHEMA_VERSION}: de-duplication keys moved \
+         to lead_keys"
+    );
+    Ok(())
 }
 
 impl Store {
@@ -495,31 +537,35 @@ impl Store {
         self.dedupe.find(keys)
     }
 
-    /// Builds the de-duplication index again from the open leads: those assigned (the
-    /// `assignments` tree) and those queued (the `queue` tree). An open lead in
-    /// neither is an orphan, which the start-up audit finds and puts back in its queue,
-    /// keys and all. Where two open leads share a key, which the committer never
-    /// writes, the older keeps it, and the newer is logged.
+    /// Builds the de-duplication index again from `lead_keys`, the keys of every open
+    /// lead. Where two open leads share a key, which the committer never writes, the
+    /// older keeps it, and the newer is logged.
     pub(crate) fn rebuild_dedupe(&self) -> Result<()> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
         let h = self.h()?;
-        let mut open: Vec<LeadId> = Vec::new();
-        for key in h.trees[ASSIGNMENTS].iter().keys() {
-            open.extend(LeadId::from_key(&key?));
-        }
-        for value in h.trees[QUEUE].iter().values() {
-            open.extend(LeadId::from_key(&value?));
-        }
-        // Lead ids grow with time: sorted, the reads walk the leads tree front to back.
-        open.sort_unstable();
-        open.dedup();
-        // A few microseconds a lead, mostly reading and decoding it: split over the
-        // cores, since the engine waits for it before it serves.
+        let tree = &h.trees[LEAD_KEYS];
+        // Mostly hashing and inserting, a few hundred nanoseconds a key, while the
+        // engine waits to serve: the tree is split by lead id over the cores.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let fresh = self.dedupe.empty_like(open.len() * 3);
+        let splits = match (tree.first()?, tree.last()?) {
+            (Some((first, _)), Some((last, _))) => split_ids(&first, &last, workers),
+            _ => Vec::new(),
+        };
+        let mut ranges = Vec::with_capacity(splits.len() + 1);
+        let mut from = Unbounded;
+        for split in splits {
+            ranges.push((from, Excluded(split)));
+            from = Included(split);
+        }
+        ranges.push((from, Unbounded));
+        let fresh = self.dedupe.empty_like(0);
         std::thread::scope(|scope| {
-            let threads: Vec<_> = open
-                .chunks(open.len().div_ceil(workers).max(1))
-                .map(|chunk| scope.spawn(|| index_leads(&h, chunk, &fresh)))
+            let threads: Vec<_> = ranges
+                .into_iter()
+                .map(|range| {
+                    let fresh = &fresh;
+                    scope.spawn(move || index_lead_keys(tree.range(range), fresh))
+                })
                 .collect();
             threads
                 .into_iter()
@@ -776,18 +822,26 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_store_loses_its_dedupe_tree_and_becomes_version_2() {
+    fn a_version_1_store_has_its_dedupe_keys_moved_and_becomes_version_2() {
         let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            LeadId::from_key(&7u128.to_be_bytes()).unwrap(),
+            LeadId::from_key(&8u128.to_be_bytes()).unwrap(),
+        );
         {
             let db = sled::open(dir.path()).unwrap();
             db.open_tree("meta")
                 .unwrap()
                 .insert("schema_version", &1u32.to_be_bytes())
                 .unwrap();
-            db.open_tree(DEDUPE_TREE_V1)
-                .unwrap()
-                .insert("phone:13900000001", &[7; 16])
-                .unwrap();
+            let old = db.open_tree(DEDUPE_TREE_V1).unwrap();
+            for (key, lead) in [
+                ("phone:13900000001", a),
+                ("email:a@example.cn", a),
+                ("phone:13900000002", b),
+            ] {
+                old.insert(key, &lead.to_key()).unwrap();
+            }
             db.flush().unwrap();
         }
         let store = Store::open_waiting(dir.path(), LOCK_WAIT, || {}).unwrap();
@@ -806,7 +860,15 @@ mod tests {
                 .any(|name| name.as_ref() == DEDUPE_TREE_V1.as_bytes()),
             "the dedupe tree is dropped"
         );
-        assert_eq!(store.duplicate_of(&["phone:13900000001".into()]), None);
+        let moved: LeadKeys =
+            decode(&h.trees[LEAD_KEYS].get(a.to_key()).unwrap().unwrap()).unwrap();
+        let mut keys = moved.keys;
+        keys.sort();
+        assert_eq!(keys, ["email:a@example.cn", "phone:13900000001"]);
+        assert_eq!(h.trees[LEAD_KEYS].len(), 2);
+        let owner = |key: &str| store.duplicate_of(&[key.to_string()]).map(|(id, _)| id);
+        assert_eq!(owner("email:a@example.cn"), Some(a), "and indexed");
+        assert_eq!(owner("phone:13900000002"), Some(b));
     }
 
     #[test]
@@ -824,5 +886,39 @@ mod tests {
             .err()
             .expect("version 3 is refused");
         assert!(err.to_string().contains("is not 2"), "{err}");
+    }
+
+    #[test]
+    fn the_rebuild_split_over_threads_indexes_every_entry_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_waiting(dir.path(), LOCK_WAIT, || {}).unwrap();
+        let h = store.h().unwrap();
+        // Ids bunched at both ends, so some spans of the split are empty.
+        let ids: Vec<u128> = (1..=500u128)
+            .chain((1..=500).map(|n| u128::MAX - n))
+            .collect();
+        for &n in &ids {
+            let keys = LeadKeys {
+                keys: vec![format!("phone:{n}"), format!("email:{n}@example.cn")],
+            };
+            h.trees[LEAD_KEYS]
+                .insert(n.to_be_bytes(), encode(&keys))
+                .unwrap();
+        }
+        store.rebuild_dedupe().unwrap();
+        assert_eq!(store.dedupe.len(), 2 * ids.len());
+        for &n in &ids {
+            let found = store.duplicate_of(&[format!("email:{n}@example.cn")]);
+            assert_eq!(found.map(|(id, _)| id.to_key()), Some(n.to_be_bytes()));
+        }
+    }
+
+    #[test]
+    fn ids_split_into_equal_spans_inside_the_range() {
+        let at = |n: u128| n.to_be_bytes();
+        assert_eq!(split_ids(&at(0), &at(100), 4), vec![at(25), at(50), at(75)]);
+        assert_eq!(split_ids(&at(7), &at(7), 4), Vec::<[u8; 16]>::new());
+        assert_eq!(split_ids(&at(0), &at(100), 1), Vec::<[u8; 16]>::new());
+        assert_eq!(split_ids(b"short", &at(100), 4), Vec::<[u8; 16]>::new());
     }
 }
