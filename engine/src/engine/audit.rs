@@ -1,7 +1,8 @@
 //! Start-up work run in the background, so that the time to ready does not grow with
 //! the number of stored leads: loading the first-touch deadlines (through the
 //! committer, a chunk at a time between its groups, so no change slips between the
-//! read and the index), loading the de-duplication key filter, then the audit.
+//! read and the index), then the audit. (The de-duplication index is not among
+//! them: intake needs it whole, so the store rebuilds it before the engine serves.)
 //!
 //! Why the audit may run while the engine serves: the committer changes the store
 //! only in whole transactions, so a crash cannot break an invariant, and every start
@@ -164,10 +165,9 @@ fn load_deadlines(inner: &Weak<Inner>, cancel: &AtomicBool) -> Result<bool> {
 
 impl Engine {
     /// Waits for the start-up work that runs in the background from [`Engine::open`]
-    /// on (loading first-touch deadlines and the de-duplication key filter, then the
-    /// audit), and returns what the audit found broken and repaired (empty on a
-    /// healthy store). An audit that could not finish is an error; it runs again at
-    /// the next start.
+    /// on (loading first-touch deadlines, then the audit), and returns what the audit
+    /// found broken and repaired (empty on a healthy store). An audit that could not
+    /// finish is an error; it runs again at the next start.
     pub async fn startup_audit(&self) -> Result<Vec<String>> {
         let Some(audit) = self.inner.audit.get() else {
             return Err(EngineError::ShuttingDown);

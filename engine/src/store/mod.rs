@@ -101,6 +101,9 @@ const TREE_NAMES: [&str; 14] = [
     "lead_keys",
 ];
 
+/// Threads that rebuild the de-duplication index at open (see `Store::rebuild_dedupe`).
+const REBUILD_THREADS: usize = 16;
+
 /// The tree schema version 1 kept the de-duplication keys in.
 const DEDUPE_TREE_V1: &str = "dedupe";
 
@@ -544,9 +547,13 @@ impl Store {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let h = self.h()?;
         let tree = &h.trees[LEAD_KEYS];
-        // Mostly hashing and inserting, a few hundred nanoseconds a key, while the
-        // engine waits to serve: the tree is split by lead id over the cores.
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        // The engine waits for this to serve, so the tree is split by lead id over
+        // more threads than cores. Warm, the work is hashing and inserting, and the
+        // threads share the cores. Cold, it is waiting on the disk, which takes many
+        // reads at once. At a million open leads (`benches/README.md`, Recovery):
+        // 4.4 s cold with 2 threads, 3.0–3.3 s with 8, 2.6 s with 16, 2.8 s with 32;
+        // about 1.5 s warm with 2 or 16.
+        let workers = REBUILD_THREADS;
         let splits = match (tree.first()?, tree.last()?) {
             (Some((first, _)), Some((last, _))) => split_ids(&first, &last, workers),
             _ => Vec::new(),
