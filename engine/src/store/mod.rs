@@ -171,7 +171,9 @@ const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir` and checks its schema version.
+    /// Opens (creating if needed) the store in `dir`, checks its schema version and
+    /// rebuilds the de-duplication index, which takes longer the more open leads it
+    /// holds (about 1.7 s at a million, `benches/README.md`, Recovery).
     ///
     /// Waits up to ten seconds for sled's lock on the directory: sled's background
     /// threads keep it a moment after the last handle of an earlier opening in this
@@ -405,8 +407,9 @@ impl Handle {
 
 /// Moves a version 1 store's de-duplication keys from `dedupe` (key → lead) to
 /// `lead_keys` (lead → keys), drops `dedupe` and marks the store version 2. Safe to
-/// run again after a crash half-way: until the version changes, `dedupe` is whole,
-/// and rewriting an entry of `lead_keys` writes what is already there.
+/// run again after a crash half-way: `lead_keys` is flushed before `dedupe` is
+/// dropped, so a second run finds either all of `dedupe` (and rewrites the same
+/// entries) or none of it (and writes nothing).
 fn migrate_from_v1(db: &sled::Db) -> sled::Result<()> {
     let old = db.open_tree(DEDUPE_TREE_V1)?;
     let mut by_lead: std::collections::BTreeMap<LeadId, LeadKeys> = Default::default();
