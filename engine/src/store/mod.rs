@@ -568,7 +568,8 @@ impl Store {
             from = Included(split);
         }
         ranges.push((from, Unbounded));
-        let fresh = self.dedupe.empty_like(0);
+        // A rebuild after a reopen or a repair finds about as many keys as before.
+        let fresh = self.dedupe.empty_like(self.dedupe.len());
         std::thread::scope(|scope| {
             let threads: Vec<_> = ranges
                 .into_iter()
