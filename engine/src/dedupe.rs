@@ -2,7 +2,7 @@
 //! the open lead sharing them.
 //!
 //! A lead is a duplicate when its normalized phone, e-mail or external id equals that
-//! of a lead still open. The [`Index`] of those keys is held in memory.
+//! of a lead still open. The index of those keys (`Index`) is held in memory.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

@@ -10,7 +10,7 @@
 //! - [`strategy`]: built-in ranking strategies, one per file.
 //! - [`plugins`]: sandboxed WebAssembly routing plugins (wasmtime): registry,
 //!   sandbox, ABI host side, and the plugin strategy with its fallback.
-//! - [`dedupe`]: contact normalization, and finding the open lead that shares a key.
+//! - [`dedupe`]: contact normalization, and the in-memory index of open leads' keys.
 //! - [`sla`]: first-touch deadlines of assigned, untouched leads.
 //! - [`outbox`]: which events webhooks want, and the signal that new ones are durable.
 //! - [`store`]: sled trees, the group committer, the invariant audit and its repairs
@@ -21,9 +21,9 @@
 //! # The life of a lead
 //! validate → de-duplicate → resolve territory (longest region prefix) →
 //! `TerritoryActor` ranks members with room → reserves with `RepActor`s in that order
-//! → the committer stores lead, assignment, load, history, the first-touch deadline and
-//! any webhook events in one transaction and flushes once per group → the caller is
-//! answered.
+//! → the committer stores lead, assignment, load, history, the first-touch deadline, the
+//! de-duplication keys and any webhook events in one transaction and flushes once per
+//! group → the caller is answered.
 
 mod actors;
 pub mod clock;

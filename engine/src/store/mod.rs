@@ -1,7 +1,7 @@
 //! Persistence in sled: trees, keys, reads, the group committer and recovery.
 //!
 //! Reads go straight to sled from any thread. Every write goes through the
-//! [`Committer`](commit::Committer), one thread that applies changes in order, in
+//! committer (`commit::Committer`), one thread that applies changes in order, in
 //! multi-tree transactions, and acknowledges them only after a flush that serves the
 //! whole group.
 //!
@@ -25,8 +25,7 @@
 //! | `dead_letters`| webhook id, 0, seq (u64)     | `DeadLetter`              |
 //!
 //! The de-duplication index (contact key → open lead) lives in memory
-//! ([`dedupe::Index`](crate::dedupe::Index)), rebuilt from `lead_keys` when the store
-//! opens. Schema version 1 kept it in a `dedupe` tree instead (key → lead): each key
+//! (`dedupe::Index`), rebuilt from `lead_keys` when the store opens. Schema version 1 kept it in a `dedupe` tree instead (key → lead): each key
 //! landed on a page of its own there, where a lead's `lead_keys` entry follows the
 //! last one written. Opening a version 1 store moves its keys to `lead_keys`, drops
 //! the old tree and makes it version 2.
@@ -138,7 +137,7 @@ pub(crate) fn history_key(lead: LeadId, seq: u64) -> [u8; 24] {
 /// The opened sled database and its trees.
 ///
 /// Cloned handles share one open database, which the committer can reopen in place
-/// (see [`Store::reopen`]): sled 0.34.7 refuses every write after one failed, for good.
+/// (see `Store::reopen`): sled 0.34.7 refuses every write after one failed, for good.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) dir: PathBuf,
