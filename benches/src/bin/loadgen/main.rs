@@ -24,13 +24,14 @@ mod cpu_limit;
 mod overload;
 mod recovery;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -340,10 +341,24 @@ struct Measured {
     requests: u64,
     items: u64,
     errors: u64,
-    statuses: std::collections::BTreeMap<u16, u64>,
+    statuses: BTreeMap<u16, u64>,
     elapsed: Duration,
     latency: Histogram<u64>,
+    /// When the measurement started, for lining slow moments up with system traces.
+    started_at: SystemTime,
+    /// Requests slower than [`SLOW`], by [`SLOW_WINDOW`] from the start: how many,
+    /// and the slowest (µs).
+    slow: BTreeMap<u64, (u64, u64)>,
 }
+
+/// A request slower than this is a *slow moment* (the open loop's p99 target).
+const SLOW: Duration = Duration::from_millis(5);
+
+/// Slow requests are reported by windows of this length.
+const SLOW_WINDOW: Duration = Duration::from_millis(100);
+
+/// Most slow windows reported, the worst first.
+const SLOW_REPORTED: usize = 10;
 
 impl Measured {
     fn per_second(&self) -> f64 {
@@ -402,6 +417,7 @@ async fn measure(
     counter: Arc<AtomicU64>,
 ) -> Result<Measured> {
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let deadline = started + Duration::from_secs(seconds);
     let issued = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(connections);
@@ -412,7 +428,8 @@ async fn measure(
             let mut conn = Conn::open(addr).await?;
             let mut leads = Leads::new(counter, 0x9E37_79B9_7F4A_7C15 ^ worker as u64);
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut statuses = std::collections::BTreeMap::new();
+            let mut statuses = BTreeMap::new();
+            let mut slow = BTreeMap::<u64, (u64, u64)>::new();
             let mut errors = 0;
             loop {
                 let intended = match pace {
@@ -439,9 +456,16 @@ async fn measure(
                     }
                 }
                 // From the intended send time: a late start counts as latency.
-                latency.saturating_record(intended.elapsed().as_micros() as u64);
+                let took = intended.elapsed();
+                latency.saturating_record(took.as_micros() as u64);
+                if took > SLOW {
+                    let window = (intended - started).as_nanos() / SLOW_WINDOW.as_nanos();
+                    let (count, worst) = slow.entry(window as u64).or_default();
+                    *count += 1;
+                    *worst = (*worst).max(took.as_micros() as u64);
+                }
             }
-            anyhow::Ok((latency, statuses, errors))
+            anyhow::Ok((latency, statuses, slow, errors))
         }));
     }
     let mut all = Measured {
@@ -451,10 +475,17 @@ async fn measure(
         statuses: Default::default(),
         elapsed: Duration::ZERO,
         latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        started_at,
+        slow: BTreeMap::new(),
     };
     for task in tasks {
-        let (latency, statuses, errors) = task.await??;
+        let (latency, statuses, slow, errors) = task.await??;
         all.latency.add(&latency)?;
+        for (window, (count, worst)) in slow {
+            let (all_count, all_worst) = all.slow.entry(window).or_default();
+            *all_count += count;
+            *all_worst = (*all_worst).max(worst);
+        }
         all.errors += errors;
         for (status, n) in statuses {
             *all.statuses.entry(status).or_insert(0) += n;
@@ -684,6 +715,7 @@ async fn run(args: RunArgs) -> Result<()> {
         &batch,
     );
     println!();
+    print_slow_moments(&open);
     println!(
         "durable leads/s: {max:.0} (at {} conns) = {:.1}% of the echo ceiling {:.0} \
          (at {} conns); open loop at half of max: p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms; \
@@ -702,6 +734,55 @@ async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The open loop's worst windows, with wall-clock times to line them up with a trace
+/// of the machine (`perf`, `/proc/pressure`) taken during the run.
+fn print_slow_moments(open: &Measured) {
+    let slow_requests: u64 = open.slow.values().map(|(count, _)| count).sum();
+    if slow_requests == 0 {
+        println!("open loop: no request over {} ms", SLOW.as_millis());
+        println!();
+        return;
+    }
+    let start = open
+        .started_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    println!(
+        "open loop: {slow_requests} requests over {} ms, in {} windows of {} ms; \
+         the worst (start at UNIX time {start:.3} s):",
+        SLOW.as_millis(),
+        open.slow.len(),
+        SLOW_WINDOW.as_millis(),
+    );
+    println!();
+    println!(
+        "| window from | UNIX time | requests over {} ms | worst ms |",
+        SLOW.as_millis()
+    );
+    println!("|---|---|---|---|");
+    for (window, count, worst) in worst_windows(&open.slow) {
+        let offset = (window as u32 * SLOW_WINDOW).as_secs_f64();
+        println!(
+            "| +{offset:.1} s | {:.1} | {count} | {:.1} |",
+            start + offset,
+            worst as f64 / 1000.0
+        );
+    }
+    println!();
+}
+
+/// The [`SLOW_REPORTED`] windows with the slowest requests, the worst first.
+fn worst_windows(slow: &BTreeMap<u64, (u64, u64)>) -> Vec<(u64, u64, u64)> {
+    let mut windows: Vec<_> = slow
+        .iter()
+        .map(|(&window, &(count, worst))| (window, count, worst))
+        .collect();
+    windows.sort_by_key(|&(window, _, worst)| (std::cmp::Reverse(worst), window));
+    windows.truncate(SLOW_REPORTED);
+    windows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,6 +795,8 @@ mod tests {
             statuses: Default::default(),
             elapsed: Duration::from_secs(1),
             latency: Histogram::new(3).unwrap(),
+            started_at: SystemTime::now(),
+            slow: BTreeMap::new(),
         }
     }
 
@@ -744,5 +827,19 @@ mod tests {
         assert!(!falling.record(16, rate(17_000)));
         assert_eq!(falling.best_connections(), 8);
         assert_eq!(falling.steps.len(), 2);
+    }
+
+    #[test]
+    fn slow_windows_are_reported_worst_first_and_at_most_ten() {
+        let mut slow = BTreeMap::new();
+        for window in 0..15u64 {
+            slow.insert(window, (window + 1, 6_000 + window * 1_000));
+        }
+        slow.insert(40, (1, 117_000));
+        let worst = worst_windows(&slow);
+        assert_eq!(worst.len(), SLOW_REPORTED);
+        assert_eq!(worst[0], (40, 1, 117_000));
+        assert_eq!(worst[1], (14, 15, 20_000));
+        assert!(worst.windows(2).all(|pair| pair[0].2 >= pair[1].2));
     }
 }
