@@ -4,10 +4,11 @@
 //! A lead is a duplicate when its normalized phone, e-mail or external id equals that
 //! of a lead still open. The index of those keys (`Index`) is held in memory.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hashbrown::{HashTable, hash_table};
 
 use crate::domain::{Lead, LeadId};
 
@@ -89,12 +90,20 @@ pub(crate) fn find(
 /// store would see. Intake reads it first to skip routing for the common,
 /// non-racing duplicate; the committer's own check is the authoritative one.
 ///
-/// The keys are spread over [`SHARDS`] maps, each behind its own lock. A map that
-/// outgrows its table moves every entry to a new one while it holds its lock: one map
-/// of 1.8 million keys took 355 ms to grow (measured, release build), a stop for
-/// every intake. A shard grows at a 256th of that size.
+/// Growing a table moves every entry to a new one, under the table's lock. Two
+/// choices keep that short:
+/// - The keys are spread over [`SHARDS`] tables, each behind its own lock: one table
+///   of 1.8 million keys took 355 ms to grow (measured, release build), a stop for
+///   every intake.
+/// - Each entry keeps its key's hash. Without it, a growing table hashes every key
+///   again, and each key's bytes are a cache miss away. The shards fill evenly, so
+///   they all grow within a few seconds of each other: at 3.7 million keys that
+///   hashing took the committer's whole core for over a second, and the open loop of
+///   `loadgen` saw 100–200 ms answers (`benches/README.md`).
 pub(crate) struct Index {
-    /// Picks a key's shard; the maps hash with their own.
+    /// Hashes each key once, for its shard and its place in the shard's table.
+    /// SipHash with random keys: contact details are chosen by whoever sends leads,
+    /// and a hash they could predict would let them pile keys into one bucket.
     hasher: RandomState,
     shards: Box<[Shard]>,
     /// Keys held, kept as they change: the committer reads it after every group, and
@@ -102,8 +111,16 @@ pub(crate) struct Index {
     len: AtomicUsize,
 }
 
-/// One shard's map: key → open lead.
-type Owners = HashMap<String, LeadId>;
+/// A key of an open lead.
+struct Entry {
+    /// The key's hash, kept so that growing the table does not hash the key again.
+    hash: u64,
+    key: Box<str>,
+    lead: LeadId,
+}
+
+/// One shard's table: key → open lead.
+type Owners = HashTable<Entry>;
 
 /// One shard, alone on its cache lines: neighbours locked by threads on other cores
 /// would otherwise contend for the same line.
@@ -111,8 +128,14 @@ type Owners = HashMap<String, LeadId>;
 #[repr(align(128))]
 struct Shard(RwLock<Owners>);
 
-/// How many maps the index is split into.
+/// How many tables the index is split into.
 const SHARDS: usize = 256;
+
+/// Where in a key's hash its shard is read. A table finds a bucket by the hash's low
+/// bits and tags it with the top seven, so the shard comes from bits that neither
+/// uses: every key of a shard shares those bits, and sharing the table's would crowd
+/// a shard's keys into a fraction of its buckets or make every tag the same.
+const SHARD_BITS: u32 = 32;
 
 impl Default for Index {
     fn default() -> Index {
@@ -134,18 +157,23 @@ impl Index {
     pub(crate) fn empty_like(&self, keys: usize) -> Index {
         let index = Index::with_hasher(self.hasher.clone());
         for shard in &index.shards {
-            write(&shard.0).reserve(keys.div_ceil(SHARDS));
+            write(&shard.0).reserve(keys.div_ceil(SHARDS), |entry| entry.hash);
         }
         index
     }
 
-    fn shard(&self, key: &str) -> &RwLock<Owners> {
-        &self.shards[self.hasher.hash_one(key) as usize % SHARDS].0
+    /// A key's hash, and the shard it belongs to.
+    fn locate(&self, key: &str) -> (u64, &RwLock<Owners>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, &self.shards[(hash >> SHARD_BITS) as usize % SHARDS].0)
     }
 
     /// The open lead a key points at.
     pub(crate) fn owner(&self, key: &str) -> Option<LeadId> {
-        read(self.shard(key)).get(key).copied()
+        let (hash, shard) = self.locate(key);
+        read(shard)
+            .find(hash, |entry| &*entry.key == key)
+            .map(|entry| entry.lead)
     }
 
     /// The open lead sharing any of `keys`, with the kinds that matched (see [`find`]).
@@ -155,15 +183,24 @@ impl Index {
 
     /// Points `key` at `lead` (`Some`) or drops it (`None`).
     pub(crate) fn set(&self, key: String, lead: Option<LeadId>) {
-        let mut owners = write(self.shard(&key));
+        let (hash, shard) = self.locate(&key);
+        let mut owners = write(shard);
+        let same = |entry: &Entry| *entry.key == *key;
         match lead {
-            Some(lead) => {
-                if owners.insert(key, lead).is_none() {
+            Some(lead) => match owners.entry(hash, same, |entry| entry.hash) {
+                hash_table::Entry::Occupied(mut held) => held.get_mut().lead = lead,
+                hash_table::Entry::Vacant(free) => {
+                    free.insert(Entry {
+                        hash,
+                        key: key.into_boxed_str(),
+                        lead,
+                    });
                     self.len.fetch_add(1, Ordering::Relaxed);
                 }
-            }
+            },
             None => {
-                if owners.remove(&key).is_some() {
+                if let Ok(held) = owners.find_entry(hash, same) {
+                    held.remove();
                     self.len.fetch_sub(1, Ordering::Relaxed);
                 }
             }
@@ -174,20 +211,25 @@ impl Index {
     /// claim it, the answer names the key's kind, the newer lead and the older, which
     /// keeps it: the same whatever the order of claims.
     pub(crate) fn claim(&self, key: String, lead: LeadId) -> Option<(String, LeadId, LeadId)> {
-        use std::collections::hash_map::Entry;
-        match write(self.shard(&key)).entry(key) {
-            Entry::Vacant(v) => {
-                v.insert(lead);
+        let (hash, shard) = self.locate(&key);
+        let mut owners = write(shard);
+        match owners.entry(hash, |entry| *entry.key == *key, |entry| entry.hash) {
+            hash_table::Entry::Vacant(free) => {
+                free.insert(Entry {
+                    hash,
+                    key: key.into_boxed_str(),
+                    lead,
+                });
                 self.len.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Entry::Occupied(mut o) => {
-                let first = *o.get();
-                let kind = kind(o.key()).to_string();
+            hash_table::Entry::Occupied(mut held) => {
+                let first = held.get().lead;
+                let kind = kind(&key).to_string();
                 if first <= lead {
                     Some((kind, lead, first))
                 } else {
-                    o.insert(lead);
+                    held.get_mut().lead = lead;
                     Some((kind, first, lead))
                 }
             }
@@ -274,6 +316,9 @@ mod tests {
         }
         assert_eq!(index.len(), 10_000);
         assert_eq!(index.owner("phone:42"), Some(lead(42)));
+        index.set("phone:41".into(), Some(lead(42)));
+        assert_eq!(index.owner("phone:41"), Some(lead(42)), "a key moves");
+        assert_eq!(index.len(), 10_000, "and is still counted once");
         index.set("phone:42".into(), None);
         assert_eq!(index.owner("phone:42"), None);
         let keys = vec!["phone:42".to_string(), "phone:43".to_string()];
@@ -298,5 +343,26 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert_eq!(index.owner("phone:43"), None);
         assert_eq!(index.owner("email:a@b.cn"), Some(lead(1)));
+    }
+
+    #[test]
+    fn keys_spread_over_every_shard_and_are_found_after_their_tables_grow() {
+        let lead = |n: u128| LeadId::from_key(&n.to_be_bytes()).unwrap();
+        let index = Index::default();
+        let keys = 64 * SHARDS;
+        for n in 0..keys {
+            index.set(format!("email:{n}@example.cn"), Some(lead(n as u128)));
+        }
+        // 64 keys a shard on average; a shard that got none, or four times its share,
+        // would mean the shard is read from too few bits of the hash.
+        for shard in index.shards.iter() {
+            let held = read(&shard.0).len();
+            assert!((16..256).contains(&held), "{held} keys in one shard");
+        }
+        assert!(
+            (0..keys)
+                .all(|n| index.owner(&format!("email:{n}@example.cn")) == Some(lead(n as u128))),
+            "every key is found after its table grew from empty"
+        );
     }
 }
