@@ -98,8 +98,9 @@ pub(crate) fn find(
 /// - Each entry keeps its key's hash. Without it, a growing table hashes every key
 ///   again, and each key's bytes are a cache miss away. The shards fill evenly, so
 ///   they all grow within a few seconds of each other: at 3.7 million keys that
-///   hashing took the committer's whole core for over a second, and the open loop of
-///   `loadgen` saw 100–200 ms answers (`benches/README.md`).
+///   hashing took over a second of the committer's time, and the open loop of
+///   `loadgen` saw answers of 100–200 ms (`benches/README.md`, "the open loop's
+///   stall found").
 pub(crate) struct Index {
     /// Hashes each key once, for its shard and its place in the shard's table.
     /// SipHash with random keys: contact details are chosen by whoever sends leads,
