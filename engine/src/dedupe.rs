@@ -83,7 +83,9 @@ pub(crate) fn find(
 /// (`benches/README.md`, "Storage designs"). Under the lead's id they go where the
 /// lead's other records go, after the last one written. Memory grows with the open
 /// leads: about 300 bytes for a lead with all three keys (measured with jemalloc's
-/// `stats.allocated` over a million such leads). Closed leads cost nothing.
+/// `stats.allocated` over a million such leads, when keys were kept as `String`s with
+/// whatever spare room they were built with; an entry is the same size now, and a
+/// key has no spare room). Closed leads cost nothing.
 ///
 /// The committer is its only writer. It applies each transaction's keys once sled
 /// has taken the transaction, so the index never runs ahead of what a read of the
@@ -138,6 +140,10 @@ const SHARDS: usize = 256;
 /// a shard's keys into a fraction of its buckets or make every tag the same.
 const SHARD_BITS: u32 = 32;
 
+// The shard's bits lie above any bucket index of a table under 2^32 buckets and below
+// the tag's seven bits (57–63).
+const _: () = assert!(SHARD_BITS >= 32 && SHARD_BITS + SHARDS.trailing_zeros() <= 57);
+
 impl Default for Index {
     fn default() -> Index {
         Index::with_hasher(RandomState::new())
@@ -185,22 +191,22 @@ impl Index {
     /// Points `key` at `lead` (`Some`) or drops it (`None`).
     pub(crate) fn set(&self, key: String, lead: Option<LeadId>) {
         let (hash, shard) = self.locate(&key);
-        let mut owners = write(shard);
-        let same = |entry: &Entry| *entry.key == *key;
         match lead {
-            Some(lead) => match owners.entry(hash, same, |entry| entry.hash) {
-                hash_table::Entry::Occupied(mut held) => held.get_mut().lead = lead,
-                hash_table::Entry::Vacant(free) => {
-                    free.insert(Entry {
-                        hash,
-                        key: key.into_boxed_str(),
-                        lead,
-                    });
-                    self.len.fetch_add(1, Ordering::Relaxed);
+            Some(lead) => {
+                // Trimmed to its length before the lock is taken.
+                let key = key.into_boxed_str();
+                let mut owners = write(shard);
+                match owners.entry(hash, |entry| entry.key == key, |entry| entry.hash) {
+                    hash_table::Entry::Occupied(mut held) => held.get_mut().lead = lead,
+                    hash_table::Entry::Vacant(free) => {
+                        free.insert(Entry { hash, key, lead });
+                        self.len.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            },
+            }
             None => {
-                if let Ok(held) = owners.find_entry(hash, same) {
+                let mut owners = write(shard);
+                if let Ok(held) = owners.find_entry(hash, |entry| *entry.key == *key) {
                     held.remove();
                     self.len.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -213,14 +219,11 @@ impl Index {
     /// keeps it: the same whatever the order of claims.
     pub(crate) fn claim(&self, key: String, lead: LeadId) -> Option<(String, LeadId, LeadId)> {
         let (hash, shard) = self.locate(&key);
+        let key = key.into_boxed_str();
         let mut owners = write(shard);
-        match owners.entry(hash, |entry| *entry.key == *key, |entry| entry.hash) {
+        match owners.entry(hash, |entry| entry.key == key, |entry| entry.hash) {
             hash_table::Entry::Vacant(free) => {
-                free.insert(Entry {
-                    hash,
-                    key: key.into_boxed_str(),
-                    lead,
-                });
+                free.insert(Entry { hash, key, lead });
                 self.len.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -322,6 +325,13 @@ mod tests {
         assert_eq!(index.len(), 10_000, "and is still counted once");
         index.set("phone:42".into(), None);
         assert_eq!(index.owner("phone:42"), None);
+        assert_eq!(index.len(), 9_999, "a dropped key is no longer counted");
+        index.set("phone:42".into(), None);
+        assert_eq!(
+            index.len(),
+            9_999,
+            "dropping a key not held changes nothing"
+        );
         let keys = vec!["phone:42".to_string(), "phone:43".to_string()];
         assert_eq!(index.find(&keys), Some((lead(43), vec!["phone".into()])));
 
@@ -355,7 +365,8 @@ mod tests {
             index.set(format!("email:{n}@example.cn"), Some(lead(n as u128)));
         }
         // 64 keys a shard on average; a shard that got none, or four times its share,
-        // would mean the shard is read from too few bits of the hash.
+        // would mean the shard is read from too few bits of the hash. (That those bits
+        // are not the table's own is asserted at compile time, next to `SHARD_BITS`.)
         for shard in index.shards.iter() {
             let held = read(&shard.0).len();
             assert!((16..256).contains(&held), "{held} keys in one shard");
