@@ -749,8 +749,8 @@ fn print_slow_moments(open: &Measured) {
         .unwrap_or_default()
         .as_secs_f64();
     println!(
-        "open loop: {slow_requests} requests over {} ms, in {} windows of {} ms; \
-         the worst (start at UNIX time {start:.3} s):",
+        "open loop: {slow_requests} requests over {} ms, in {} windows of {} ms by \
+         intended send time; the worst (start at UNIX time {start:.3} s):",
         SLOW.as_millis(),
         open.slow.len(),
         SLOW_WINDOW.as_millis(),
@@ -762,7 +762,7 @@ fn print_slow_moments(open: &Measured) {
     );
     println!("|---|---|---|---|");
     for (window, count, worst) in worst_windows(&open.slow) {
-        let offset = (window as u32 * SLOW_WINDOW).as_secs_f64();
+        let offset = window as f64 * SLOW_WINDOW.as_secs_f64();
         println!(
             "| +{offset:.1} s | {:.1} | {count} | {:.1} |",
             start + offset,
@@ -832,14 +832,22 @@ mod tests {
     #[test]
     fn slow_windows_are_reported_worst_first_and_at_most_ten() {
         let mut slow = BTreeMap::new();
-        for window in 0..15u64 {
-            slow.insert(window, (window + 1, 6_000 + window * 1_000));
+        for window in 10..25u64 {
+            slow.insert(window, (window, 6_000 + (window - 10) * 1_000));
         }
-        slow.insert(40, (1, 117_000));
+        // The worst window comes early, and two later ones tie for second place.
+        slow.insert(2, (1, 117_000));
+        slow.insert(40, (3, 30_000));
+        slow.insert(30, (5, 30_000));
         let worst = worst_windows(&slow);
         assert_eq!(worst.len(), SLOW_REPORTED);
-        assert_eq!(worst[0], (40, 1, 117_000));
-        assert_eq!(worst[1], (14, 15, 20_000));
+        assert_eq!(worst[0], (2, 1, 117_000));
+        assert_eq!(
+            (worst[1], worst[2]),
+            ((30, 5, 30_000), (40, 3, 30_000)),
+            "a tie goes to the earlier window"
+        );
+        assert_eq!(worst[3], (24, 24, 20_000));
         assert!(worst.windows(2).all(|pair| pair[0].2 >= pair[1].2));
     }
 }
