@@ -25,9 +25,9 @@
 //! | `dead_letters`| webhook id, 0, seq (u64)     | `DeadLetter`              |
 //!
 //! The de-duplication index (contact key → open lead) lives in memory
-//! (`dedupe::Index`), rebuilt from `lead_keys` when the store opens. Schema version 1 kept it in a `dedupe` tree instead (key → lead): each key
-//! landed on a page of its own there, where a lead's `lead_keys` entry follows the
-//! last one written. Opening a version 1 store moves its keys to `lead_keys`, drops
+//! (`dedupe::Index`), rebuilt from `lead_keys` when the store opens. Schema version 1
+//! kept it in a `dedupe` tree instead (key → lead): each key landed on a page of its
+//! own there, where a lead's `lead_keys` entry follows the last one written. Opening a version 1 store moves its keys to `lead_keys`, drops
 //! the old tree and makes it version 2.
 //!
 //! The dispatcher writes `webhook_cursors` and `dead_letters` itself, without the
@@ -259,16 +259,17 @@ impl Store {
     /// Closes the database and opens it again: after a failed write, sled 0.34.7 repeats
     /// that error on every later write and flush even once the disk is fine again
     /// (measured), while a fresh opening recovers everything flushed before, and the
-    /// de-duplication index is rebuilt from what it holds. Reads
-    /// started before keep the old opening until they finish; sled's file lock is free
-    /// only then, so the open is retried for up to five seconds. If it still fails the
-    /// store stays closed (reads answer `StoreUnavailable`) until the next attempt.
+    /// de-duplication index is rebuilt from what it holds. Reads started before keep
+    /// the old opening until they finish; sled's file lock is free only then, so the
+    /// open is retried for up to five seconds. If it still fails the store stays
+    /// closed (reads answer `StoreUnavailable`) until the next attempt.
     pub(crate) fn reopen(&self) -> Result<()> {
         self.reopen_handle()?;
         self.rebuild_dedupe()
     }
 
-    /// [`Store::reopen`] without rebuilding the de-duplication index.
+    /// [`Store::reopen`] without rebuilding the de-duplication index: the rebuild reads
+    /// through the new opening, so it waits until this has let go of `live`.
     fn reopen_handle(&self) -> Result<()> {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         let old = live.take();
