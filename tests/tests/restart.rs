@@ -2,9 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use leadroute_engine::domain::{LeadEventInput, LeadId, LeadStatus, Outcome};
+use leadroute_engine::domain::{LeadEventInput, LeadId, LeadInput, LeadStatus, Outcome};
 use leadroute_engine::{Engine, RouteOutcome, RouteStatus};
 use leadroute_tests::*;
+
+/// The fixture's `n`th lead: every third in Beijing (the north territory), the rest in
+/// Shanghai. Routing it again repeats its contact.
+fn fixture_lead(n: u32) -> LeadInput {
+    let region = if n.is_multiple_of(3) {
+        "CN-BJ"
+    } else {
+        "CN-SH-PD"
+    };
+    lead(n, region)
+}
 
 /// Everything observable about an engine's state, for before/after comparison.
 #[derive(Debug, PartialEq)]
@@ -65,8 +76,7 @@ async fn populate(engine: &Engine) -> Vec<LeadId> {
     engine.upsert_rep(rid("n1"), rep("north", 1)).await.unwrap();
     let mut ids = Vec::new();
     for n in 0..10 {
-        let region = if n % 3 == 0 { "CN-BJ" } else { "CN-SH-PD" };
-        let o = engine.route(lead(n, region)).await.unwrap();
+        let o = engine.route(fixture_lead(n)).await.unwrap();
         ids.push(o.lead_id);
     }
     let dup = engine.route(lead(1, "CN-SH")).await.unwrap();
@@ -126,8 +136,7 @@ async fn graceful_shutdown_then_reopen_restores_identical_state() {
     // The de-duplication index is rebuilt from the open leads, queued ones included:
     // each open lead's repeat is its duplicate, and a closed lead's is a new lead.
     for (n, id) in ids.iter().enumerate() {
-        let region = if n % 3 == 0 { "CN-BJ" } else { "CN-SH-PD" };
-        let again = engine.route(lead(n as u32, region)).await.unwrap();
+        let again = engine.route(fixture_lead(n as u32)).await.unwrap();
         if n == 0 || n == 2 {
             assert_ne!(again.status, RouteStatus::Duplicate, "lead {n} is closed");
         } else {
@@ -260,8 +269,7 @@ async fn broken_invariants_are_found_and_repaired_at_start() {
     // The queued lead's keys, left out of the de-duplication index at the start, are
     // back in it: a repeat of it is its duplicate.
     let n = ids.iter().position(|id| *id == queued).unwrap();
-    let region = if n % 3 == 0 { "CN-BJ" } else { "CN-SH-PD" };
-    let again = engine.route(lead(n as u32, region)).await.unwrap();
+    let again = engine.route(fixture_lead(n as u32)).await.unwrap();
     assert_eq!(again.duplicate_of, Some(queued));
     let text = engine.metrics().render();
     assert!(
