@@ -1,4 +1,4 @@
-//! What one durable lead costs the committer under five storage designs, measured
+//! What one durable lead costs the committer under seven storage designs, measured
 //! without the engine, so a change of design can be judged before it is built.
 //!
 //! The engine's committer is the bound on durable leads/s (`benches/README.md`, "What
@@ -11,12 +11,19 @@
 //! single-lead intake gathers at 64 connections) and [`BATCH_GROUP`] leads (batch
 //! intake), and makes every group durable the way the engine does before answering:
 //!
-//! - **`sled-trees-tx`**: the engine's layout and transactions today.
+//! - **`sled-trees-tx`**: the engine's layout and transactions in schema version 1,
+//!   each de-duplication key under its own key.
 //! - **`sled-trees-tx-no-dedupe`**: the same without the three de-duplication keys,
 //!   which would live in memory, rebuilt at start from the open leads. Contacts
 //!   arrive in no order, so these are the only keys of a lead scattered over their
 //!   tree (the others follow the time-ordered lead id or the rep); this row says what
 //!   that costs.
+//! - **`sled-trees-tx-keys-by-lead`**: the engine's layout since schema version 2:
+//!   the de-duplication index in memory, each open lead's keys stored together under
+//!   its id (`lead_keys`) so the index can be rebuilt at start.
+//! - **`sled-trees-tx-open-record`**: as the one above, with the open lead's
+//!   assignment, first-touch deadline and keys in one record under its id: three
+//!   keys of a lead become one.
 //! - **`sled-one-tree-batch`**: the same keys in one tree under a one-byte prefix per
 //!   kind, written with one `apply_batch` per group (atomic, and crash-atomic through
 //!   sled's batch manifest) instead of transactions. The committer is the only writer,
@@ -211,17 +218,34 @@ impl Sled {
 struct TreesTx {
     sled: Sled,
     trees: [sled::Tree; TREES.len()],
-    /// Whether the de-duplication keys are stored (else they would live in memory,
-    /// rebuilt at start from the open leads).
-    dedupe: bool,
+    layout: Layout,
 }
+
+/// Which of a lead's writes a [`TreesTx`] design stores, and how.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// Every write, the de-duplication keys each under its own key.
+    Dedupe,
+    /// Without the de-duplication keys (they would live in memory only).
+    NoDedupe,
+    /// The engine today: the keys in memory, and stored together under the lead's id
+    /// (`lead_keys`), so the index can be rebuilt at start.
+    KeysByLead,
+    /// As `KeysByLead`, with the assignment, the deadline and the keys in one record
+    /// of the open lead (three trees become one).
+    OpenRecord,
+}
+
+/// Bytes of a lead's stored de-duplication keys (three keys of about 24 bytes).
+const LEAD_KEYS_BYTES: usize = 80;
 
 impl Design for TreesTx {
     fn name(&self) -> &'static str {
-        if self.dedupe {
-            "sled-trees-tx"
-        } else {
-            "sled-trees-tx-no-dedupe"
+        match self.layout {
+            Layout::Dedupe => "sled-trees-tx",
+            Layout::NoDedupe => "sled-trees-tx-no-dedupe",
+            Layout::KeysByLead => "sled-trees-tx-keys-by-lead",
+            Layout::OpenRecord => "sled-trees-tx-open-record",
         }
     }
 
@@ -236,9 +260,22 @@ impl Design for TreesTx {
                 .transaction(|t| {
                     for n in start..chunk_end {
                         for w in lead_writes(n) {
-                            if self.dedupe || w.kind != 3 {
-                                t[usize::from(w.kind)].insert(w.key, w.value)?;
+                            match (self.layout, w.kind) {
+                                (Layout::Dedupe, _) => {}
+                                (_, 3) => continue,
+                                (Layout::OpenRecord, 5) => continue,
+                                (Layout::OpenRecord, 1) => {
+                                    let len = ASSIGNMENT_BYTES + SLA_BYTES + LEAD_KEYS_BYTES;
+                                    t[1].insert(w.key, vec![1; len])?;
+                                    continue;
+                                }
+                                _ => {}
                             }
+                            t[usize::from(w.kind)].insert(w.key, w.value)?;
+                        }
+                        if self.layout == Layout::KeysByLead {
+                            let id = u128::from(n).to_be_bytes().to_vec();
+                            t[3].insert(id, vec![2; LEAD_KEYS_BYTES])?;
                         }
                     }
                     if last_chunk {
@@ -341,13 +378,19 @@ impl Design for LogAppend {
 /// Opens a fresh instance of design `index` with `preload` leads stored.
 fn open(index: usize, preload: usize) -> Box<dyn Design> {
     let mut design: Box<dyn Design> = match index {
-        0 | 4 => {
+        0 | 4 | 5 | 6 => {
             let sled = Sled::open();
             let trees = TREES.map(|t| sled.db.open_tree(t).expect("tree"));
+            let layout = match index {
+                0 => Layout::Dedupe,
+                4 => Layout::NoDedupe,
+                5 => Layout::KeysByLead,
+                _ => Layout::OpenRecord,
+            };
             Box::new(TreesTx {
                 sled,
                 trees,
-                dedupe: index == 0,
+                layout,
             })
         }
         1 => {
@@ -384,7 +427,7 @@ fn open(index: usize, preload: usize) -> Box<dyn Design> {
     design
 }
 
-const DESIGNS: usize = 5;
+const DESIGNS: usize = 7;
 
 fn criterion_pass(c: &mut Criterion, preload: usize) {
     for group_size in [SINGLE_GROUP, BATCH_GROUP] {
