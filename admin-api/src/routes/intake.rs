@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use leadroute_engine::RouteStatus;
 use leadroute_engine::domain::LeadInput;
+use tracing::Instrument;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
@@ -60,9 +61,10 @@ pub async fn create_lead(
     Json(body): Json<LeadBody>,
 ) -> Result<(StatusCode, Json<RouteOutcomeView>), AppError> {
     // In its own task: a client that hangs up must not cancel a lead already admitted
-    // (it would give back its admission while its commit is still queued).
+    // (it would give back its admission while its commit is still queued). The task
+    // keeps the request's span, so what it logs carries the request id.
     let engine = state.engine.clone();
-    let outcome = tokio::spawn(async move { engine.route(body.into()).await })
+    let outcome = tokio::spawn(async move { engine.route(body.into()).await }.in_current_span())
         .await
         .map_err(AppError::internal)??;
     Ok((status_of(outcome.status), Json(outcome.into())))
@@ -111,10 +113,11 @@ pub async fn create_batch(
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
     let engine = state.engine.clone();
-    let mut outcomes = tokio::spawn(async move { engine.route_batch(&inputs).await })
-        .await
-        .map_err(AppError::internal)?
-        .into_iter();
+    let mut outcomes =
+        tokio::spawn(async move { engine.route_batch(&inputs).await }.in_current_span())
+            .await
+            .map_err(AppError::internal)?
+            .into_iter();
     let results = parsed
         .into_iter()
         .enumerate()

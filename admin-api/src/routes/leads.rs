@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use leadroute_engine::domain::LeadId;
+use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -87,9 +88,10 @@ pub async fn post_event(
 ) -> Result<Json<LeadView>, AppError> {
     let id = lead_id(&raw)?;
     let input = event.into_input()?;
-    // In its own task, so a client hanging up cannot cancel an admitted event.
+    // In its own task, so a client hanging up cannot cancel an admitted event. The task
+    // keeps the request's span, so what it logs carries the request id.
     let engine = state.engine.clone();
-    let lead = tokio::spawn(async move { engine.record_event(id, input).await })
+    let lead = tokio::spawn(async move { engine.record_event(id, input).await }.in_current_span())
         .await
         .map_err(AppError::internal)??;
     // As the change left it: a read now could fail and turn a recorded event into a
