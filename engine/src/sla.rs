@@ -24,7 +24,7 @@ struct Deadlines {
     by_time: BTreeSet<(UnixMillis, LeadId)>,
     /// A B-tree, not a hash map: it holds every untouched open lead, and a hash map
     /// that size grows all at once, every entry moved while the committer, which
-    /// applies each group here, waits (74 ms at 917,504 leads on the 2-core machine;
+    /// applies each group here, waits (76 ms at 917,504 leads on the 2-core machine;
     /// `benches/README.md`, "The SLA index's growth"). Lead ids are time-ordered, so
     /// new ones go to the tree's right edge.
     by_lead: BTreeMap<LeadId, UnixMillis>,
