@@ -27,8 +27,9 @@
 //! The de-duplication index (contact key → open lead) lives in memory
 //! (`dedupe::Index`), rebuilt from `lead_keys` when the store opens. Schema version 1
 //! kept it in a `dedupe` tree instead (key → lead): each key landed on a page of its
-//! own there, where a lead's `lead_keys` entry follows the last one written. Opening a version 1 store moves its keys to `lead_keys`, drops
-//! the old tree and makes it version 2.
+//! own there, where a lead's `lead_keys` entry follows the last one written. Opening
+//! a version 1 store moves its keys to `lead_keys`, drops the old tree and makes it
+//! version 2.
 //!
 //! The dispatcher writes `webhook_cursors` and `dead_letters` itself, without the
 //! committer: they are its progress, not part of the routing state, and a lost write
