@@ -23,6 +23,7 @@
 mod cpu_limit;
 mod overload;
 mod recovery;
+mod threads;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -346,6 +347,8 @@ struct Measured {
     latency: Histogram<u64>,
     /// When the measurement started, for lining slow moments up with system traces.
     started_at: SystemTime,
+    /// The same moment, for lining them up with [`threads::Sample`]s.
+    started: Instant,
     /// Requests slower than [`SLOW`], by [`SLOW_WINDOW`] from the start: how many,
     /// and the slowest (µs).
     slow: BTreeMap<u64, (u64, u64)>,
@@ -476,6 +479,7 @@ async fn measure(
         elapsed: Duration::ZERO,
         latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         started_at,
+        started,
         slow: BTreeMap::new(),
     };
     for task in tasks {
@@ -651,6 +655,7 @@ async fn run(args: RunArgs) -> Result<()> {
     .await?;
     let max = single.best().per_second();
     let half = max / 2.0;
+    let sampler = threads::Sampler::start(server.child.id());
     let open = measure(
         server.addr,
         Load::Lead,
@@ -660,6 +665,7 @@ async fn run(args: RunArgs) -> Result<()> {
         counter.clone(),
     )
     .await?;
+    let samples = sampler.map(threads::Sampler::finish);
     let batch = sweep(
         server.addr,
         Load::Batch(args.batch),
@@ -715,7 +721,7 @@ async fn run(args: RunArgs) -> Result<()> {
         &batch,
     );
     println!();
-    print_slow_moments(&open);
+    print_slow_moments(&open, samples.as_deref());
     println!(
         "durable leads/s: {max:.0} (at {} conns) = {:.1}% of the echo ceiling {:.0} \
          (at {} conns); open loop at half of max: p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms; \
@@ -735,8 +741,10 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// The open loop's worst windows, with wall-clock times to line them up with a trace
-/// of the machine (`perf`, `/proc/pressure`) taken during the run.
-fn print_slow_moments(open: &Measured) {
+/// of the machine (`perf`, `/proc/pressure`) taken during the run, and what the
+/// server's threads did from each window's start to its slowest answer (`samples`,
+/// when the server could be sampled).
+fn print_slow_moments(open: &Measured, samples: Option<&[threads::Sample]>) {
     let slow_requests: u64 = open.slow.values().map(|(count, _)| count).sum();
     if slow_requests == 0 {
         println!("open loop: no request over {} ms", SLOW.as_millis());
@@ -757,14 +765,23 @@ fn print_slow_moments(open: &Measured) {
     );
     println!();
     println!(
-        "| window from | UNIX time | requests over {} ms | worst ms |",
-        SLOW.as_millis()
+        "| window from | UNIX time | requests over {} ms | worst ms | the server's threads \
+         from the window's start to its worst answer (ms, sampled every {} ms) |",
+        SLOW.as_millis(),
+        threads::PERIOD.as_millis(),
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for (window, count, worst) in worst_windows(&open.slow) {
         let offset = window as f64 * SLOW_WINDOW.as_secs_f64();
+        let from = open.started + SLOW_WINDOW * window as u32;
+        let to = from + SLOW_WINDOW + Duration::from_micros(worst);
+        let activity = match samples {
+            None => "not sampled (needs Linux's /proc)".to_string(),
+            Some(samples) => threads::activity(samples, from, to)
+                .map_or_else(|| "no samples".to_string(), |a| a.to_string()),
+        };
         println!(
-            "| +{offset:.1} s | {:.1} | {count} | {:.1} |",
+            "| +{offset:.1} s | {:.1} | {count} | {:.1} | {activity} |",
             start + offset,
             worst as f64 / 1000.0
         );
@@ -796,6 +813,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             latency: Histogram::new(3).unwrap(),
             started_at: SystemTime::now(),
+            started: Instant::now(),
             slow: BTreeMap::new(),
         }
     }
