@@ -29,14 +29,23 @@ struct Row {
 }
 
 /// The table rows of a `loadgen run` report (`| run | items/s | requests/s | p50 µs |
-/// p99 µs | p99.9 µs | errors | statuses |`).
+/// p99 µs | p99.9 µs | errors | statuses | machine idle % | steal % |`).
 fn rows(report: &str) -> Vec<Row> {
     report
         .lines()
         .filter(|l| l.starts_with("| echo") || l.starts_with("| leadroute"))
         .map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
-            assert_eq!(cells.len(), 8, "a row of eight cells: {l}");
+            assert_eq!(cells.len(), 10, "a row of ten cells: {l}");
+            for machine in &cells[8..] {
+                assert!(
+                    *machine == "–"
+                        || machine
+                            .parse::<f64>()
+                            .is_ok_and(|p| (0.0..=100.0).contains(&p)),
+                    "idle and steal are percentages: {l}"
+                );
+            }
             Row {
                 run: cells[0].to_string(),
                 items_per_second: cells[1].parse().expect("items/s is a number"),
@@ -113,6 +122,10 @@ fn a_short_run_measures_every_row_with_no_failed_request() {
             );
         }
     }
+    assert!(
+        report.contains("the server's own means (ms, from /metrics): HTTP `POST /v1/leads` "),
+        "no account of the server's own time in:\n{report}"
+    );
     assert!(
         report.contains("durable leads/s: "),
         "no summary line in:\n{report}"

@@ -23,6 +23,7 @@
 mod cpu_limit;
 mod overload;
 mod recovery;
+mod server_metrics;
 mod threads;
 
 use std::collections::BTreeMap;
@@ -84,6 +85,10 @@ struct RunArgs {
     /// Connections available to the open-loop run.
     #[arg(long, default_value_t = 64)]
     open_connections: usize,
+    /// Rate of the open loop in leads/s, instead of half of the measured max: two
+    /// builds compare latency only at the same rate.
+    #[arg(long)]
+    open_rate: Option<f64>,
     /// Connections of the batch sweep's first step.
     #[arg(long, default_value_t = 8)]
     batch_connections: usize,
@@ -349,6 +354,10 @@ struct Measured {
     started_at: SystemTime,
     /// The same moment, for lining them up with [`threads::Sample`]s.
     started: Instant,
+    /// The machine's idle and steal time during the measurement, where `/proc/stat`
+    /// can be read: the generator shares the machine, and a host that takes the CPUs
+    /// (steal) lowers every figure of the row.
+    machine: Option<threads::MachineTimes>,
     /// Requests slower than [`SLOW`], by [`SLOW_WINDOW`] from the start: how many,
     /// and the slowest (µs).
     slow: BTreeMap<u64, (u64, u64)>,
@@ -370,6 +379,19 @@ impl Measured {
 
     fn micros(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64
+    }
+
+    /// Idle and steal as percentages of all CPUs' time, `–` where not known.
+    fn machine_percent(&self) -> (String, String) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let all = self.elapsed.as_secs_f64() * cpus as f64;
+        match self.machine {
+            Some(m) if all > 0.0 => (
+                format!("{:.0}", 100.0 * m.idle.as_secs_f64() / all),
+                format!("{:.0}", 100.0 * m.steal.as_secs_f64() / all),
+            ),
+            _ => ("–".into(), "–".into()),
+        }
     }
 }
 
@@ -419,6 +441,7 @@ async fn measure(
     seconds: u64,
     counter: Arc<AtomicU64>,
 ) -> Result<Measured> {
+    let machine_before = threads::MachineTimes::now();
     let started = Instant::now();
     let started_at = SystemTime::now();
     let deadline = started + Duration::from_secs(seconds);
@@ -480,6 +503,7 @@ async fn measure(
         latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         started_at,
         started,
+        machine: None,
         slow: BTreeMap::new(),
     };
     for task in tasks {
@@ -500,6 +524,9 @@ async fn measure(
         }
     }
     all.elapsed = started.elapsed();
+    all.machine = threads::MachineTimes::now()
+        .zip(machine_before)
+        .map(|(now, before)| now.since(before));
     Ok(all)
 }
 
@@ -600,9 +627,22 @@ async fn open_capacity(addr: SocketAddr) -> Result<usize> {
     Ok(reps.len())
 }
 
+/// The server's `/metrics` now.
+async fn scrape_metrics(addr: SocketAddr) -> Result<server_metrics::Scrape> {
+    let mut conn = Conn::open(addr).await?;
+    let (status, body) = conn.request("GET", "/metrics", "").await?;
+    if status != 200 {
+        bail!("GET /metrics answered {status}");
+    }
+    Ok(server_metrics::Scrape::parse(&String::from_utf8_lossy(
+        &body,
+    )))
+}
+
 fn row(name: &str, m: &Measured) -> String {
+    let (idle, steal) = m.machine_percent();
     format!(
-        "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:?} |",
+        "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:?} | {idle} | {steal} |",
         m.per_second(),
         m.requests as f64 / m.elapsed.as_secs_f64(),
         m.micros(0.5),
@@ -654,18 +694,26 @@ async fn run(args: RunArgs) -> Result<()> {
     )
     .await?;
     let max = single.best().per_second();
-    let half = max / 2.0;
+    let open_rate = args.open_rate.unwrap_or(max / 2.0);
+    let open_pace = match args.open_rate {
+        Some(rate) => format!("{rate:.0}/s"),
+        None => "half of max".to_string(),
+    };
+    let metrics_before = scrape_metrics(server.addr).await?;
     let sampler = threads::Sampler::start(server.child.id());
     let open = measure(
         server.addr,
         Load::Lead,
-        Pace::Open { per_second: half },
+        Pace::Open {
+            per_second: open_rate,
+        },
         args.open_connections,
         secs,
         counter.clone(),
     )
     .await?;
     let samples = sampler.map(threads::Sampler::finish);
+    let metrics_after = scrape_metrics(server.addr).await?;
     let batch = sweep(
         server.addr,
         Load::Batch(args.batch),
@@ -690,8 +738,11 @@ async fn run(args: RunArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!();
-    println!("| run | items/s | requests/s | p50 µs | p99 µs | p99.9 µs | errors | statuses |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| run | items/s | requests/s | p50 µs | p99 µs | p99.9 µs | errors | statuses \
+         | machine idle % | steal % |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let rows = |name: &str, sweep: &Sweep| {
         for (i, (connections, m)) in sweep.steps.iter().enumerate() {
             let mark = if i == sweep.best { ", max" } else { "" };
@@ -710,7 +761,7 @@ async fn run(args: RunArgs) -> Result<()> {
         "{}",
         row(
             &format!(
-                "leadroute POST /v1/leads (open loop at {half:.0}/s, {} conns)",
+                "leadroute POST /v1/leads (open loop at {open_rate:.0}/s, {} conns)",
                 args.open_connections
             ),
             &open
@@ -722,9 +773,21 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     println!();
     print_slow_moments(&open, samples.as_deref());
+    if let Some(whole) = samples.as_deref().and_then(|s| {
+        let (first, last) = (s.first()?, s.last()?);
+        threads::activity(s, first.at, last.at)
+    }) {
+        println!("open loop, the server's threads over the whole run (ms): {whole}");
+        println!();
+    }
+    println!(
+        "open loop, the server's own means (ms, from /metrics): {}",
+        server_metrics::report(&metrics_before, &metrics_after)
+    );
+    println!();
     println!(
         "durable leads/s: {max:.0} (at {} conns) = {:.1}% of the echo ceiling {:.0} \
-         (at {} conns); open loop at half of max: p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms; \
+         (at {} conns); open loop at {open_pace}: p50 {:.2} / p99 {:.2} / p99.9 {:.2} ms; \
          batch intake {:.0} leads/s (at {} conns) = {:.1}× single",
         single.best_connections(),
         100.0 * max / echo.best().per_second(),
@@ -814,6 +877,7 @@ mod tests {
             latency: Histogram::new(3).unwrap(),
             started_at: SystemTime::now(),
             started: Instant::now(),
+            machine: None,
             slow: BTreeMap::new(),
         }
     }

@@ -39,15 +39,36 @@ pub struct ThreadTimes {
     pub runnable: Duration,
 }
 
+/// The machine's idle and steal time since boot (or between two moments).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MachineTimes {
+    /// Idle plus I/O wait, summed over all CPUs.
+    pub idle: Duration,
+    /// Time the host ran something else on our CPUs, summed over all CPUs.
+    pub steal: Duration,
+}
+
+impl MachineTimes {
+    /// Now; `None` where `/proc/stat` cannot be read.
+    pub fn now() -> Option<MachineTimes> {
+        machine_times(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The time from `earlier` to `self`.
+    pub fn since(self, earlier: MachineTimes) -> MachineTimes {
+        MachineTimes {
+            idle: self.idle.saturating_sub(earlier.idle),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+}
+
 /// The server's threads and the machine's idle and steal time at one moment.
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub at: Instant,
     pub threads: Vec<ThreadTimes>,
-    /// Idle plus I/O wait, summed over all CPUs.
-    pub idle: Duration,
-    /// Time the host ran something else on our CPUs, summed over all CPUs.
-    pub steal: Duration,
+    pub machine: MachineTimes,
 }
 
 /// Threads of one name (tokio's workers share one) over a span.
@@ -108,7 +129,7 @@ impl Sampler {
 /// Reads one sample; `names` caches thread names by id.
 fn sample(pid: u32, names: &mut HashMap<u32, String>) -> Option<Sample> {
     let at = Instant::now();
-    let (idle, steal) = machine_times(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let machine = MachineTimes::now()?;
     let mut threads = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let Some(tid) = entry
@@ -146,8 +167,7 @@ fn sample(pid: u32, names: &mut HashMap<u32, String>) -> Option<Sample> {
     Some(Sample {
         at,
         threads,
-        idle,
-        steal,
+        machine,
     })
 }
 
@@ -160,7 +180,7 @@ fn parse_schedstat(text: &str) -> Option<(Duration, Duration)> {
 }
 
 /// `/proc/stat`'s first line: `cpu user nice system idle iowait irq softirq steal …`.
-fn machine_times(stat: &str) -> Option<(Duration, Duration)> {
+fn machine_times(stat: &str) -> Option<MachineTimes> {
     let line = stat.lines().next()?;
     let ticks: Vec<u64> = line
         .strip_prefix("cpu ")?
@@ -169,7 +189,10 @@ fn machine_times(stat: &str) -> Option<(Duration, Duration)> {
         .collect::<Option<_>>()?;
     let idle = ticks.get(3)? + ticks.get(4)?;
     let steal = *ticks.get(7)?;
-    Some((TICK * idle as u32, TICK * steal as u32))
+    Some(MachineTimes {
+        idle: TICK * idle as u32,
+        steal: TICK * steal as u32,
+    })
 }
 
 /// What happened from the last sample at or before `from` to the first at or after
@@ -213,10 +236,11 @@ pub fn activity(samples: &[Sample], from: Instant, to: Instant) -> Option<Activi
             .then_with(|| a.name.cmp(&b.name))
     });
     groups.truncate(GROUPS_REPORTED);
+    let machine = after.machine.since(before.machine);
     Some(Activity {
         span: after.at - before.at,
-        idle: after.idle.saturating_sub(before.idle),
-        steal: after.steal.saturating_sub(before.steal),
+        idle: machine.idle,
+        steal: machine.steal,
         busiest: groups,
     })
 }
@@ -281,7 +305,10 @@ mod tests {
             "cpu  1163846 0 217092 331311 26675 0 49908 27039 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
         assert_eq!(
             machine_times(stat),
-            Some((TICK * (331_311 + 26_675), TICK * 27_039))
+            Some(MachineTimes {
+                idle: TICK * (331_311 + 26_675),
+                steal: TICK * 27_039
+            })
         );
         assert_eq!(machine_times("intr 1 2 3"), None);
     }
@@ -298,8 +325,10 @@ mod tests {
                     thread(2, "tokio-runtime-w", 50, 0),
                     thread(3, "tokio-runtime-w", 60, 0),
                 ],
-                idle: ms(1000),
-                steal: ms(10),
+                machine: MachineTimes {
+                    idle: ms(1000),
+                    steal: ms(10),
+                },
             },
             Sample {
                 at: at(50),
@@ -308,8 +337,10 @@ mod tests {
                     thread(2, "tokio-runtime-w", 60, 1),
                     thread(3, "tokio-runtime-w", 61, 3),
                 ],
-                idle: ms(1020),
-                steal: ms(10),
+                machine: MachineTimes {
+                    idle: ms(1020),
+                    steal: ms(10),
+                },
             },
             Sample {
                 at: at(100),
@@ -320,8 +351,10 @@ mod tests {
                     // Born within the span: counted from zero.
                     thread(4, "leadroute-audit", 3, 0),
                 ],
-                idle: ms(1030),
-                steal: ms(40),
+                machine: MachineTimes {
+                    idle: ms(1030),
+                    steal: ms(40),
+                },
             },
         ];
         // 20..70 ms lies between the samples at 0 and 100.
