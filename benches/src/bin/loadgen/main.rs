@@ -4,15 +4,21 @@
 //! 1. the machine's ceiling: a minimal axum JSON echo server (this binary's `echo`
 //!    subcommand) under the same closed-loop load;
 //! 2. leadroute (`leadroute serve --demo`, started here on a temp data dir): closed-loop
-//!    maximum durable leads/s, then an open-loop run at half of that rate whose latency
-//!    is measured from each request's *intended* send time (so a stalled server cannot
-//!    hide its stall: no coordinated omission), then batch intake;
+//!    maximum durable leads/s, then an open-loop run at half of that rate (or at
+//!    `--open-rate`) whose latency is measured from each request's *intended* send
+//!    time (so a stalled server cannot hide its stall: no coordinated omission), then
+//!    batch intake;
 //! 3. with the `recovery` subcommand instead: the time from starting the server on a
 //!    store of N leads to its first `200` on `/readyz` (see `recovery.rs`).
 //!
 //! Leads are realistic: the demo organisation's regions (and districts below them),
 //! its industries, log-uniform purchase amounts, and about 5% repeats of an earlier
 //! contact, which the engine answers as duplicates.
+//!
+//! Beside each row's figures the report gives the machine's idle and steal time (the
+//! generator shares the machine with the server, and so may the host), and for the
+//! open loop what the server's threads did in its slowest moments (`threads.rs`) and
+//! the server's own account of a lead's time (`server_metrics.rs`).
 //!
 //! ```text
 //! cargo build --release -p leadroute-admin-api -p leadroute-benches
@@ -87,7 +93,7 @@ struct RunArgs {
     open_connections: usize,
     /// Rate of the open loop in leads/s, instead of half of the measured max: two
     /// builds compare latency only at the same rate.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_rate)]
     open_rate: Option<f64>,
     /// Connections of the batch sweep's first step.
     #[arg(long, default_value_t = 8)]
@@ -139,6 +145,14 @@ struct OverloadArgs {
     /// generator, sharing the machine, can send a true multiple of the server's max.
     #[arg(long)]
     cpu_quota_percent: Option<u32>,
+}
+
+/// A rate the open loop can pace: a positive, finite number of requests per second.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("`{text}` is not a positive number of leads/s")),
+    }
 }
 
 fn main() -> Result<()> {
@@ -909,6 +923,14 @@ mod tests {
         assert!(!falling.record(16, rate(17_000)));
         assert_eq!(falling.best_connections(), 8);
         assert_eq!(falling.steps.len(), 2);
+    }
+
+    #[test]
+    fn an_open_loop_rate_is_positive_and_finite() {
+        assert_eq!(positive_rate("2500.5"), Ok(2500.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast"] {
+            assert!(positive_rate(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
