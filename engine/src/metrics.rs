@@ -76,6 +76,10 @@ pub struct Metrics {
     pub commit_group_size: Histogram,
     /// `leadroute_store_commit_seconds`: apply + flush of one group.
     pub commit_duration: Histogram,
+    /// `leadroute_store_commit_wait_seconds`: how long a change waited in the
+    /// committer's inbox for its group to start. It grows before anything else when
+    /// the committer falls behind.
+    pub commit_wait: Histogram,
     /// `leadroute_store_errors_total`: group commits that failed.
     pub store_errors: IntCounter,
     /// `leadroute_recovery_repairs_total`: invariant repairs made by the start-up audit.
@@ -276,6 +280,14 @@ impl Metrics {
                 Histogram::with_opts(latency(
                     "leadroute_store_commit_seconds",
                     "Apply and flush of one commit group.",
+                ))
+                .unwrap(),
+            ),
+            commit_wait: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "leadroute_store_commit_wait_seconds",
+                    "Time a change waited for its commit group to start.",
                 ))
                 .unwrap(),
             ),

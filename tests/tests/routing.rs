@@ -3,7 +3,7 @@
 use leadroute_engine::domain::{
     HistoryEvent, LeadEventInput, LeadInput, LeadStatus, Outcome, REPEATS_IN_HISTORY, Stage,
 };
-use leadroute_engine::{EngineError, RouteStatus};
+use leadroute_engine::{Engine, EngineError, RouteStatus};
 use leadroute_tests::*;
 
 #[tokio::test]
@@ -589,4 +589,33 @@ async fn an_event_answers_with_the_history_its_own_change_left() {
         assert_eq!(stored.len(), 1 + 8 + 1, "routed, 8 repeats, touched");
     }
     assert_healthy(&f.engine).await;
+}
+
+/// A histogram's sample count and sum in the engine's registry.
+fn histogram(engine: &Engine, name: &str) -> (u64, f64) {
+    let families = engine.metrics().registry.gather();
+    let family = families
+        .iter()
+        .find(|f| f.name() == name)
+        .unwrap_or_else(|| panic!("{name} is registered"));
+    let h = family.get_metric()[0].get_histogram();
+    (h.get_sample_count(), h.get_sample_sum())
+}
+
+#[tokio::test]
+async fn every_committed_change_records_its_wait_for_the_group() {
+    let f = fixture();
+    east_with_reps(&f.engine, 5).await;
+    let (_, before) = histogram(&f.engine, "leadroute_store_commit_group_size");
+    for n in 1..=3 {
+        f.engine.route(lead(n, "CN-SH")).await.unwrap();
+    }
+    let (waits, waited) = histogram(&f.engine, "leadroute_store_commit_wait_seconds");
+    let (_, changes) = histogram(&f.engine, "leadroute_store_commit_group_size");
+    assert_eq!(
+        waits as f64, changes,
+        "one wait for every change of every group, setup included"
+    );
+    assert!(changes - before >= 3.0, "the three leads were committed");
+    assert!(waited.is_finite() && waited >= 0.0, "{waited}");
 }

@@ -192,6 +192,8 @@ pub(crate) type Receipt = oneshot::Receiver<Result<Applied>>;
 struct Pending {
     change: Change,
     reply: oneshot::Sender<Result<Applied>>,
+    /// When it was submitted, for `commit_wait`.
+    queued: Instant,
 }
 
 enum Msg {
@@ -277,9 +279,11 @@ impl Committer {
         // the receipt resolves to an error the caller reports as shutting down.
         self.submitted
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _ = self
-            .tx
-            .send(Msg::Commit(Box::new(Pending { change, reply })));
+        let _ = self.tx.send(Msg::Commit(Box::new(Pending {
+            change,
+            reply,
+            queued: Instant::now(),
+        })));
         receipt
     }
 
@@ -408,6 +412,10 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         }
         let started = Instant::now();
         metrics.commit_group_size.observe(group.len() as f64);
+        for pending in &group {
+            let waited = started.saturating_duration_since(pending.queued);
+            metrics.commit_wait.observe(waited.as_secs_f64());
+        }
         let (changes, replies): (Vec<Change>, Vec<_>) =
             group.into_iter().map(|p| (p.change, p.reply)).unzip();
         let results = commit_group(&state, data_file.as_ref(), &index, &changes);

@@ -83,14 +83,15 @@ pub fn report(before: &Scrape, after: &Scrape) -> String {
         .mean_since(before, "leadroute_store_commit_group_size", &[])
         .map_or("–".to_string(), |(mean, _)| format!("{mean:.1}"));
     format!(
-        "HTTP `POST /v1/leads` {}; intake to durable decision {} ({}); a group commit {} \
-         for {group} changes",
+        "HTTP `POST /v1/leads` {}; intake to durable decision {} ({}); a change waited {} \
+         for its group to start; a group commit {} for {group} changes",
         ms(
             "leadroute_http_request_duration_seconds",
             &[("method", "POST"), ("route", "/v1/leads")]
         ),
         ms("leadroute_route_duration_seconds", &[]),
         stages.join(", "),
+        ms("leadroute_store_commit_wait_seconds", &[]),
         ms("leadroute_store_commit_seconds", &[]),
     )
 }
@@ -118,6 +119,8 @@ leadroute_http_request_duration_seconds_count{method="POST",route="/v1/leads/bat
 leadroute_store_commit_seconds_count 7
 leadroute_store_commit_group_size_sum 40
 leadroute_store_commit_group_size_count 5
+leadroute_store_commit_wait_seconds_sum 0.04
+leadroute_store_commit_wait_seconds_count 40
 leadroute_route_stage_duration_seconds_sum{stage="commit"} 0.05
 leadroute_route_stage_duration_seconds_count{stage="commit"} 30
 leadroute_route_stage_duration_seconds_sum{stage="decide"} 0.0001
@@ -157,7 +160,8 @@ leadroute_http_request_duration_seconds_count{method="POST",route="/v1/leads/bat
         assert_eq!(
             report(&before, &after),
             "HTTP `POST /v1/leads` 3.00; intake to durable decision – (dedupe –, decide –, \
-             reserve –, commit 2.00); a group commit 2.00 for 8.0 changes"
+             reserve –, commit 2.00); a change waited 1.00 for its group to start; a group \
+             commit 2.00 for 8.0 changes"
         );
     }
 }
