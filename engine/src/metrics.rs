@@ -80,6 +80,10 @@ pub struct Metrics {
     /// committer's inbox for its group to start. It grows before anything else when
     /// the committer falls behind.
     pub commit_wait: Histogram,
+    /// `leadroute_store_answer_wait_seconds`: from the committer's answer to a change
+    /// to its caller reading it. The caller's thread (an HTTP worker, an actor) was
+    /// woken and waited for a CPU: it grows when the machine's CPUs are oversubscribed.
+    pub answer_wait: Histogram,
     /// `leadroute_store_errors_total`: group commits that failed.
     pub store_errors: IntCounter,
     /// `leadroute_recovery_repairs_total`: invariant repairs made by the start-up audit.
@@ -288,6 +292,14 @@ impl Metrics {
                 Histogram::with_opts(latency(
                     "leadroute_store_commit_wait_seconds",
                     "Time a change waited for its commit group to start.",
+                ))
+                .unwrap(),
+            ),
+            answer_wait: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "leadroute_store_answer_wait_seconds",
+                    "Time from the committer's answer to a change to its caller reading it.",
                 ))
                 .unwrap(),
             ),

@@ -619,3 +619,16 @@ async fn every_committed_change_records_its_wait_for_the_group() {
     assert!(changes - before >= 3.0, "the three leads were committed");
     assert!(waited.is_finite() && waited >= 0.0, "{waited}");
 }
+
+#[tokio::test]
+async fn every_answer_read_records_how_long_it_waited_to_be_read() {
+    let f = fixture();
+    east_with_reps(&f.engine, 5).await;
+    let (before, _) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    for n in 1..=3 {
+        f.engine.route(lead(n, "CN-SH")).await.unwrap();
+    }
+    let (after, waited) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    assert_eq!(after - before, 3, "one answer read for each routed lead");
+    assert!(waited.is_finite() && waited >= 0.0, "{waited}");
+}

@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use prometheus::Histogram;
 use sled::Transactional;
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::oneshot;
@@ -186,12 +187,33 @@ pub(crate) enum Applied {
     Done,
 }
 
-/// The answer to one submitted change.
-pub(crate) type Receipt = oneshot::Receiver<Result<Applied>>;
+/// The answer to one submitted change, once it is durable (or rejected): read it with
+/// [`settle`].
+pub(crate) struct Receipt {
+    answer: oneshot::Receiver<Answer>,
+    /// `leadroute_store_answer_wait_seconds`, observed by [`settle`].
+    answer_wait: Histogram,
+}
+
+/// What the committer sends back for one change.
+struct Answer {
+    result: Result<Applied>,
+    /// When it was sent: the wait from here to the caller reading it is the wake-up's,
+    /// a measure of how long the caller's thread waited for a CPU.
+    sent: Instant,
+}
+
+/// Sends `result` back to whoever submitted the change.
+fn answer(reply: oneshot::Sender<Answer>, result: Result<Applied>) {
+    let _ = reply.send(Answer {
+        result,
+        sent: Instant::now(),
+    });
+}
 
 struct Pending {
     change: Change,
-    reply: oneshot::Sender<Result<Applied>>,
+    reply: oneshot::Sender<Answer>,
     /// When it was submitted, for `commit_wait`.
     queued: Instant,
 }
@@ -229,6 +251,7 @@ pub(crate) struct Committer {
     submitted: std::sync::atomic::AtomicU64,
     failing: Arc<AtomicBool>,
     halted: Arc<AtomicBool>,
+    answer_wait: Histogram,
 }
 
 impl Committer {
@@ -246,6 +269,7 @@ impl Committer {
             Durability::Process => None,
         };
         let (tx, rx) = mpsc::channel::<Msg>();
+        let answer_wait = metrics.answer_wait.clone();
         let failing = Arc::new(AtomicBool::new(false));
         let halted = Arc::new(AtomicBool::new(false));
         let state = State {
@@ -268,13 +292,14 @@ impl Committer {
             submitted: Default::default(),
             failing,
             halted,
+            answer_wait,
         };
         Ok((committer, thread))
     }
 
     /// Queues `change`; the receipt resolves once it is durable (or rejected).
     pub(crate) fn submit(&self, change: Change) -> Receipt {
-        let (reply, receipt) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         // If the committer is gone the reply sender is dropped with the message, and
         // the receipt resolves to an error the caller reports as shutting down.
         self.submitted
@@ -284,7 +309,10 @@ impl Committer {
             reply,
             queued: Instant::now(),
         })));
-        receipt
+        Receipt {
+            answer,
+            answer_wait: self.answer_wait.clone(),
+        }
     }
 
     /// Has the committer check `findings` again and repair those that still hold. It
@@ -347,7 +375,13 @@ impl Committer {
 
 /// Waits for a receipt; a committer that went away means the engine is stopping.
 pub(crate) async fn settle(receipt: Receipt) -> Result<Applied> {
-    receipt.await.unwrap_or(Err(EngineError::ShuttingDown))
+    match receipt.answer.await {
+        Ok(Answer { result, sent }) => {
+            receipt.answer_wait.observe(sent.elapsed().as_secs_f64());
+            result
+        }
+        Err(_) => Err(EngineError::ShuttingDown),
+    }
 }
 
 /// The in-memory indexes the committer keeps in step with the store.
@@ -425,7 +459,7 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         let failure = match results {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                    answer(reply, result);
                 }
                 match between {
                     Some(Msg::Repair(job)) => run_repair(store, &index, metrics, *job),
@@ -439,7 +473,7 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         report_failure(&state, &failure, changes.len());
         reopen_for_reads(store, &index);
         for reply in replies {
-            let _ = reply.send(Err(EngineError::StoreUnavailable(failure.why())));
+            answer(reply, Err(EngineError::StoreUnavailable(failure.why())));
         }
         if stopping {
             break;
@@ -537,7 +571,7 @@ fn refuse(msg: Msg, why: &str) -> bool {
     let refused = || EngineError::StoreUnavailable(why.into());
     match msg {
         Msg::Commit(p) => {
-            let _ = p.reply.send(Err(refused()));
+            answer(p.reply, Err(refused()));
         }
         Msg::Repair(job) => {
             let _ = job.reply.send(Err(refused()));
