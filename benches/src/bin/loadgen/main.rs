@@ -397,13 +397,14 @@ impl Measured {
 
     /// Idle and steal as percentages of all CPUs' time, `–` where not known.
     fn machine_percent(&self) -> (String, String) {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let all = self.elapsed.as_secs_f64() * cpus as f64;
         match self.machine {
-            Some(m) if all > 0.0 => (
-                format!("{:.0}", 100.0 * m.idle.as_secs_f64() / all),
-                format!("{:.0}", 100.0 * m.steal.as_secs_f64() / all),
-            ),
+            Some(m) if self.elapsed > Duration::ZERO => {
+                let all = self.elapsed.as_secs_f64() * f64::from(m.cpus);
+                (
+                    format!("{:.0}", 100.0 * m.idle.as_secs_f64() / all),
+                    format!("{:.0}", 100.0 * m.steal.as_secs_f64() / all),
+                )
+            }
             _ => ("–".into(), "–".into()),
         }
     }

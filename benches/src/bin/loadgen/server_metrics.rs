@@ -84,7 +84,8 @@ pub fn report(before: &Scrape, after: &Scrape) -> String {
         .map_or("–".to_string(), |(mean, _)| format!("{mean:.1}"));
     format!(
         "HTTP `POST /v1/leads` {}; intake to durable decision {} ({}); a change waited {} \
-         for its group to start; a group commit {} for {group} changes",
+         for its group to start; a group commit {} for {group} changes; an answer waited \
+         {} to be read",
         ms(
             "leadroute_http_request_duration_seconds",
             &[("method", "POST"), ("route", "/v1/leads")]
@@ -93,6 +94,7 @@ pub fn report(before: &Scrape, after: &Scrape) -> String {
         stages.join(", "),
         ms("leadroute_store_commit_wait_seconds", &[]),
         ms("leadroute_store_commit_seconds", &[]),
+        ms("leadroute_store_answer_wait_seconds", &[]),
     )
 }
 
@@ -121,6 +123,8 @@ leadroute_store_commit_group_size_sum 40
 leadroute_store_commit_group_size_count 5
 leadroute_store_commit_wait_seconds_sum 0.04
 leadroute_store_commit_wait_seconds_count 40
+leadroute_store_answer_wait_seconds_sum 0.02
+leadroute_store_answer_wait_seconds_count 40
 leadroute_route_stage_duration_seconds_sum{stage="commit"} 0.05
 leadroute_route_stage_duration_seconds_count{stage="commit"} 30
 leadroute_route_stage_duration_seconds_sum{stage="decide"} 0.0001
@@ -161,7 +165,7 @@ leadroute_http_request_duration_seconds_count{method="POST",route="/v1/leads/bat
             report(&before, &after),
             "HTTP `POST /v1/leads` 3.00; intake to durable decision – (dedupe –, decide –, \
              reserve –, commit 2.00); a change waited 1.00 for its group to start; a group \
-             commit 2.00 for 8.0 changes"
+             commit 2.00 for 8.0 changes; an answer waited 0.50 to be read"
         );
     }
 }

@@ -46,6 +46,9 @@ pub struct MachineTimes {
     pub idle: Duration,
     /// Time the host ran something else on our CPUs, summed over all CPUs.
     pub steal: Duration,
+    /// The CPUs summed over: `/proc/stat`'s `cpuN` lines, every online CPU of the
+    /// machine, whatever this process's affinity or cgroup allows it.
+    pub cpus: u32,
 }
 
 impl MachineTimes {
@@ -59,6 +62,7 @@ impl MachineTimes {
         MachineTimes {
             idle: self.idle.saturating_sub(earlier.idle),
             steal: self.steal.saturating_sub(earlier.steal),
+            cpus: self.cpus,
         }
     }
 }
@@ -189,9 +193,17 @@ fn machine_times(stat: &str) -> Option<MachineTimes> {
         .collect::<Option<_>>()?;
     let idle = ticks.get(3)? + ticks.get(4)?;
     let steal = *ticks.get(7)?;
+    let cpus = stat
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
     Some(MachineTimes {
         idle: TICK * idle as u32,
         steal: TICK * steal as u32,
+        cpus: u32::try_from(cpus).ok()?.max(1),
     })
 }
 
@@ -301,13 +313,14 @@ mod tests {
             ))
         );
         assert_eq!(parse_schedstat("garbage"), None);
-        let stat =
-            "cpu  1163846 0 217092 331311 26675 0 49908 27039 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        let stat = "cpu  1163846 0 217092 331311 26675 0 49908 27039 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n\
+             cpu1 1 2 3 4 5 6 7 8 9 10\nintr 1 2\n";
         assert_eq!(
             machine_times(stat),
             Some(MachineTimes {
                 idle: TICK * (331_311 + 26_675),
-                steal: TICK * 27_039
+                steal: TICK * 27_039,
+                cpus: 2,
             })
         );
         assert_eq!(machine_times("intr 1 2 3"), None);
@@ -328,6 +341,7 @@ mod tests {
                 machine: MachineTimes {
                     idle: ms(1000),
                     steal: ms(10),
+                    cpus: 2,
                 },
             },
             Sample {
@@ -340,6 +354,7 @@ mod tests {
                 machine: MachineTimes {
                     idle: ms(1020),
                     steal: ms(10),
+                    cpus: 2,
                 },
             },
             Sample {
@@ -354,6 +369,7 @@ mod tests {
                 machine: MachineTimes {
                     idle: ms(1030),
                     steal: ms(40),
+                    cpus: 2,
                 },
             },
         ];
