@@ -14,6 +14,7 @@
 //!   are JSON; [`error`]: [`error::AppError`] and the engine-error → status map.
 //! - [`auth`]: bearer tokens; [`config`]: TOML + env + flags → [`config::Settings`].
 //! - [`metrics`]: HTTP metrics and `/metrics`; [`openapi`]: the document's frame.
+//! - [`unparsed`]: JSON bodies for hyper's own answers to requests it cannot parse.
 //! - [`sla`]: the timer that enforces first-touch deadlines while serving.
 //! - [`webhooks`]: signed event delivery from the engine's outbox, with retries.
 //! - [`serve`]: `leadroute serve` (open the engine, bind, signals); [`demo`]: the
@@ -37,6 +38,7 @@ pub mod routes;
 pub mod serve;
 pub mod sla;
 pub mod state;
+pub mod unparsed;
 pub mod webhooks;
 
 use std::future::Future;
@@ -167,7 +169,8 @@ async fn serve_connections(
     let mut shutdown = std::pin::pin!(shutdown);
     while let Some(stream) = accept_until(&listener, shutdown.as_mut()).await {
         let service = TowerToHyperService::new(app.clone());
-        spawn_connection(connections.watch(http.serve_connection(TokioIo::new(stream), service)));
+        let io = TokioIo::new(unparsed::JsonUnparsed::new(stream));
+        spawn_connection(connections.watch(http.serve_connection(io, service)));
     }
     drop(listener);
     connections.shutdown().await;
@@ -200,7 +203,8 @@ pub async fn serve_starting(listener: &TcpListener, ready: impl Future<Output = 
     let mut ready = std::pin::pin!(ready);
     while let Some(stream) = accept_until(listener, ready.as_mut()).await {
         let service = TowerToHyperService::new(app.clone());
-        spawn_connection(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(unparsed::JsonUnparsed::new(stream));
+        spawn_connection(http.serve_connection(io, service));
     }
 }
 

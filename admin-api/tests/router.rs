@@ -526,3 +526,76 @@ async fn a_client_that_never_finishes_its_request_is_cut_off() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// A request hyper cannot parse never reaches the router: hyper answers it itself
+/// and closes the connection. The answer still carries the JSON error body
+/// (`leadroute_admin_api::unparsed`), and the server goes on serving.
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_json_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let f = open();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(leadroute_admin_api::run(
+        listener,
+        f.state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(1),
+    ));
+    let bound = std::time::Duration::from_secs(60);
+
+    // Sends `request` on a connection of its own; what came back before the close.
+    let exchange = |request: Vec<u8>| async move {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(bound, conn.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        String::from_utf8(answer).unwrap()
+    };
+    let many_headers: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
+    let cases = [
+        (b"GARBAGE\r\n\r\n".to_vec(), "400", "malformed_request"),
+        (
+            b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+            "400",
+            "malformed_request",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
+            "431",
+            "headers_too_large",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            "414",
+            "uri_too_long",
+        ),
+    ];
+    for (request, status, expected) in cases {
+        let answer = exchange(request).await;
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head in {answer:?}"));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(
+            head.contains("\r\ncontent-type: application/json"),
+            "{head}"
+        );
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(code(&body), expected, "{body}");
+    }
+
+    let answer =
+        exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
