@@ -130,4 +130,18 @@ fn a_short_run_measures_every_row_with_no_failed_request() {
         report.contains("durable leads/s: "),
         "no summary line in:\n{report}"
     );
+    // Where `/proc` can be read, every row of the server says what its threads did.
+    if std::path::Path::new("/proc/self/task").exists() {
+        for row in [
+            "single, closed loop, 4 conns",
+            "open loop at ",
+            "batch, closed loop, 2 conns",
+        ] {
+            let line = report
+                .lines()
+                .find(|l| l.starts_with(&format!("- {row}")))
+                .unwrap_or_else(|| panic!("no threads line for `{row}` in:\n{report}"));
+            assert!(line.contains(" on CPU / "), "{line}");
+        }
+    }
 }

@@ -699,6 +699,9 @@ async fn run(args: RunArgs) -> Result<()> {
         .env_remove("LEADROUTE_CONFIG");
     let server = Server::start(cmd)?;
     let reps = open_capacity(server.addr).await?;
+    // Sampled through every row of the server, so each row can say which of its
+    // threads was busy, and the open loop's slow windows what they did.
+    let sampler = threads::Sampler::start(server.child.id());
     let single = sweep(
         server.addr,
         Load::Lead,
@@ -715,7 +718,6 @@ async fn run(args: RunArgs) -> Result<()> {
         None => "half of max".to_string(),
     };
     let metrics_before = scrape_metrics(server.addr).await?;
-    let sampler = threads::Sampler::start(server.child.id());
     let open = measure(
         server.addr,
         Load::Lead,
@@ -727,7 +729,6 @@ async fn run(args: RunArgs) -> Result<()> {
         counter.clone(),
     )
     .await?;
-    let samples = sampler.map(threads::Sampler::finish);
     let metrics_after = scrape_metrics(server.addr).await?;
     let batch = sweep(
         server.addr,
@@ -738,6 +739,7 @@ async fn run(args: RunArgs) -> Result<()> {
         counter.clone(),
     )
     .await?;
+    let samples = sampler.map(threads::Sampler::finish);
     drop(server);
 
     println!(
@@ -788,11 +790,25 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     println!();
     print_slow_moments(&open, samples.as_deref());
-    if let Some(whole) = samples.as_deref().and_then(|s| {
-        let (first, last) = (s.first()?, s.last()?);
-        threads::activity(s, first.at, last.at)
-    }) {
-        println!("open loop, the server's threads over the whole run (ms): {whole}");
+    if let Some(samples) = samples.as_deref() {
+        println!(
+            "the server's threads, row by row (ms, sampled every {} ms):",
+            threads::PERIOD.as_millis()
+        );
+        println!();
+        let mut all: Vec<(String, &Measured)> = Vec::new();
+        for (connections, m) in &single.steps {
+            all.push((format!("single, closed loop, {connections} conns"), m));
+        }
+        all.push((format!("open loop at {open_rate:.0}/s"), &open));
+        for (connections, m) in &batch.steps {
+            all.push((format!("batch, closed loop, {connections} conns"), m));
+        }
+        for (name, m) in all {
+            let account = threads::activity(samples, m.started, m.started + m.elapsed)
+                .map_or_else(|| "no samples".to_string(), |a| a.to_string());
+            println!("- {name}: {account}");
+        }
         println!();
     }
     println!(
