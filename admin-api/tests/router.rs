@@ -75,6 +75,30 @@ fn open() -> Fixture {
     fixture(Auth::default(), Limits::default())
 }
 
+/// `leadroute_admin_api::run` with `state` on an ephemeral port of 127.0.0.1, draining
+/// for at most `drain` once the sender is used: the address, the sender, the task.
+async fn serve(
+    state: &AppState,
+    drain: std::time::Duration,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(leadroute_admin_api::run(
+        listener,
+        state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        drain,
+    ));
+    (addr, stop, server)
+}
+
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(req).await.unwrap();
     let status = response.status();
@@ -402,17 +426,7 @@ async fn shutdown_stops_accepting_finishes_in_flight_then_stops_the_engine() {
         .await
         .unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(leadroute_admin_api::run(
-        listener,
-        state.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        std::time::Duration::from_secs(30),
-    ));
+    let (addr, stop, server) = serve(&state, std::time::Duration::from_secs(30)).await;
 
     // A request in flight: its handler has started reading the body (hyper answers
     // `100 Continue` exactly then), and half the body is still to come.
@@ -480,17 +494,7 @@ async fn a_client_that_never_finishes_its_request_is_cut_off() {
     use tokio::time::Instant;
 
     let f = open();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(leadroute_admin_api::run(
-        listener,
-        f.state.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        std::time::Duration::from_secs(1),
-    ));
+    let (addr, stop, server) = serve(&f.state, std::time::Duration::from_secs(1)).await;
 
     // Sends `request`, waits (on the paused clock) for the server to close the
     // connection, and returns what it answered; the close must take `deadline`.
@@ -535,17 +539,7 @@ async fn requests_hyper_cannot_parse_get_json_errors() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let f = open();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(leadroute_admin_api::run(
-        listener,
-        f.state.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        std::time::Duration::from_secs(1),
-    ));
+    let (addr, stop, server) = serve(&f.state, std::time::Duration::from_secs(1)).await;
     let bound = std::time::Duration::from_secs(60);
 
     // Sends `request` on a connection of its own; what came back before the close.
