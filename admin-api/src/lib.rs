@@ -158,6 +158,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 async fn serve_connections(
     listener: TcpListener,
     app: Router,
+    metrics: metrics::HttpMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::TokioIo;
@@ -169,7 +170,7 @@ async fn serve_connections(
     let mut shutdown = std::pin::pin!(shutdown);
     while let Some(stream) = accept_until(&listener, shutdown.as_mut()).await {
         let service = TowerToHyperService::new(app.clone());
-        let io = TokioIo::new(unparsed::JsonUnparsed::new(stream));
+        let io = TokioIo::new(unparsed::JsonUnparsed::new(stream, Some(metrics.clone())));
         spawn_connection(connections.watch(http.serve_connection(io, service)));
     }
     drop(listener);
@@ -203,7 +204,8 @@ pub async fn serve_starting(listener: &TcpListener, ready: impl Future<Output = 
     let mut ready = std::pin::pin!(ready);
     while let Some(stream) = accept_until(listener, ready.as_mut()).await {
         let service = TowerToHyperService::new(app.clone());
-        let io = TokioIo::new(unparsed::JsonUnparsed::new(stream));
+        // Not counted: nothing serves `/metrics` yet.
+        let io = TokioIo::new(unparsed::JsonUnparsed::new(stream, None));
         spawn_connection(http.serve_connection(io, service));
     }
 }
@@ -298,7 +300,8 @@ pub async fn run_with(
         draining.set_ready(false);
         let _ = drain_tx.send(true);
     };
-    let server = serve_connections(listener, app(state), signal);
+    let metrics = state.http_metrics.clone();
+    let server = serve_connections(listener, app(state), metrics, signal);
     let drained = async move {
         // A client holding a connection open must not keep the process alive forever.
         let _ = drain_rx.wait_for(|d| *d).await;

@@ -28,6 +28,7 @@ pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    unparsed: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -51,16 +52,26 @@ impl HttpMetrics {
             &["method", "route"],
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(duration.clone()))
-            .expect("unique metric");
+        let unparsed = IntCounterVec::new(
+            Opts::new(
+                "leadroute_http_unparsed_requests_total",
+                "Requests whose head could not be parsed, answered before the router, by status.",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        for metric in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(unparsed.clone()),
+        ] {
+            registry.register(metric).expect("unique metric");
+        }
         HttpMetrics {
             registry,
             requests,
             duration,
+            unparsed,
         }
     }
 
@@ -72,6 +83,14 @@ impl HttpMetrics {
         self.duration
             .with_label_values(&[method, route])
             .observe(seconds);
+    }
+
+    /// Counts one request answered before the router because its head could not be
+    /// parsed (`crate::unparsed`).
+    pub fn observe_unparsed(&self, status: u16) {
+        self.unparsed
+            .with_label_values(&[&status.to_string()])
+            .inc();
     }
 }
 

@@ -4,8 +4,8 @@
 //! itself, with an empty body, and closes the connection. That is 400 for a malformed
 //! request line or header, 431 for a head larger than its read buffer, 414 for a URI
 //! too long. The contract promises a JSON error body on every 4xx, and hyper has no
-//! hook for these answers, so [`JsonUnparsed`] wraps each connection and rewrites
-//! them on their way out.
+//! hook for these answers, so [`JsonUnparsed`] wraps each connection, rewrites them
+//! on their way out, and counts them (`leadroute_http_unparsed_requests_total`).
 //!
 //! They are recognised by their bytes: a write that is exactly one response head,
 //! status 4xx, with `connection: close` and `content-length: 0` and no content type.
@@ -22,20 +22,25 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::metrics::HttpMetrics;
 
 /// A connection whose unparsable-request answers get JSON bodies (see the module).
 pub struct JsonUnparsed<S> {
     inner: S,
+    /// Where each rewritten answer is counted, if anywhere.
+    metrics: Option<HttpMetrics>,
     /// A rewritten answer not yet written out, and how much of it has been.
     pending: Vec<u8>,
     written: usize,
 }
 
 impl<S> JsonUnparsed<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
+    /// Wraps `inner`, counting each rewritten answer in `metrics`
+    /// (`leadroute_http_unparsed_requests_total{status}`).
+    pub fn new(inner: S, metrics: Option<HttpMetrics>) -> Self {
         JsonUnparsed {
             inner,
+            metrics,
             pending: Vec::new(),
             written: 0,
         }
@@ -77,7 +82,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonUnparsed<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        if let Some(answer) = with_json_body(buf) {
+        if let Some((status, answer)) = with_json_body(buf) {
+            if let Some(metrics) = &this.metrics {
+                metrics.observe_unparsed(status);
+            }
             // The original counts as written; its replacement goes out on the flush
             // hyper makes after every response.
             this.pending = answer;
@@ -115,9 +123,9 @@ fn error_for(status: u16) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// `bytes` with a JSON error body, if they are one of hyper's own answers to an
-/// unparsable request (see the module); `None` for anything else.
-fn with_json_body(bytes: &[u8]) -> Option<Vec<u8>> {
+/// The status and `bytes` with a JSON error body, if they are one of hyper's own
+/// answers to an unparsable request (see the module); `None` for anything else.
+fn with_json_body(bytes: &[u8]) -> Option<(u16, Vec<u8>)> {
     // Most writes are 2xx answers: out at the first bytes.
     if !bytes.starts_with(b"HTTP/1.1 4") {
         return None;
@@ -136,7 +144,8 @@ fn with_json_body(bytes: &[u8]) -> Option<Vec<u8>> {
     if !has("connection: close") || !has("content-length: 0") || typed {
         return None;
     }
-    let (code, message) = error_for(status_line.get(9..12)?.parse().ok()?)?;
+    let status = status_line.get(9..12)?.parse().ok()?;
+    let (code, message) = error_for(status)?;
     let body = serde_json::to_string(&ErrorBody {
         error: ErrorDetail {
             code: code.into(),
@@ -155,7 +164,7 @@ fn with_json_body(bytes: &[u8]) -> Option<Vec<u8>> {
     }
     answer.push_str("content-type: application/json\r\n");
     answer.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    Some(answer.into_bytes())
+    Some((status, answer.into_bytes()))
 }
 
 #[cfg(test)]
@@ -167,7 +176,9 @@ mod tests {
 
     #[test]
     fn hypers_own_answer_gets_a_json_body() {
-        let answer = String::from_utf8(with_json_body(CANNED.as_bytes()).unwrap()).unwrap();
+        let (status, answer) = with_json_body(CANNED.as_bytes()).unwrap();
+        assert_eq!(status, 431);
+        let answer = String::from_utf8(answer).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(
             head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),

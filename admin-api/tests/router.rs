@@ -590,6 +590,15 @@ async fn requests_hyper_cannot_parse_get_json_errors() {
         exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 
+    // Each is counted by its status.
+    let metrics =
+        exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()).await;
+    for (status, count) in [("400", 2), ("414", 1), ("431", 1)] {
+        let line =
+            format!("leadroute_http_unparsed_requests_total{{status=\"{status}\"}} {count}\n");
+        assert!(metrics.contains(&line), "no `{line}` in {metrics}");
+    }
+
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
