@@ -11,6 +11,8 @@
 //! - `abi.rs`: encoding a question, checking an answer; [`FailureReason`].
 //! - `sandbox.rs`: wasmtime: compile under limits, one call per fresh instance;
 //!   [`PluginLimits`].
+//! - `epoch.rs`: the thread behind the wall-clock deadline, ticking only while calls
+//!   run.
 //! - `registry.rs`: versions, activation, statistics, circuit breaker; persisted in
 //!   the store's `plugins` tree.
 //! - `strategy.rs`: a territory's plugin binding as a `Strategy`, with fallback.
@@ -19,6 +21,7 @@
 //! - `standalone.rs`: one module outside an engine, for benchmarks and tools.
 
 mod abi;
+mod epoch;
 mod registry;
 mod sandbox;
 mod standalone;

@@ -9,11 +9,11 @@
 //!
 //! Budgets: fuel is the main, deterministic one (the same input always costs the same
 //! fuel, reported to authors as "cost"); the epoch deadline is a backstop for anything
-//! fuel does not meter. A background thread advances the epoch every [`EPOCH_TICK`].
+//! fuel does not meter. A background thread advances the epoch every [`EPOCH_TICK`]
+//! while calls run (`super::epoch`).
 
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use leadroute_plugin_sdk::abi::{self, InputRef};
@@ -24,6 +24,7 @@ use wasmtime::{
 };
 
 use super::abi::{Failure, FailureReason};
+use super::epoch::{self, Ticker};
 use crate::config::{Checkpoint, Probe};
 
 /// How often the epoch advances; the granularity of the wall-clock deadline.
@@ -243,7 +244,7 @@ pub(crate) struct Sandbox {
     linker: Linker<CallState>,
     limits: PluginLimits,
     epoch_ticks: u64,
-    ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    ticker: Ticker,
     compiles: Arc<CompileSlots>,
     probe: Probe,
 }
@@ -273,16 +274,7 @@ impl Sandbox {
             .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, log_import)
             .map_err(|e| format!("wasmtime linker: {e:#}"))?;
 
-        let (stop, stopped) = mpsc::channel::<()>();
-        let ticking = engine.clone();
-        let thread = std::thread::Builder::new()
-            .name("leadroute-plugin-epoch".into())
-            .spawn(move || {
-                // Ends when the sandbox drops its sender.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
-                    ticking.increment_epoch();
-                }
-            })
+        let ticker = Ticker::start(engine.clone(), EPOCH_TICK, epoch::LINGER)
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
         // One tick more than the deadline: the first tick may come at once.
         let epoch_ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
@@ -296,7 +288,7 @@ impl Sandbox {
             linker,
             limits,
             epoch_ticks,
-            ticker: Some((stop, thread)),
+            ticker,
             compiles,
             probe,
         })
@@ -415,6 +407,7 @@ impl Sandbox {
         compiled: &Compiled,
         plugin: &Arc<str>,
     ) -> Result<i32, Failure> {
+        let _ticking = self.ticker.ticking();
         let mut store = self.store(plugin);
         let result = (|| {
             let instance = compiled
@@ -440,6 +433,7 @@ impl Sandbox {
         input: &InputRef<'_>,
     ) -> Result<Called, Failure> {
         self.check_input(input)?;
+        let _ticking = self.ticker.ticking();
         let mut store = self.store(plugin);
         let result = self.call_in(&mut store, compiled, input);
         let fuel = self.limits.fuel - store.get_fuel().unwrap_or(0);
@@ -561,6 +555,7 @@ impl Sandbox {
     /// An instance kept alive across calls. Only for measuring the alternative to a
     /// fresh instance per call (see the module docs): the engine never reuses one.
     pub(crate) fn live(&self, c: &Compiled, plugin: &Arc<str>) -> Result<Live, Failure> {
+        let _ticking = self.ticker.ticking();
         let mut store = self.store(plugin);
         match Self::bind(&mut store, c) {
             Ok(bound) => Ok(Live { store, bound }),
@@ -575,6 +570,7 @@ impl Sandbox {
         input: &InputRef<'_>,
     ) -> Result<Vec<u8>, Failure> {
         self.check_input(input)?;
+        let _ticking = self.ticker.ticking();
         live.store
             .set_fuel(self.limits.fuel)
             .expect("fuel is enabled in the engine config");
@@ -624,15 +620,6 @@ impl Sandbox {
                     limits.max_output_bytes
                 ),
             ),
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some((stop, thread)) = self.ticker.take() {
-            drop(stop);
-            let _ = thread.join();
         }
     }
 }
