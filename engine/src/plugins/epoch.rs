@@ -5,9 +5,9 @@
 //! [`EPOCH_TICK`](super::EPOCH_TICK). A server with no plugin in use would have it
 //! wake 500 times a second for nothing (about 1% of a core, measured on two cores
 //! under load, each wake-up also preempting a thread that routes). So it ticks only
-//! while a call runs, or ran within
-//! [`LINGER`]: a call takes a [`Ticking`] guard, whose first holder wakes the thread.
-//! Under steady plugin traffic it never sleeps, and a call never waits for it.
+//! while a call runs, or ran within [`LINGER`]: a call takes a [`Ticking`] guard,
+//! whose first holder wakes the thread. Under steady plugin traffic it never sleeps,
+//! and a call never waits for it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
