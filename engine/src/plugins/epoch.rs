@@ -30,6 +30,9 @@ pub(super) struct Ticker {
 struct Shared {
     /// Calls in flight.
     calls: AtomicUsize,
+    /// Set by every call, taken by the thread: a call that began and ended between
+    /// two of its looks still counts as one.
+    called: AtomicBool,
     /// Whether the thread sleeps for want of calls; the mutex of `wake`.
     asleep: Mutex<bool>,
     wake: Condvar,
@@ -49,13 +52,7 @@ impl Ticker {
         tick: Duration,
         linger: Duration,
     ) -> std::io::Result<Ticker> {
-        let shared = Arc::new(Shared {
-            calls: AtomicUsize::new(0),
-            asleep: Mutex::new(false),
-            wake: Condvar::new(),
-            stop: AtomicBool::new(false),
-            ticks: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new());
         let state = shared.clone();
         let thread = std::thread::Builder::new()
             .name("leadroute-plugin-epoch".into())
@@ -68,16 +65,40 @@ impl Ticker {
 
     /// Keeps the epoch moving until the guard is dropped.
     pub(super) fn ticking(&self) -> Ticking<'_> {
-        let shared = &*self.shared;
-        if shared.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+        self.shared.ticking()
+    }
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            calls: AtomicUsize::new(0),
+            called: AtomicBool::new(false),
+            asleep: Mutex::new(false),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
+        }
+    }
+
+    /// A call's guard; wakes the thread if it sleeps.
+    fn ticking(&self) -> Ticking<'_> {
+        self.called.store(true, Ordering::Relaxed);
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             // Under the mutex, so a thread about to sleep either sees the call or is
             // already waiting when it is told.
-            let asleep = shared.asleep.lock().unwrap_or_else(|e| e.into_inner());
+            let asleep = self.asleep.lock().unwrap_or_else(|e| e.into_inner());
             if *asleep {
-                shared.wake.notify_one();
+                self.wake.notify_one();
             }
         }
-        Ticking(shared)
+        Ticking(self)
+    }
+
+    /// Whether a call runs, or ran since the last look.
+    fn saw_call(&self) -> bool {
+        let called = self.called.swap(false, Ordering::Relaxed);
+        called || self.calls.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -101,11 +122,13 @@ impl Drop for Ticker {
 }
 
 /// The ticker's loop: tick while calls run or ran within `linger`, else sleep until
-/// a call comes or the ticker is dropped.
+/// a call comes or the ticker is dropped. A call made while it sleeps wakes it only
+/// to find the call over, when it was shorter than the wake-up: such a call needed
+/// no deadline.
 fn run(shared: &Shared, engine: &WasmEngine, tick: Duration, linger: Duration) {
     let mut last_call = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        if shared.calls.load(Ordering::SeqCst) > 0 {
+        if shared.saw_call() {
             last_call = Instant::now();
         } else if last_call.elapsed() >= linger {
             let mut asleep = shared.asleep.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,6 +193,23 @@ mod tests {
             eventually(|| asleep(&ticker)),
             "asleep again after the call"
         );
+    }
+
+    #[test]
+    fn a_call_is_seen_even_if_it_ended_between_two_looks() {
+        let shared = Shared::new();
+        assert!(!shared.saw_call());
+        // Begun and ended unseen, as a plugin call of microseconds is between two
+        // ticks: seen once, so the thread does not fall asleep under such calls.
+        drop(shared.ticking());
+        assert!(shared.saw_call());
+        assert!(!shared.saw_call(), "only once");
+        // Running: seen at every look.
+        let call = shared.ticking();
+        assert!(shared.saw_call());
+        assert!(shared.saw_call());
+        drop(call);
+        assert!(!shared.saw_call());
     }
 
     #[test]
