@@ -357,6 +357,7 @@ pub fn render_lead(lead: &LeadView) -> String {
                 reason,
                 candidates,
                 fallback,
+                fallback_detail,
                 from_queue,
                 ..
             } => {
@@ -365,7 +366,7 @@ pub fn render_lead(lead: &LeadView) -> String {
                      ({} candidates)",
                     candidates.len()
                 );
-                if let Some(f) = fallback {
+                if let Some(f) = fallback_detail.as_ref().or(fallback.as_ref()) {
                     let _ = write!(w, " [fallback: {f}]");
                 }
                 if *from_queue {
@@ -425,7 +426,7 @@ pub fn render_simulation(sim: &SimulationView) -> String {
     };
     let _ = writeln!(s, "{verdict} in {}", sim.territory_id);
     let _ = writeln!(s, "  decided by  {}: {}", sim.decided_by, sim.reason);
-    if let Some(f) = &sim.fallback {
+    if let Some(f) = sim.fallback_detail.as_ref().or(sim.fallback.as_ref()) {
         let _ = writeln!(s, "  fallback    {f}");
     }
     let _ = writeln!(s, "  ranking     {}", sim.ranking.join(", "));

@@ -36,7 +36,9 @@ pub struct LeadBody {
     /// E-mail (de-duplication key, normalized).
     #[serde(default)]
     pub email: Option<String>,
-    /// Region code, e.g. `CN-SH-PD`; matched to a territory by longest prefix.
+    /// Region code, e.g. `CN-SH-PD`; matched to a territory by longest prefix. Text
+    /// that is not a code (at most 64 characters) is kept and goes to the default
+    /// territory.
     #[serde(default)]
     pub region: Option<String>,
     /// Industry tag, e.g. `hospital-lab`.
@@ -258,7 +260,7 @@ pub struct LeadView {
     pub phone: Option<String>,
     /// E-mail as given.
     pub email: Option<String>,
-    /// Region code, upper-cased.
+    /// Region code, upper-cased; or the text as given when it is not a code.
     pub region: Option<String>,
     /// Industry tag, lower-cased.
     pub industry: Option<String>,
@@ -318,7 +320,7 @@ impl From<EngineLeadView> for LeadView {
             company: lead.contact.company,
             phone: lead.contact.phone,
             email: lead.contact.email,
-            region: lead.region.map(|r| r.as_str().to_string()),
+            region: lead.region,
             industry: lead.industry,
             purchase_amount: lead.purchase_amount,
             source: lead.source,
@@ -366,8 +368,11 @@ pub enum HistoryEventView {
         reason: String,
         /// Every candidate considered, with its load at that moment.
         candidates: Vec<CandidateView>,
-        /// Why a fallback decided instead of the strategy, if one did.
+        /// Why a fallback decided instead of the strategy, if one did: a code such as
+        /// `plugin_trap`, as in a route's outcome.
         fallback: Option<String>,
+        /// The fallback's detail for humans.
+        fallback_detail: Option<String>,
         /// Whether the lead waited in the queue first.
         from_queue: bool,
         /// Microseconds spent deciding.
@@ -439,17 +444,21 @@ impl From<HistoryEntry> for HistoryEntryView {
                 from_queue,
                 decide_micros,
                 reserve_micros,
-            } => HistoryEventView::Routed {
-                territory_id: territory.to_string(),
-                rep_id: rep.to_string(),
-                decided_by,
-                reason,
-                candidates: candidates.into_iter().map(Into::into).collect(),
-                fallback,
-                from_queue,
-                decide_us: decide_micros,
-                reserve_us: reserve_micros,
-            },
+            } => {
+                let (fallback, fallback_detail) = super::fallback_fields(fallback);
+                HistoryEventView::Routed {
+                    territory_id: territory.to_string(),
+                    rep_id: rep.to_string(),
+                    decided_by,
+                    reason,
+                    candidates: candidates.into_iter().map(Into::into).collect(),
+                    fallback,
+                    fallback_detail,
+                    from_queue,
+                    decide_us: decide_micros,
+                    reserve_us: reserve_micros,
+                }
+            }
             HistoryEvent::Queued { territory, reason } => HistoryEventView::Queued {
                 territory_id: territory.to_string(),
                 reason,

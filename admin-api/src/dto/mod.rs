@@ -48,6 +48,19 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// A decision's fallback as the API shows it: the code clients match
+/// (`plugin_fuel_exhausted`, …) and the engine's text, which says which plugin version
+/// failed and how (`fallback_detail`). `(None, None)` when the strategy decided.
+pub fn fallback_fields(text: Option<String>) -> (Option<String>, Option<String>) {
+    match text {
+        Some(text) => (
+            Some(leadroute_engine::plugins::fallback_code(&text).to_string()),
+            Some(text),
+        ),
+        None => (None, None),
+    }
+}
+
 /// Returns the whole microseconds of `d`, saturating.
 pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

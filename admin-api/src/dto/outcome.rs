@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::{LeadBody, micros};
+use super::{LeadBody, fallback_fields, micros};
 use crate::error::ErrorBody;
 use crate::routes::MAX_BATCH;
 
@@ -86,7 +86,7 @@ impl From<Timings> for TimingsView {
 #[schema(example = json!({
     "lead_id": "01JDQ3ZK8W5M6V2N4R7T9XAB3C", "status": "assigned", "rep_id": "rep-07",
     "territory_id": "east-sh", "decided_by": "builtin:rules",
-    "reason": "skilled in hospital-lab; least loaded", "fallback": null, "duplicate_of": null,
+    "reason": "skilled in hospital-lab; least loaded", "fallback": null, "fallback_detail": null, "duplicate_of": null,
     "candidates": [{"rep_id": "rep-07", "load": 3, "capacity": 20}],
     "timings": {"dedupe_us": 4, "decide_us": 2, "reserve_us": 1, "commit_us": 310, "total_us": 330}
 }))]
@@ -103,8 +103,12 @@ pub struct RouteOutcomeView {
     pub decided_by: Option<String>,
     /// Why.
     pub reason: String,
-    /// Why a fallback decided instead of the strategy (e.g. `plugin_fuel_exhausted`).
+    /// Why a fallback decided instead of the strategy, as a code: `plugin_fuel_exhausted`,
+    /// `plugin_timeout`, `plugin_trap`, `plugin_no_preference`, … (see the README).
     pub fallback: Option<String>,
+    /// The fallback's detail for humans: the reason, the plugin version and what
+    /// happened, e.g. `out_of_fuel: plugin:vip-tier@3: …`.
+    pub fallback_detail: Option<String>,
     /// For duplicates, the open lead this one repeats.
     pub duplicate_of: Option<String>,
     /// Candidates considered, with their load then.
@@ -115,6 +119,7 @@ pub struct RouteOutcomeView {
 
 impl From<RouteOutcome> for RouteOutcomeView {
     fn from(o: RouteOutcome) -> Self {
+        let (fallback, fallback_detail) = fallback_fields(o.fallback);
         RouteOutcomeView {
             lead_id: o.lead_id.to_string(),
             status: o.status.into(),
@@ -122,7 +127,8 @@ impl From<RouteOutcome> for RouteOutcomeView {
             territory_id: o.territory_id.to_string(),
             decided_by: o.decided_by,
             reason: o.reason,
-            fallback: o.fallback,
+            fallback,
+            fallback_detail,
             duplicate_of: o.duplicate_of.map(|l| l.to_string()),
             candidates: o.candidates.into_iter().map(Into::into).collect(),
             timings: o.timings.into(),

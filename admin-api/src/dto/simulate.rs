@@ -4,7 +4,7 @@ use leadroute_engine::Simulation;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{CandidateView, LeadBody, RouteStatusView, micros};
+use super::{CandidateView, LeadBody, RouteStatusView, fallback_fields, micros};
 
 /// A plugin version to decide with instead of the territory's own strategy.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
@@ -56,8 +56,11 @@ pub struct SimulationView {
     /// The strategy's explanation.
     pub reason: String,
     /// Why a fallback would decide instead of the strategy (a plugin failure, an open
-    /// circuit), if it would.
+    /// circuit), if it would: a code such as `plugin_trap`, as in a route's outcome.
     pub fallback: Option<String>,
+    /// The fallback's detail for humans: the reason, the plugin version and what
+    /// happened.
+    pub fallback_detail: Option<String>,
     /// The open lead this one would duplicate, if any.
     pub duplicate_of: Option<String>,
     /// Every candidate considered, with its load now.
@@ -69,6 +72,7 @@ pub struct SimulationView {
 impl From<Simulation> for SimulationView {
     fn from(s: Simulation) -> Self {
         let d = s.decision;
+        let (fallback, fallback_detail) = fallback_fields(d.fallback);
         let rep_id = if d.would_queue {
             None
         } else {
@@ -86,7 +90,8 @@ impl From<Simulation> for SimulationView {
             ranking: d.ranking.iter().map(ToString::to_string).collect(),
             decided_by: d.decided_by,
             reason: d.reason,
-            fallback: d.fallback,
+            fallback,
+            fallback_detail,
             duplicate_of: s.duplicate_of.map(|l| l.to_string()),
             candidates: d.candidates.into_iter().map(Into::into).collect(),
             timings: SimulationTimings {

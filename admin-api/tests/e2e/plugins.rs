@@ -90,10 +90,41 @@ fn plugins_are_uploaded_activated_used_and_deleted() {
     let routed = r.json();
     assert_eq!(routed["decided_by"], "plugin:vip-tier@1");
     assert_eq!(routed["rep_id"], "senior-1");
-    assert!(routed["fallback"].is_null());
-    assert_eq!(api.get("/admin/plugins/vip-tier").json()["calls"], 1);
+    assert!(routed["fallback"].is_null() && routed["fallback_detail"].is_null());
+
+    // Below every band the plugin has no preference: the fallback decides, and the
+    // outcome, the lead's history and a simulation carry the code API.md names plus
+    // the detail.
+    let small = json!({"phone": "+86 139 0000 0009", "purchase_amount": 10});
+    let r = api.post("/v1/leads", small.clone());
+    assert_eq!(r.status, 201, "{r:?}");
+    let fell_back = r.json();
+    assert_eq!(fell_back["decided_by"], "builtin:least_loaded");
+    assert_eq!(fell_back["fallback"], "plugin_no_preference");
+    let detail = fell_back["fallback_detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.starts_with("no_preference: plugin:vip-tier@1: ")
+            && detail.contains("below every band"),
+        "{detail}"
+    );
+    let lead = api.get(&format!(
+        "/v1/leads/{}",
+        fell_back["lead_id"].as_str().unwrap()
+    ));
+    let history = &lead.json()["history"][0];
+    assert_eq!(history["type"], "routed", "{history}");
+    assert_eq!(history["fallback"], "plugin_no_preference");
+    assert_eq!(history["fallback_detail"], detail.as_str());
+    let sim = api.post("/admin/simulate", json!({"lead": small})).json();
+    assert_eq!(sim["duplicate_of"], fell_back["lead_id"]);
+    assert_eq!(
+        (&sim["fallback"], &sim["fallback_detail"]),
+        (&json!("plugin_no_preference"), &json!(detail))
+    );
+
+    assert_eq!(api.get("/admin/plugins/vip-tier").json()["calls"], 2);
     let metrics = api.get("/metrics").text;
-    let line = "leadroute_plugin_call_duration_seconds_count{plugin=\"vip-tier\"} 1";
+    let line = "leadroute_plugin_call_duration_seconds_count{plugin=\"vip-tier\"} 2";
     assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
 
     // Simulate with another version than the active one.
@@ -120,7 +151,7 @@ fn plugins_are_uploaded_activated_used_and_deleted() {
     );
     assert_eq!(
         api.get("/admin/plugins/vip-tier").json()["calls"],
-        1,
+        2,
         "simulations are not counted"
     );
 

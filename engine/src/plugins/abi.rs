@@ -78,6 +78,24 @@ impl FailureReason {
         }
     }
 
+    /// The code of a decision's `fallback` this reason caused, as the API names it.
+    pub fn fallback_code(self) -> &'static str {
+        match self {
+            FailureReason::Trap => "plugin_trap",
+            FailureReason::OutOfFuel => "plugin_fuel_exhausted",
+            FailureReason::Timeout => "plugin_timeout",
+            FailureReason::OutOfMemory => "plugin_out_of_memory",
+            FailureReason::StackOverflow => "plugin_stack_overflow",
+            FailureReason::InputTooLarge => "plugin_input_too_large",
+            FailureReason::OutputTooLarge => "plugin_output_too_large",
+            FailureReason::InvalidOutput => "plugin_invalid_output",
+            FailureReason::UnknownRep => "plugin_unknown_rep",
+            FailureReason::EmptyRanking => "plugin_empty_ranking",
+            FailureReason::PluginError => "plugin_error",
+            FailureReason::Unavailable => "plugin_unavailable",
+        }
+    }
+
     pub(crate) fn index(self) -> usize {
         FailureReason::ALL
             .iter()
@@ -150,7 +168,7 @@ pub(crate) fn with_input<R>(
     f(&InputRef {
         lead: LeadRef {
             id: &lead_id,
-            region: lead.region.as_ref().map(|r| r.as_str()),
+            region: lead.region.as_deref(),
             industry: lead.industry.as_deref(),
             purchase_amount: lead.purchase_amount,
             source: lead.source.as_deref(),

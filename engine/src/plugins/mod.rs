@@ -32,7 +32,7 @@ pub use abi::FailureReason;
 pub use registry::{CircuitState, PluginInfo, PluginVersionInfo, VersionInfo};
 pub use sandbox::{EPOCH_TICK, PluginLimits};
 pub use standalone::{LiveInstance, Standalone, decode_answer};
-pub use strategy::FALLBACK_KEY;
+pub use strategy::{FALLBACK_KEY, fallback_code};
 
 pub(crate) use registry::{Registry, not_found, version_record};
 pub(crate) use sandbox::CompileError;

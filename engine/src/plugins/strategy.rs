@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::abi::{Answer, with_input};
+use super::abi::{Answer, FailureReason, with_input};
 use super::registry::{CallOutcome, Registry};
 use crate::clock::Clock;
 use crate::domain::{BuiltinStrategy, Lead, RepId, TerritoryId};
@@ -15,6 +15,28 @@ use crate::strategy::{self, Candidate, Ranking, Strategy};
 /// The `plugin_config` key naming the built-in that decides when the plugin cannot.
 /// The host removes it before the plugin sees the config.
 pub const FALLBACK_KEY: &str = "fallback";
+
+/// The code API clients match a decision's `fallback` by (`plugin_fuel_exhausted`,
+/// `plugin_trap`, …): what stands before the first `:` of its text, the reason the
+/// fallback decided. The text itself, with the plugin version and the detail, is kept
+/// and shown as `fallback_detail`; routes store the text, so a code is derived the
+/// same way from leads routed by earlier builds.
+pub fn fallback_code(fallback: &str) -> &'static str {
+    let reason = fallback.split(':').next().unwrap_or_default();
+    match reason {
+        NO_PREFERENCE => "plugin_no_preference",
+        CIRCUIT_OPEN => "plugin_circuit_open",
+        _ => FailureReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == reason)
+            .map_or("plugin_failed", FailureReason::fallback_code),
+    }
+}
+
+/// The reason of a fallback after the plugin answered "no preference".
+const NO_PREFERENCE: &str = "no_preference";
+/// The reason of a fallback while the plugin's circuit breaker is open.
+const CIRCUIT_OPEN: &str = "circuit_open";
 
 /// Routes with a plugin; see the module docs.
 pub(crate) struct PluginStrategy {
@@ -82,7 +104,11 @@ impl PluginStrategy {
             return self.fall_back(
                 lead,
                 candidates,
-                format!("unavailable: plugin {} is not installed", self.name),
+                format!(
+                    "{}: plugin {} is not installed",
+                    FailureReason::Unavailable,
+                    self.name
+                ),
             );
         };
         if entry.circuit_open() {
@@ -90,7 +116,7 @@ impl PluginStrategy {
                 lead,
                 candidates,
                 format!(
-                    "circuit_open: plugin {} is bypassed after repeated failures",
+                    "{CIRCUIT_OPEN}: plugin {} is bypassed after repeated failures",
                     self.name
                 ),
             );
@@ -101,8 +127,10 @@ impl PluginStrategy {
                 lead,
                 candidates,
                 format!(
-                    "unavailable: plugin {} has no version {:?}",
-                    self.name, self.pinned
+                    "{}: plugin {} has no version {:?}",
+                    FailureReason::Unavailable,
+                    self.name,
+                    self.pinned
                 ),
             );
         };
@@ -124,7 +152,7 @@ impl PluginStrategy {
             CallOutcome::Answer(Answer::NoPreference { reason }) => self.fall_back(
                 lead,
                 candidates,
-                format!("no_preference: {}: {reason}", version.decided_by),
+                format!("{NO_PREFERENCE}: {}: {reason}", version.decided_by),
             ),
             CallOutcome::Failed(failure) => self.fall_back(
                 lead,
@@ -164,5 +192,54 @@ impl Strategy for PluginStrategy {
     fn on_assigned(&mut self, rep: &RepId, weight: f64) {
         // Keeps a round-robin fallback's rotation fair whoever decided.
         self.fallback.on_assigned(rep, weight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fallback_text_has_the_code_clients_match() {
+        for reason in FailureReason::ALL {
+            let text = format!("{reason}: plugin:vip-tier@3: detail: with colons");
+            assert_eq!(fallback_code(&text), reason.fallback_code());
+        }
+        let cases = [
+            (
+                "out_of_fuel: plugin:vip-tier@3: used 1000000",
+                "plugin_fuel_exhausted",
+            ),
+            ("trap: plugin:vip-tier@3: unreachable", "plugin_trap"),
+            (
+                "no_preference: plugin:vip-tier@3: nobody senior",
+                "plugin_no_preference",
+            ),
+            (
+                "circuit_open: plugin vip-tier is bypassed",
+                "plugin_circuit_open",
+            ),
+            (
+                "unavailable: plugin vip-tier is not installed",
+                "plugin_unavailable",
+            ),
+            ("something new", "plugin_failed"),
+        ];
+        for (text, code) in cases {
+            assert_eq!(fallback_code(text), code, "{text}");
+        }
+        // Every code is distinct: a client can tell each reason apart.
+        let mut codes: Vec<_> = FailureReason::ALL
+            .map(FailureReason::fallback_code)
+            .to_vec();
+        codes.extend([
+            "plugin_no_preference",
+            "plugin_circuit_open",
+            "plugin_failed",
+        ]);
+        let count = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), count);
     }
 }
