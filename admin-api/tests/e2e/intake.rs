@@ -229,6 +229,44 @@ fn a_queued_lead_refuses_touches_and_stages_but_can_be_closed() {
 }
 
 #[test]
+fn a_region_that_is_no_code_is_kept_and_goes_to_the_default_territory() {
+    let dir = data_dir();
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    api.territory("east", &["CN-SH"], false);
+    api.territory("other", &[], true);
+    api.rep("a", "east", 5);
+    api.rep("z", "other", 5);
+
+    // A code is upper-cased and matched by prefix.
+    let r = api.lead(1, " cn-sh-pd ");
+    assert_eq!((r.status, &r.json()["territory_id"]), (201, &json!("east")));
+    let id = r.json()["lead_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.get(&format!("/v1/leads/{id}")).json()["region"],
+        "CN-SH-PD"
+    );
+    // Free text, even text that starts like a code, is unmatched: the default
+    // territory takes the lead, and the lead keeps the text as given.
+    for (n, region) in [(2, "Shanghai, China"), (3, "CN-SH PD"), (4, "上海")] {
+        let r = api.lead(n, region);
+        assert_eq!(r.status, 201, "{region}: {r:?}");
+        assert_eq!(r.json()["territory_id"], "other", "{region}");
+        let id = r.json()["lead_id"].as_str().unwrap().to_string();
+        assert_eq!(api.get(&format!("/v1/leads/{id}")).json()["region"], region);
+    }
+    // An empty region is a missing one.
+    let r = api.lead(5, "  ");
+    assert_eq!(
+        (r.status, &r.json()["territory_id"]),
+        (201, &json!("other"))
+    );
+}
+
+#[test]
 fn every_intake_rejection_is_a_json_error_and_changes_nothing() {
     let dir = data_dir();
     let server = Server::start(dir.path());
@@ -282,6 +320,15 @@ fn every_intake_rejection_is_a_json_error_and_changes_nothing() {
     let r = api.post(
         "/v1/leads",
         json!({"phone": "+86 139 0000 0005", "region": "CN/SH"}),
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "no_territory"),
+        "a region that is no code matches no territory, and there is no default"
+    );
+    let r = api.post(
+        "/v1/leads",
+        json!({"phone": "+86 139 0000 0005", "region": "CN\u{7}SH"}),
     );
     assert_eq!((r.status, r.code().as_str()), (422, "invalid_region"));
     let r = api.post("/v1/leads", json!({"phone": 13900000005u64}));

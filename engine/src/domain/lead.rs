@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{LeadId, RegionCode, RepId, TerritoryId, check_tag, check_text};
+use super::{LeadId, RepId, TerritoryId, check_tag, check_text, lead_region};
 use crate::clock::UnixMillis;
 use crate::error::ValidationError;
 
@@ -34,7 +34,8 @@ pub struct LeadInput {
     /// E-mail address.
     #[serde(default)]
     pub email: Option<String>,
-    /// Region code, e.g. `CN-SH-PD`.
+    /// Region code, e.g. `CN-SH-PD`. Text that is not a code is kept and matches no
+    /// territory (the lead goes to the default one).
     #[serde(default)]
     pub region: Option<String>,
     /// Industry tag, e.g. `hospital-lab`.
@@ -73,8 +74,9 @@ pub struct Lead {
     pub external_id: Option<String>,
     /// Contact details.
     pub contact: Contact,
-    /// Region code.
-    pub region: Option<RegionCode>,
+    /// Region: an upper-cased region code such as `CN-SH-PD`, or the text as given
+    /// when it is not one (see [`lead_region`]).
+    pub region: Option<String>,
     /// Industry tag.
     pub industry: Option<String>,
     /// Historical purchase amount; 0 when unknown.
@@ -154,11 +156,10 @@ impl LeadInput {
             )
             .with_code("missing_contact"));
         }
-        let region = self
-            .region
-            .as_deref()
-            .map(|r| RegionCode::parse("region", r))
-            .transpose()?;
+        let region = match self.region.as_deref() {
+            Some(r) => lead_region(r)?,
+            None => None,
+        };
         let industry = self
             .industry
             .as_deref()
@@ -477,7 +478,7 @@ mod tests {
             ),
             (
                 LeadInput {
-                    region: Some("CN/SH".into()),
+                    region: Some("CN\u{0}SH".into()),
                     ..valid()
                 },
                 "region",

@@ -18,7 +18,7 @@ pub use lead::{
     Contact, Lead, LeadEventInput, LeadInput, LeadState, LeadStatus, MAX_ATTRIBUTES_BYTES, Outcome,
     REPEATS_IN_HISTORY, Stage,
 };
-pub use region::{RegionCode, RegionTable};
+pub use region::{MAX_LEAD_REGION_CHARS, RegionCode, RegionTable, lead_region};
 pub use rep::{MAX_CAPACITY, Rep, RepInput, RepStatus};
 pub use territory::{
     BuiltinStrategy, DEFAULT_FIRST_TOUCH_SLA_SECS, DEFAULT_SLA_MAX_REROUTES, MAX_SLA_REROUTES,

@@ -18,16 +18,54 @@ use crate::error::ValidationError;
 #[serde(try_from = "String", into = "String")]
 pub struct RegionCode(String);
 
+/// Whether `s` is a region code as stored: 1–8 segments of 1–16 upper-case ASCII
+/// letters or digits, joined by `-`.
+fn is_code(s: &str) -> bool {
+    s.split('-').count() <= 8
+        && s.split('-').all(|seg| {
+            (1..=16).contains(&seg.len())
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
+}
+
+/// `s` and each of its ancestors, longest first: `CN-SH-PD`, `CN-SH`, `CN`.
+fn prefixes(s: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(s).chain(s.rmatch_indices('-').map(move |(i, _)| &s[..i]))
+}
+
+/// The longest a lead's region may be, code or not.
+pub const MAX_LEAD_REGION_CHARS: usize = 64;
+
+/// A lead's region as stored: the upper-cased code when it is one (`cn-sh` →
+/// `CN-SH`), else the text as given, trimmed. Text that is not a code is kept, and
+/// matches no territory: the lead goes to the default one, as API.md has it for an
+/// unmatched region. Only an empty region (`None`), one over
+/// [`MAX_LEAD_REGION_CHARS`] or one with control characters is refused.
+pub fn lead_region(s: &str) -> Result<Option<String>, ValidationError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.chars().count() > MAX_LEAD_REGION_CHARS || s.chars().any(char::is_control) {
+        return Err(ValidationError::field(
+            "region",
+            format!(
+                "must be at most {MAX_LEAD_REGION_CHARS} characters, without control characters"
+            ),
+        )
+        .with_code("invalid_region"));
+    }
+    let code = s.to_ascii_uppercase();
+    Ok(Some(if is_code(&code) { code } else { s.to_string() }))
+}
+
 impl RegionCode {
     /// Validates `s`: 1–8 segments of 1–16 ASCII letters or digits, joined by `-`.
     pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
         let code = s.trim().to_ascii_uppercase();
-        let segments: Vec<&str> = code.split('-').collect();
-        let ok = segments.len() <= 8
-            && segments.iter().all(|seg| {
-                (1..=16).contains(&seg.len()) && seg.bytes().all(|b| b.is_ascii_alphanumeric())
-            });
-        if ok {
+        if is_code(&code) {
             Ok(Self(code))
         } else {
             Err(ValidationError::field(
@@ -45,8 +83,7 @@ impl RegionCode {
 
     /// This code and each of its ancestors, longest first: `CN-SH-PD`, `CN-SH`, `CN`.
     pub fn prefixes(&self) -> impl Iterator<Item = &str> {
-        let s = self.0.as_str();
-        std::iter::once(s).chain(s.rmatch_indices('-').map(move |(i, _)| &s[..i]))
+        prefixes(&self.0)
     }
 }
 
@@ -116,10 +153,12 @@ impl RegionTable {
         Ok(())
     }
 
-    /// Finds the territory for a lead: longest owned prefix of `region`, else the default.
-    pub fn resolve(&self, region: Option<&RegionCode>) -> Option<&TerritoryId> {
+    /// Finds the territory for a lead's region (see [`lead_region`]): its longest owned
+    /// prefix when it is a code, else the default.
+    pub fn resolve(&self, region: Option<&str>) -> Option<&TerritoryId> {
         region
-            .and_then(|r| r.prefixes().find_map(|p| self.owners.get(p)))
+            .filter(|r| is_code(r))
+            .and_then(|r| prefixes(r).find_map(|p| self.owners.get(p)))
             .or(self.default.as_ref())
     }
 }
@@ -162,16 +201,38 @@ mod tests {
             .unwrap();
         table.assign(&tid("fallback"), &[], true).unwrap();
 
-        assert_eq!(
-            table.resolve(Some(&code("CN-SH-PD"))),
-            Some(&tid("east-sh"))
-        );
-        assert_eq!(table.resolve(Some(&code("CN-SH"))), Some(&tid("east-sh")));
-        assert_eq!(table.resolve(Some(&code("CN-JS"))), Some(&tid("china")));
+        assert_eq!(table.resolve(Some("CN-SH-PD")), Some(&tid("east-sh")));
+        assert_eq!(table.resolve(Some("CN-SH")), Some(&tid("east-sh")));
+        assert_eq!(table.resolve(Some("CN-JS")), Some(&tid("china")));
         // A prefix matches whole segments only.
-        assert_eq!(table.resolve(Some(&code("CN-SHX"))), Some(&tid("china")));
-        assert_eq!(table.resolve(Some(&code("US-CA"))), Some(&tid("fallback")));
+        assert_eq!(table.resolve(Some("CN-SHX")), Some(&tid("china")));
+        assert_eq!(table.resolve(Some("US-CA")), Some(&tid("fallback")));
         assert_eq!(table.resolve(None), Some(&tid("fallback")));
+    }
+
+    #[test]
+    fn a_lead_region_that_is_no_code_is_kept_and_goes_to_the_default() {
+        let mut table = RegionTable::default();
+        table.assign(&tid("china"), &[code("CN")], false).unwrap();
+        table.assign(&tid("fallback"), &[], true).unwrap();
+        assert_eq!(lead_region(" cn-sh ").unwrap().as_deref(), Some("CN-SH"));
+        for (given, kept) in [
+            ("Shanghai, China", "Shanghai, China"),
+            ("CN/SH", "CN/SH"),
+            (" CN-SH PD ", "CN-SH PD"),
+            ("CN--SH", "CN--SH"),
+            ("上海", "上海"),
+        ] {
+            let region = lead_region(given).unwrap();
+            assert_eq!(region.as_deref(), Some(kept));
+            // `CN-SH PD` starts like a code of `china`, but only a code matches.
+            assert_eq!(table.resolve(region.as_deref()), Some(&tid("fallback")));
+        }
+        assert_eq!(lead_region("  ").unwrap(), None);
+        for bad in ["CN\nSH".to_string(), "X".repeat(MAX_LEAD_REGION_CHARS + 1)] {
+            assert_eq!(lead_region(&bad).unwrap_err().code, "invalid_region");
+        }
+        assert!(lead_region(&"上".repeat(MAX_LEAD_REGION_CHARS)).is_ok());
     }
 
     #[test]
@@ -180,7 +241,7 @@ mod tests {
         table
             .assign(&tid("east-sh"), &[code("CN-SH")], false)
             .unwrap();
-        assert_eq!(table.resolve(Some(&code("CN-JS"))), None);
+        assert_eq!(table.resolve(Some("CN-JS")), None);
         assert_eq!(table.resolve(None), None);
     }
 
@@ -194,9 +255,9 @@ mod tests {
                 .is_err()
         );
         assert!(table.assign(&tid("b"), &[code("CN-JS")], true).is_err());
-        assert_eq!(table.resolve(Some(&code("CN-JS"))), Some(&tid("a")));
+        assert_eq!(table.resolve(Some("CN-JS")), Some(&tid("a")));
         // Re-assigning a territory replaces its old regions.
         table.assign(&tid("a"), &[code("CN-JS")], false).unwrap();
-        assert_eq!(table.resolve(Some(&code("CN-SH"))), None);
+        assert_eq!(table.resolve(Some("CN-SH")), None);
     }
 }

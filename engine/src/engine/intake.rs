@@ -210,10 +210,10 @@ impl Engine {
 
     fn resolve(&self, dir: &super::Directory, lead: &Lead) -> Result<TerritoryId> {
         dir.regions
-            .resolve(lead.region.as_ref())
+            .resolve(lead.region.as_deref())
             .cloned()
             .ok_or_else(|| EngineError::NoTerritory {
-                region: lead.region.as_ref().map(|r| r.to_string()),
+                region: lead.region.clone(),
             })
     }
 
