@@ -143,6 +143,19 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
         .collect();
     assert_eq!(documented, expected);
 
+    // The answers every route of a kind can give are documented on each: a body over
+    // its limit (413), and for admin writes the 503s of a busy or failing store.
+    for (method, path) in &documented {
+        let op = &doc["paths"][path.as_str()][method.to_lowercase()];
+        let responses = op["responses"].as_object().unwrap();
+        if op["requestBody"]["content"]["application/json"].is_object() {
+            assert!(responses.contains_key("413"), "{method} {path}: no 413");
+        }
+        if path.starts_with("/admin/") && matches!(method.as_str(), "PUT" | "DELETE") {
+            assert!(responses.contains_key("503"), "{method} {path}: no 503");
+        }
+    }
+
     // Every documented operation is served (the router's own 404/405 never answer),
     // and on a documented path no undocumented method is.
     for (method, path) in &documented {

@@ -72,6 +72,7 @@ pub async fn get_lead(
         (status = 200, description = "Recorded (durably); the lead as it is now.", body = LeadView),
         (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 404, description = "`lead_not_found`.", body = ErrorBody),
         (status = 409, description = "`stage_order` (the message names the expected stage), \
             `lead_closed`, or `lead_not_assigned` (the lead is queued).", body = ErrorBody),

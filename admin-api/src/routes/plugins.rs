@@ -109,6 +109,8 @@ pub async fn get_plugin(
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 404, description = "`plugin_not_found`.", body = ErrorBody),
         (status = 409, description = "`plugin_in_use`: the message names the territories.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (64 admin writes already waiting), \
+            `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -131,8 +133,11 @@ pub async fn delete_plugin(
         (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 404, description = "`plugin_not_found`: no such plugin.", body = ErrorBody),
         (status = 422, description = "`unknown_version`: the plugin has no such version.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (64 admin writes already waiting), \
+            `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -45,6 +45,7 @@ fn unknown_territory(t: impl std::fmt::Display) -> AppError {
         (status = 400, description = "Malformed JSON, wrong content type or a bad path.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 404, description = "`plugin_not_found`: no such plugin or version.", body = ErrorBody),
         (status = 409, description = "`replay_in_progress`: another replay is running; only \
             one runs at a time. Retry once it has answered.", body = ErrorBody),

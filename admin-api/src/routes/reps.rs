@@ -54,8 +54,11 @@ pub async fn list_reps(State(state): State<AppState>) -> Result<Json<Vec<RepView
         (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 422, description = "`invalid_id`, `unknown_territory`, `unknown_field`, \
             `invalid_field`.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (64 admin writes already waiting), \
+            `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -128,6 +131,8 @@ pub struct DeleteRepQuery {
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 404, description = "`rep_not_found`.", body = ErrorBody),
         (status = 409, description = "`rep_has_open_leads`.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (64 admin writes already waiting), \
+            `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

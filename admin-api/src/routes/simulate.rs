@@ -36,9 +36,11 @@ fn unknown_territory(t: impl std::fmt::Display) -> AppError {
         (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 422, description = "Invalid lead (`lead.<field>`), `unknown_territory`, \
             `no_territory`, `unknown_plugin` (`plugin.name` or `plugin.version`), or a \
             `plugin_config` the plugin refuses.", body = ErrorBody),
+        (status = 503, description = "`shutting_down`. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -47,10 +47,13 @@ pub async fn list_territories(
         (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 409, description = "`territory_conflict`: a region is owned by another \
             territory, or another territory is the default.", body = ErrorBody),
         (status = 422, description = "`invalid_id`, `invalid_region`, `unknown_plugin`, \
             `unknown_field`, `invalid_field`.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (64 admin writes already waiting), \
+            `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

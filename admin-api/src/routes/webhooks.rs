@@ -71,8 +71,11 @@ pub async fn list_webhooks(
         (status = 400, description = "Malformed JSON or wrong content type.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 422, description = "`invalid_id`, `unknown_field`, `invalid_field` \
             (`url`, `events`, `secret`).", body = ErrorBody),
+        (status = 503, description = "`overloaded` (64 admin writes already waiting), \
+            `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -128,6 +131,8 @@ pub async fn get_webhook(
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
+        (status = 503, description = "`overloaded` (64 admin writes already waiting), \
+            `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
