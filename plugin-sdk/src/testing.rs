@@ -351,6 +351,35 @@ mod tests {
         );
     }
 
+    /// Ranks by index, last candidate first: `Candidate::index()` is a `usize`, and
+    /// `Decision::ranked` takes it as it comes.
+    #[derive(Default)]
+    struct Reversed;
+
+    impl Plugin for Reversed {
+        type Config = serde_json::Value;
+        fn route(&self, input: &RouteInput<'_>, _: &serde_json::Value) -> Decision {
+            let mut order: Vec<usize> = input.candidates().map(|c| c.index()).collect();
+            order.reverse();
+            Decision::ranked(order, "last first")
+        }
+    }
+
+    #[test]
+    fn candidates_can_be_ranked_by_their_usize_index() {
+        let input = input()
+            .candidate(candidate("a"))
+            .candidate(candidate("b"))
+            .candidate(candidate("c"));
+        let answer = run::<Reversed>(&input).unwrap();
+        assert_eq!(answer.reps(), ["c", "b", "a"]);
+        assert_eq!(
+            Decision::ranked([usize::MAX], "x").order(),
+            [u32::MAX],
+            "an index no candidate can have stays out of range"
+        );
+    }
+
     #[test]
     fn undecodable_input_is_an_error_not_a_panic() {
         for garbage in [&b""[..], b"{not json", &[0xff; 200]] {

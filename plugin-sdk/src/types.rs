@@ -418,6 +418,14 @@ impl CandidateIndex for u32 {
     }
 }
 
+/// What [`Candidate::index`] returns. An index past `u32::MAX` cannot name a
+/// candidate: it becomes one the engine refuses as out of range (`unknown_rep`).
+impl CandidateIndex for usize {
+    fn candidate_index(&self) -> u32 {
+        u32::try_from(*self).unwrap_or(u32::MAX)
+    }
+}
+
 impl<T: CandidateIndex + ?Sized> CandidateIndex for &T {
     fn candidate_index(&self) -> u32 {
         (**self).candidate_index()
