@@ -22,6 +22,8 @@
 //! - [`cli`]: the command line; [`client`]: the subcommands that talk to a running
 //!   server; [`plugin_test`]: `leadroute plugin test`, a module on fixtures, offline.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -25,6 +25,8 @@
 //! de-duplication keys and any webhook events in one transaction and flushes once per
 //! group → the caller is answered.
 
+#![warn(missing_docs)]
+
 mod actors;
 pub mod clock;
 pub mod config;

@@ -60,6 +60,8 @@
 //! - `guest` (hidden): the glue [`register_plugin!`] expands to, and the module's
 //!   arena allocator.
 
+#![warn(missing_docs)]
+
 pub mod abi;
 #[doc(hidden)]
 pub mod guest;
