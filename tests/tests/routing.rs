@@ -606,29 +606,49 @@ fn histogram(engine: &Engine, name: &str) -> (u64, f64) {
 async fn every_committed_change_records_its_wait_for_the_group() {
     let f = fixture();
     east_with_reps(&f.engine, 5).await;
+    f.engine.startup_audit().await.unwrap();
     let (_, before) = histogram(&f.engine, "leadroute_store_commit_group_size");
+    let (waits_before, waited_before) = histogram(&f.engine, "leadroute_store_commit_wait_seconds");
+    let started = std::time::Instant::now();
     for n in 1..=3 {
         f.engine.route(lead(n, "CN-SH")).await.unwrap();
     }
     let (waits, waited) = histogram(&f.engine, "leadroute_store_commit_wait_seconds");
+    let elapsed = started.elapsed().as_secs_f64();
     let (_, changes) = histogram(&f.engine, "leadroute_store_commit_group_size");
     assert_eq!(
         waits as f64, changes,
         "one wait for every change of every group, setup included"
     );
-    assert!(changes - before >= 3.0, "the three leads were committed");
-    assert!(waited.is_finite() && waited >= 0.0, "{waited}");
+    assert_eq!(changes - before, 3.0, "the three leads, and nothing else");
+    assert_eq!(waits - waits_before, 3);
+    // Each change was submitted and committed within its route, one route after the
+    // other: the three waits lie apart inside the time around the calls. A wait
+    // measured from the wrong instant, or in the wrong unit, does not fit.
+    let waited = waited - waited_before;
+    assert!(
+        waited > 0.0 && waited <= elapsed,
+        "waited {waited} s in {elapsed} s of calls"
+    );
 }
 
 #[tokio::test]
 async fn every_answer_read_records_how_long_it_waited_to_be_read() {
     let f = fixture();
     east_with_reps(&f.engine, 5).await;
-    let (before, _) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    f.engine.startup_audit().await.unwrap();
+    let (before, waited_before) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    let started = std::time::Instant::now();
     for n in 1..=3 {
         f.engine.route(lead(n, "CN-SH")).await.unwrap();
     }
     let (after, waited) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    let elapsed = started.elapsed().as_secs_f64();
     assert_eq!(after - before, 3, "one answer read for each routed lead");
-    assert!(waited.is_finite() && waited >= 0.0, "{waited}");
+    // Each answer was sent and read within its route, one route after the other.
+    let waited = waited - waited_before;
+    assert!(
+        waited > 0.0 && waited <= elapsed,
+        "waited {waited} s in {elapsed} s of calls"
+    );
 }
