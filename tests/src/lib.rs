@@ -149,11 +149,12 @@ pub async fn east_with_plugin(
 
 /// A probe for [`EngineConfig::probe`] that holds the first threads reaching one
 /// checkpoint until the test releases them, and reports checkpoints on a channel, so a
-/// test knows where a replay, a compile or a re-route is without guessing from time.
+/// test knows where a replay, a compile, the audit or a re-route is without guessing
+/// from time.
 ///
-/// The checkpoints of the same kind of work as the held one (replays, compiles,
-/// re-routes) are reported, except [`Checkpoint::ReplayStep`], which comes once per
-/// lead and decision: that one is only counted, and reported when it is held.
+/// The checkpoints of the same kind of work as the held one (replays, compiles, the
+/// audit, re-routes) are reported, except [`Checkpoint::ReplayStep`], which comes once
+/// per lead and decision: that one is only counted, and reported when it is held.
 pub struct Holder {
     at: Checkpoint,
     to_hold: AtomicUsize,
@@ -168,6 +169,7 @@ pub struct Holder {
 enum Work {
     Replay,
     Compile,
+    Audit,
     Reassign,
 }
 
@@ -177,6 +179,7 @@ fn work(at: Checkpoint) -> Work {
             Work::Replay
         }
         Checkpoint::CompileStarted | Checkpoint::CompileEnded => Work::Compile,
+        Checkpoint::AuditScan => Work::Audit,
         Checkpoint::ReassignRead => Work::Reassign,
         other => panic!("the holder does not know {other:?}"),
     }
