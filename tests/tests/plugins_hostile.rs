@@ -10,16 +10,22 @@ use leadroute_engine::{
 };
 use leadroute_tests::*;
 
-/// An engine whose plugins get 5M fuel: a runaway module burns it in about half a
-/// millisecond, two hundred times inside the 100 ms wall-clock backstop, so even on a
-/// loaded machine the test sees the fuel failure it provokes, not the deadline.
+/// An engine whose plugins get 5M fuel, which a runaway module burns in about half a
+/// millisecond, and a 10 s wall-clock backstop. These tests are about fuel, memory,
+/// the stack and answers, not time: on a loaded machine a call can be descheduled
+/// past the default 100 ms in the middle of its work, and would end as a timeout
+/// instead of the failure the test provokes. Fuel bounds every call meanwhile.
 fn hostile_fixture() -> Fixture {
-    fixture_with(|config| {
-        config.plugin_limits(PluginLimits {
-            fuel: 5_000_000,
-            ..PluginLimits::default()
-        })
-    })
+    fixture_with(|config| config.plugin_limits(hostile_limits()))
+}
+
+/// The limits of [`hostile_fixture`].
+fn hostile_limits() -> PluginLimits {
+    PluginLimits {
+        fuel: 5_000_000,
+        deadline: Duration::from_secs(10),
+        ..PluginLimits::default()
+    }
 }
 
 /// Input length from which the modules below misbehave. The upload smoke run's input
@@ -151,25 +157,59 @@ async fn an_infinite_loop_runs_out_of_fuel() {
     fails_at_call_time(&f, wasm, FailureReason::OutOfFuel).await;
 }
 
+/// Only the wall-clock deadline can stop a loop given fuel for minutes. A short
+/// deadline would also stop a well-behaved call descheduled for that long on a loaded
+/// machine, so the module is uploaded (its smoke run) and called on a good lead under
+/// a generous deadline, and the engine reopened with a short one makes a single call:
+/// the endless loop, which nothing but the deadline ends.
 #[tokio::test]
 async fn the_wall_clock_deadline_stops_what_fuel_does_not() {
-    // Fuel high enough to run for minutes: only the epoch deadline can stop it.
-    let dir = tempfile::tempdir().unwrap();
-    let clock = leadroute_engine::ManualClock::new(1_700_000_000_000);
+    let fuel = u64::MAX / 2;
+    let f = fixture_with(|config| {
+        config.plugin_limits(PluginLimits {
+            fuel,
+            ..hostile_limits()
+        })
+    });
+    let wasm = module(1, "(loop $l (br $l)) (unreachable)", "");
+    f.engine.put_plugin("hostile", wasm).await.unwrap();
+    east_with_plugin(&f.engine, "hostile", serde_json::json!({}), 100).await;
+    let good = f.engine.route(lead(2, "CN-SH")).await.unwrap();
+    assert!(
+        good.fallback
+            .unwrap()
+            .starts_with("no_preference: plugin:hostile@1")
+    );
+    f.engine.shutdown().await.unwrap();
+    drop(f.engine);
+
     let limits = PluginLimits {
-        fuel: u64::MAX / 2,
+        fuel,
         deadline: Duration::from_millis(20),
         ..PluginLimits::default()
     };
     let engine = leadroute_engine::Engine::open(
-        EngineConfig::new(dir.path())
-            .clock(clock.clone())
+        EngineConfig::new(f.dir.path())
+            .clock(f.clock.clone())
             .plugin_limits(limits),
     )
     .unwrap();
-    let f = Fixture { engine, clock, dir };
-    let wasm = module(1, "(loop $l (br $l)) (unreachable)", "");
-    fails_at_call_time(&f, wasm, FailureReason::Timeout).await;
+    let bad = engine.route(padded(1)).await.unwrap();
+    assert_eq!(bad.status, RouteStatus::Assigned, "the lead is never lost");
+    assert_eq!(bad.decided_by.as_deref(), Some("builtin:least_loaded"));
+    let fallback = bad.fallback.clone().unwrap_or_default();
+    assert!(
+        fallback.starts_with("timeout: plugin:hostile@1: "),
+        "{fallback}"
+    );
+    let info = engine.plugin("hostile").unwrap();
+    assert_eq!(
+        info.failures.get(&FailureReason::Timeout),
+        Some(&1),
+        "{info:?}"
+    );
+    assert_eq!(info.circuit, CircuitState::Closed);
+    assert_healthy(&engine).await;
 }
 
 #[tokio::test]
