@@ -555,23 +555,42 @@ async fn simulations_do_not_trip_the_circuit() {
     assert_eq!((info.calls, info.circuit), (0, CircuitState::Closed));
 }
 
-/// An upload is answered once its compile slot is free again, so uploads sent one
-/// after another never find the slots busy, however quickly they follow each other.
+/// A compile thread gives its slot back before it answers, so an upload that heard
+/// its compile's outcome can never make the next one find the slot busy. The compile
+/// is held at `CompileEnded`, between the two; its upload has stopped waiting (a 1 µs
+/// time limit), since uploads take turns and the next could not start otherwise.
+/// Nothing else holds the only slot, so the next upload is admitted: it starts its
+/// compile rather than being refused `compile_busy`.
 #[tokio::test]
 async fn uploads_one_after_another_never_find_the_slots_busy() {
+    let ended = leadroute_engine::Checkpoint::CompileEnded;
+    let started = leadroute_engine::Checkpoint::CompileStarted;
+    let (holder, mut events) = Holder::new(ended, 1);
     let limits = PluginLimits {
         max_compiles: 1,
+        compile_timeout: Duration::from_micros(1),
         ..PluginLimits::default()
     };
-    let f = fixture_with(|config| config.plugin_limits(limits));
-    // The window was a few microseconds wide: hit about once in a few hundred tries.
-    for n in 0..2000 {
-        // Compiles, then is refused for its ABI version: the quickest round trip.
-        let err = f
-            .engine
-            .put_plugin("next", module(2, "(unreachable)", ""))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), "plugin_invalid", "upload {n}: {err}");
-    }
+    let f = fixture_with(|config| config.plugin_limits(limits).probe(holder.probe()));
+    let tiny = || module(1, "(unreachable)", "");
+
+    let first = f.engine.put_plugin("first", tiny()).await.unwrap_err();
+    assert_eq!(first.code(), "plugin_invalid", "{first:?}");
+    expect_checkpoint(&mut events, started).await;
+    expect_checkpoint(&mut events, ended).await;
+    // The first compile's thread is held where it would answer.
+    let next = f.engine.put_plugin("next", tiny()).await.unwrap_err();
+    holder.release(1);
+    assert_eq!(
+        next.code(),
+        "plugin_invalid",
+        "admitted, not refused: {next:?}"
+    );
+    assert!(
+        next.to_string()
+            .contains("compilation took longer than 1µs"),
+        "{next}"
+    );
+    expect_checkpoint(&mut events, started).await;
+    expect_checkpoint(&mut events, ended).await;
 }
