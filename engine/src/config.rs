@@ -36,19 +36,22 @@ pub struct EngineConfig {
     /// `fdatasync` of sled's data file ([`File::sync_data`]). This is where the engine
     /// meets the device; tests replace it to make the sync fail.
     pub data_sync: DataSync,
-    /// Called at each [`Checkpoint`] of the engine's background threads. Does nothing
-    /// by default; tests use it to hold a replay or a compile at a known point.
+    /// Called at each [`Checkpoint`] the engine reaches. Does nothing by default;
+    /// tests use it to hold a replay, a compile, the start-up audit or a re-route at a
+    /// known point.
     pub probe: Probe,
 }
 
-/// A point in the engine's background work where [`EngineConfig::probe`] is called,
-/// on the thread that reaches it.
+/// A point in the engine's work where [`EngineConfig::probe`] is called, on the
+/// thread that reaches it.
 ///
-/// Replays and plugin compiles run on threads of their own, and what matters about
-/// them (one replay at a time, a cancelled replay stopping, a compile slot held until
-/// its thread ends) happens while they run. Tests can only check that at a known
-/// point: a probe that blocks holds the thread there, and one that sends on a channel
-/// tells the test the point was reached, with no timing involved.
+/// Replays, plugin compiles and the start-up audit run on threads of their own, and
+/// what matters about them (one replay at a time, a cancelled replay stopping, a
+/// compile slot held until its thread ends, the audit reading while leads change)
+/// happens while they run; two re-routes of one lead matter only when both read it
+/// before either commits. Tests can only check that at a known point: a probe that
+/// blocks holds the thread there, and one that sends on a channel tells the test the
+/// point was reached, with no timing involved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Checkpoint {
@@ -65,6 +68,14 @@ pub enum Checkpoint {
     CompileStarted,
     /// A compile thread has finished and given its compile slot back.
     CompileEnded,
+    /// The start-up audit's thread has read the open assignments and is about to
+    /// check every other record against them: a change committed from here on may
+    /// look half-done to it, and must be dismissed by the committer's second look.
+    AuditScan,
+    /// A re-route has read the lead it moves (its current rep, the reps to leave out)
+    /// and is about to ask the territory for a new rep. Called on the caller's thread,
+    /// in its async task: a probe that blocks here blocks that thread.
+    ReassignRead,
 }
 
 /// See [`EngineConfig::probe`].

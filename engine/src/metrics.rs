@@ -88,6 +88,10 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// `leadroute_recovery_repairs_total`: invariant repairs made by the start-up audit.
     pub recovery_repairs: IntCounter,
+    /// `leadroute_recovery_dismissed_total`: start-up audit findings that no longer
+    /// held when the committer looked again: changes the audit read half-way, not
+    /// faults.
+    pub recovery_dismissed: IntCounter,
     /// `leadroute_startup_audit_running`: 1 while the start-up audit reads the store
     /// (it runs in the background once the engine serves), then 0.
     pub startup_audit_running: prometheus::IntGauge,
@@ -327,6 +331,15 @@ impl Metrics {
                 IntCounter::new(
                     "leadroute_recovery_repairs_total",
                     "Store invariant violations found and repaired by the start-up audit.",
+                )
+                .unwrap(),
+            ),
+            recovery_dismissed: register(
+                &r,
+                IntCounter::new(
+                    "leadroute_recovery_dismissed_total",
+                    "Start-up audit findings that no longer held when checked again \
+                     (changes read half-way while the engine served).",
                 )
                 .unwrap(),
             ),

@@ -149,11 +149,12 @@ pub async fn east_with_plugin(
 
 /// A probe for [`EngineConfig::probe`] that holds the first threads reaching one
 /// checkpoint until the test releases them, and reports checkpoints on a channel, so a
-/// test knows where a replay or a compile is without guessing from time.
+/// test knows where a replay, a compile, the audit or a re-route is without guessing
+/// from time.
 ///
-/// The checkpoints of the same kind of work as the held one (replays, or compiles)
-/// are reported, except [`Checkpoint::ReplayStep`], which comes once per lead and
-/// decision: that one is only counted, and reported when it is held.
+/// The checkpoints of the same kind of work as the held one (replays, compiles, the
+/// audit, re-routes) are reported, except [`Checkpoint::ReplayStep`], which comes once
+/// per lead and decision: that one is only counted, and reported when it is held.
 pub struct Holder {
     at: Checkpoint,
     to_hold: AtomicUsize,
@@ -163,12 +164,25 @@ pub struct Holder {
     events: mpsc::UnboundedSender<Checkpoint>,
 }
 
-/// Whether a checkpoint is a replay's (else a compile's).
-fn replay(at: Checkpoint) -> bool {
-    matches!(
-        at,
-        Checkpoint::ReplayStep | Checkpoint::ReplayCancelled | Checkpoint::ReplayEnded
-    )
+/// The kind of work a checkpoint belongs to.
+#[derive(PartialEq, Eq)]
+enum Work {
+    Replay,
+    Compile,
+    Audit,
+    Reassign,
+}
+
+fn work(at: Checkpoint) -> Work {
+    match at {
+        Checkpoint::ReplayStep | Checkpoint::ReplayCancelled | Checkpoint::ReplayEnded => {
+            Work::Replay
+        }
+        Checkpoint::CompileStarted | Checkpoint::CompileEnded => Work::Compile,
+        Checkpoint::AuditScan => Work::Audit,
+        Checkpoint::ReassignRead => Work::Reassign,
+        other => panic!("the holder does not know {other:?}"),
+    }
 }
 
 impl Holder {
@@ -202,7 +216,7 @@ impl Holder {
                 .to_hold
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-        if hold || (at != Checkpoint::ReplayStep && replay(at) == replay(self.at)) {
+        if hold || (at != Checkpoint::ReplayStep && work(at) == work(self.at)) {
             let _ = self.events.send(at);
         }
         if hold {

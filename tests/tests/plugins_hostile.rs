@@ -10,16 +10,22 @@ use leadroute_engine::{
 };
 use leadroute_tests::*;
 
-/// An engine whose plugins get 5M fuel: a runaway module burns it in about half a
-/// millisecond, two hundred times inside the 100 ms wall-clock backstop, so even on a
-/// loaded machine the test sees the fuel failure it provokes, not the deadline.
+/// An engine whose plugins get 5M fuel, which a runaway module burns in about half a
+/// millisecond, and a 10 s wall-clock backstop. These tests are about fuel, memory,
+/// the stack and answers, not time: on a loaded machine a call can be descheduled
+/// past the default 100 ms in the middle of its work, and would end as a timeout
+/// instead of the failure the test provokes. Fuel bounds every call meanwhile.
 fn hostile_fixture() -> Fixture {
-    fixture_with(|config| {
-        config.plugin_limits(PluginLimits {
-            fuel: 5_000_000,
-            ..PluginLimits::default()
-        })
-    })
+    fixture_with(|config| config.plugin_limits(hostile_limits()))
+}
+
+/// The limits of [`hostile_fixture`].
+fn hostile_limits() -> PluginLimits {
+    PluginLimits {
+        fuel: 5_000_000,
+        deadline: Duration::from_secs(10),
+        ..PluginLimits::default()
+    }
 }
 
 /// Input length from which the modules below misbehave. The upload smoke run's input
@@ -151,25 +157,59 @@ async fn an_infinite_loop_runs_out_of_fuel() {
     fails_at_call_time(&f, wasm, FailureReason::OutOfFuel).await;
 }
 
+/// Only the wall-clock deadline can stop a loop given fuel for minutes. A short
+/// deadline would also stop a well-behaved call descheduled for that long on a loaded
+/// machine, so the module is uploaded (its smoke run) and called on a good lead under
+/// a generous deadline, and the engine reopened with a short one makes a single call:
+/// the endless loop, which nothing but the deadline ends.
 #[tokio::test]
 async fn the_wall_clock_deadline_stops_what_fuel_does_not() {
-    // Fuel high enough to run for minutes: only the epoch deadline can stop it.
-    let dir = tempfile::tempdir().unwrap();
-    let clock = leadroute_engine::ManualClock::new(1_700_000_000_000);
+    let fuel = u64::MAX / 2;
+    let f = fixture_with(|config| {
+        config.plugin_limits(PluginLimits {
+            fuel,
+            ..hostile_limits()
+        })
+    });
+    let wasm = module(1, "(loop $l (br $l)) (unreachable)", "");
+    f.engine.put_plugin("hostile", wasm).await.unwrap();
+    east_with_plugin(&f.engine, "hostile", serde_json::json!({}), 100).await;
+    let good = f.engine.route(lead(2, "CN-SH")).await.unwrap();
+    assert!(
+        good.fallback
+            .unwrap()
+            .starts_with("no_preference: plugin:hostile@1")
+    );
+    f.engine.shutdown().await.unwrap();
+    drop(f.engine);
+
     let limits = PluginLimits {
-        fuel: u64::MAX / 2,
+        fuel,
         deadline: Duration::from_millis(20),
         ..PluginLimits::default()
     };
     let engine = leadroute_engine::Engine::open(
-        EngineConfig::new(dir.path())
-            .clock(clock.clone())
+        EngineConfig::new(f.dir.path())
+            .clock(f.clock.clone())
             .plugin_limits(limits),
     )
     .unwrap();
-    let f = Fixture { engine, clock, dir };
-    let wasm = module(1, "(loop $l (br $l)) (unreachable)", "");
-    fails_at_call_time(&f, wasm, FailureReason::Timeout).await;
+    let bad = engine.route(padded(1)).await.unwrap();
+    assert_eq!(bad.status, RouteStatus::Assigned, "the lead is never lost");
+    assert_eq!(bad.decided_by.as_deref(), Some("builtin:least_loaded"));
+    let fallback = bad.fallback.clone().unwrap_or_default();
+    assert!(
+        fallback.starts_with("timeout: plugin:hostile@1: "),
+        "{fallback}"
+    );
+    let info = engine.plugin("hostile").unwrap();
+    assert_eq!(
+        info.failures.get(&FailureReason::Timeout),
+        Some(&1),
+        "{info:?}"
+    );
+    assert_eq!(info.circuit, CircuitState::Closed);
+    assert_healthy(&engine).await;
 }
 
 #[tokio::test]
@@ -376,12 +416,13 @@ async fn slow_compilation_is_cut_off() {
 /// A compile past its time limit cannot be interrupted: its thread runs on, and keeps
 /// its compile slot until it ends. Uploads past the bound are refused rather than
 /// stack another thread. The compiles are held at their start, so "past its time
-/// limit" and "still running" are certain, not a matter of speed.
+/// limit" and "still running" are certain, not a matter of speed, and the time limit
+/// can be tiny: no upload of this test needs its compile to finish in time.
 #[tokio::test]
 async fn lingering_compiles_hold_their_slots_until_they_end() {
     let (holder, mut events) = Holder::new(leadroute_engine::Checkpoint::CompileStarted, 2);
     let limits = PluginLimits {
-        compile_timeout: Duration::from_secs(1),
+        compile_timeout: Duration::from_micros(1),
         ..PluginLimits::default()
     };
     assert_eq!(limits.max_compiles, 2);
@@ -389,13 +430,17 @@ async fn lingering_compiles_hold_their_slots_until_they_end() {
     let started = leadroute_engine::Checkpoint::CompileStarted;
     let ended = leadroute_engine::Checkpoint::CompileEnded;
     let tiny = || module(1, "(unreachable)", "");
+    let timed_out = |err: &EngineError| {
+        assert_eq!(err.code(), "plugin_invalid", "{err:?}");
+        assert!(
+            err.to_string().contains("compilation took longer than 1µs"),
+            "{err}"
+        );
+    };
 
     for name in ["slow-a", "slow-b"] {
         let err = f.engine.put_plugin(name, tiny()).await.unwrap_err();
-        assert!(
-            err.to_string().contains("compilation took longer than 1s"),
-            "{err}"
-        );
+        timed_out(&err);
         expect_checkpoint(&mut events, started).await;
     }
     // Both compile threads still run: a third upload starts none.
@@ -414,12 +459,13 @@ async fn lingering_compiles_hold_their_slots_until_they_end() {
     assert!(f.engine.plugins().unwrap().is_empty(), "nothing stored");
     assert!(events.try_recv().is_err(), "no compile thread was started");
 
-    // Once the threads end, their slots are free again.
+    // Once the threads end, their slots are free again: the next upload gets one and
+    // starts its compile (which, given 1 µs, it does not wait for).
     holder.release(2);
     expect_checkpoint(&mut events, ended).await;
     expect_checkpoint(&mut events, ended).await;
-    let stored = f.engine.put_plugin("next", tiny()).await.unwrap();
-    assert_eq!(stored.version, 1);
+    let err = f.engine.put_plugin("next", tiny()).await.unwrap_err();
+    timed_out(&err);
     expect_checkpoint(&mut events, started).await;
     expect_checkpoint(&mut events, ended).await;
 }
@@ -509,23 +555,42 @@ async fn simulations_do_not_trip_the_circuit() {
     assert_eq!((info.calls, info.circuit), (0, CircuitState::Closed));
 }
 
-/// An upload is answered once its compile slot is free again, so uploads sent one
-/// after another never find the slots busy, however quickly they follow each other.
+/// A compile thread gives its slot back before it answers, so an upload that heard
+/// its compile's outcome can never make the next one find the slot busy. The compile
+/// is held at `CompileEnded`, between the two; its upload has stopped waiting (a 1 µs
+/// time limit), since uploads take turns and the next could not start otherwise.
+/// Nothing else holds the only slot, so the next upload is admitted: it starts its
+/// compile rather than being refused `compile_busy`.
 #[tokio::test]
 async fn uploads_one_after_another_never_find_the_slots_busy() {
+    let ended = leadroute_engine::Checkpoint::CompileEnded;
+    let started = leadroute_engine::Checkpoint::CompileStarted;
+    let (holder, mut events) = Holder::new(ended, 1);
     let limits = PluginLimits {
         max_compiles: 1,
+        compile_timeout: Duration::from_micros(1),
         ..PluginLimits::default()
     };
-    let f = fixture_with(|config| config.plugin_limits(limits));
-    // The window was a few microseconds wide: hit about once in a few hundred tries.
-    for n in 0..2000 {
-        // Compiles, then is refused for its ABI version: the quickest round trip.
-        let err = f
-            .engine
-            .put_plugin("next", module(2, "(unreachable)", ""))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), "plugin_invalid", "upload {n}: {err}");
-    }
+    let f = fixture_with(|config| config.plugin_limits(limits).probe(holder.probe()));
+    let tiny = || module(1, "(unreachable)", "");
+
+    let first = f.engine.put_plugin("first", tiny()).await.unwrap_err();
+    assert_eq!(first.code(), "plugin_invalid", "{first:?}");
+    expect_checkpoint(&mut events, started).await;
+    expect_checkpoint(&mut events, ended).await;
+    // The first compile's thread is held where it would answer.
+    let next = f.engine.put_plugin("next", tiny()).await.unwrap_err();
+    holder.release(1);
+    assert_eq!(
+        next.code(),
+        "plugin_invalid",
+        "admitted, not refused: {next:?}"
+    );
+    assert!(
+        next.to_string()
+            .contains("compilation took longer than 1µs"),
+        "{next}"
+    );
+    expect_checkpoint(&mut events, started).await;
+    expect_checkpoint(&mut events, ended).await;
 }

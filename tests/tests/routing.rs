@@ -3,7 +3,7 @@
 use leadroute_engine::domain::{
     HistoryEvent, LeadEventInput, LeadInput, LeadStatus, Outcome, REPEATS_IN_HISTORY, Stage,
 };
-use leadroute_engine::{Engine, EngineError, RouteStatus};
+use leadroute_engine::{Checkpoint, Engine, EngineError, Placement, ReassignReason, RouteStatus};
 use leadroute_tests::*;
 
 #[tokio::test]
@@ -508,43 +508,64 @@ async fn a_queued_lead_only_its_old_reps_could_take_does_not_hold_up_new_leads()
 }
 
 /// Two re-routes of one lead that both read it assigned to the same rep: the
-/// committer applies the first, and the second finds the lead gone from that rep. It
-/// is refused as a lead no longer assigned there (which every internal caller skips:
-/// SLA sweeps, reps going away, reps deleted), not as an internal error, and gives back
-/// the room it had reserved. Whether both reads come before the first commit depends
-/// on the threads, so the race is run twenty times; it happens in most of them.
+/// committer applies the first to commit, and the other finds the lead gone from that
+/// rep. It is refused as a lead no longer assigned there (which every internal caller
+/// skips: SLA sweeps, reps going away, reps deleted), not as an internal error, and
+/// gives back the room it had reserved. The first re-route is held right after its
+/// read while the second runs to the end, so both reads see the old rep every time.
 #[tokio::test]
 async fn two_reroutes_racing_for_one_lead_move_it_once() {
-    let f = fixture();
+    let (holder, mut events) = Holder::new(Checkpoint::ReassignRead, 1);
+    let f = fixture_with(|config| config.probe(holder.probe()));
     east_with_reps(&f.engine, 50).await;
     for r in ["c", "d"] {
         f.engine.upsert_rep(rid(r), rep("east", 50)).await.unwrap();
     }
-    let mut raced = 0;
-    for n in 1..=20 {
-        let id = f.engine.route(lead(n, "CN-SH")).await.unwrap().lead_id;
-        let (one, two) = tokio::join!(
-            f.engine
-                .reassign(id, leadroute_engine::ReassignReason::Manual),
-            f.engine
-                .reassign(id, leadroute_engine::ReassignReason::Manual),
-        );
-        let moves = [&one, &two].into_iter().filter(|r| r.is_ok()).count();
-        for refused in [&one, &two].into_iter().filter_map(|r| r.as_ref().err()) {
-            assert_eq!(refused.code(), "lead_not_assigned", "{refused:?}");
-            raced += 1;
-        }
-        let view = f.engine.lead(id).unwrap().unwrap();
-        let reassigned = view
-            .history
-            .iter()
-            .filter(|h| matches!(h.event, HistoryEvent::Reassigned { .. }))
-            .count();
-        assert_eq!(reassigned, moves, "one history entry per move");
+    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    let (id, first_rep) = (routed.lead_id, routed.rep_id.unwrap());
+
+    // The held re-route blocks the thread it runs on: it gets a thread of its own.
+    let engine = f.engine.clone();
+    let held = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(engine.reassign(id, ReassignReason::Manual))
+    });
+    expect_checkpoint(&mut events, Checkpoint::ReassignRead).await;
+    // The held one has read the lead with `first_rep`; this one reads the same.
+    let moved = f
+        .engine
+        .reassign(id, ReassignReason::Manual)
+        .await
+        .expect("the re-route that commits first moves the lead");
+    expect_checkpoint(&mut events, Checkpoint::ReassignRead).await;
+    let Placement::Rep(new_rep) = moved.placement.clone() else {
+        panic!("three other reps have room: {moved:?}");
+    };
+    assert_ne!(new_rep, first_rep);
+    holder.release(1);
+    let refused = tokio::task::spawn_blocking(move || held.join().unwrap())
+        .await
+        .unwrap()
+        .expect_err("the lead is no longer with the rep the held re-route read");
+    assert_eq!(refused.code(), "lead_not_assigned", "{refused:?}");
+
+    let view = f.engine.lead(id).unwrap().unwrap();
+    assert_eq!(view.state.rep.as_ref(), Some(&new_rep));
+    let reassigned = view
+        .history
+        .iter()
+        .filter(|h| matches!(h.event, HistoryEvent::Reassigned { .. }))
+        .count();
+    assert_eq!(reassigned, 1, "moved once: {:#?}", view.history);
+    // The refused re-route reserved room with some rep, and gave it back.
+    f.engine.settle().await.unwrap();
+    for r in f.engine.reps().await.unwrap() {
+        let expected = u32::from(r.rep.id == new_rep);
+        assert_eq!(r.load, expected, "{}", r.rep.id);
     }
-    assert!(raced > 0, "no re-route ever lost the race");
-    let loads: u32 = f.engine.reps().await.unwrap().iter().map(|r| r.load).sum();
-    assert_eq!(loads, 20, "refused re-routes gave their room back");
     assert_healthy(&f.engine).await;
 }
 
@@ -606,29 +627,49 @@ fn histogram(engine: &Engine, name: &str) -> (u64, f64) {
 async fn every_committed_change_records_its_wait_for_the_group() {
     let f = fixture();
     east_with_reps(&f.engine, 5).await;
+    f.engine.startup_audit().await.unwrap();
     let (_, before) = histogram(&f.engine, "leadroute_store_commit_group_size");
+    let (waits_before, waited_before) = histogram(&f.engine, "leadroute_store_commit_wait_seconds");
+    let started = std::time::Instant::now();
     for n in 1..=3 {
         f.engine.route(lead(n, "CN-SH")).await.unwrap();
     }
     let (waits, waited) = histogram(&f.engine, "leadroute_store_commit_wait_seconds");
+    let elapsed = started.elapsed().as_secs_f64();
     let (_, changes) = histogram(&f.engine, "leadroute_store_commit_group_size");
     assert_eq!(
         waits as f64, changes,
         "one wait for every change of every group, setup included"
     );
-    assert!(changes - before >= 3.0, "the three leads were committed");
-    assert!(waited.is_finite() && waited >= 0.0, "{waited}");
+    assert_eq!(changes - before, 3.0, "the three leads, and nothing else");
+    assert_eq!(waits - waits_before, 3);
+    // Each change was submitted and committed within its route, one route after the
+    // other: the three waits lie apart inside the time around the calls. A wait
+    // measured from the wrong instant, or in the wrong unit, does not fit.
+    let waited = waited - waited_before;
+    assert!(
+        waited > 0.0 && waited <= elapsed,
+        "waited {waited} s in {elapsed} s of calls"
+    );
 }
 
 #[tokio::test]
 async fn every_answer_read_records_how_long_it_waited_to_be_read() {
     let f = fixture();
     east_with_reps(&f.engine, 5).await;
-    let (before, _) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    f.engine.startup_audit().await.unwrap();
+    let (before, waited_before) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    let started = std::time::Instant::now();
     for n in 1..=3 {
         f.engine.route(lead(n, "CN-SH")).await.unwrap();
     }
     let (after, waited) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
+    let elapsed = started.elapsed().as_secs_f64();
     assert_eq!(after - before, 3, "one answer read for each routed lead");
-    assert!(waited.is_finite() && waited >= 0.0, "{waited}");
+    // Each answer was sent and read within its route, one route after the other.
+    let waited = waited - waited_before;
+    assert!(
+        waited > 0.0 && waited <= elapsed,
+        "waited {waited} s in {elapsed} s of calls"
+    );
 }

@@ -348,15 +348,35 @@ async fn a_rep_going_away_hands_over_its_untouched_leads() {
     assert_healthy(&f.engine).await;
 }
 
+/// The twin of the test above, without `sla_reroute_when_away`: `b` has room, and
+/// still nothing moves.
 #[tokio::test]
 async fn without_the_setting_an_away_rep_keeps_its_leads() {
     let f = fixture();
-    east(&f.engine, serde_json::json!({}), &["a"]).await;
-    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    east(&f.engine, serde_json::json!({}), &["a", "b"]).await;
+    let mut of_a = Vec::new();
+    for n in 0..4 {
+        let r = f.engine.route(lead(n, "CN-SH")).await.unwrap();
+        if r.rep_id.as_ref().map(|r| r.as_str()) == Some("a") {
+            of_a.push(r.lead_id);
+        }
+    }
+    assert_eq!(of_a.len(), 2);
+    let load_of_b = || async {
+        let reps = f.engine.reps().await.unwrap();
+        reps.iter().find(|r| r.rep.id == rid("b")).unwrap().load
+    };
+    assert_eq!(load_of_b().await, 2);
     let mut away = rep("east", 5);
-    away.status = leadroute_engine::domain::RepStatus::Offline;
+    away.status = leadroute_engine::domain::RepStatus::Away;
     f.engine.upsert_rep(rid("a"), away).await.unwrap();
-    assert_eq!(rep_of(&f.engine, routed.lead_id).as_deref(), Some("a"));
+    for id in of_a {
+        assert_eq!(rep_of(&f.engine, id).as_deref(), Some("a"));
+        assert!(reassign_reasons(&f.engine, id).is_empty());
+    }
+    f.engine.settle().await.unwrap();
+    assert_eq!(load_of_b().await, 2, "b got none of a's leads");
+    assert_healthy(&f.engine).await;
 }
 
 #[tokio::test]

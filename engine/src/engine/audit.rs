@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use super::{Engine, Inner, queued_entry};
 use crate::actors::rep::AdjustLoad;
 use crate::actors::territory::Enqueue;
+use crate::config::Probe;
 use crate::error::{EngineError, Result};
 use crate::store::Store;
 use crate::store::audit::{Repaired, audit_until};
@@ -47,13 +48,14 @@ pub(super) struct StartupAudit {
 impl StartupAudit {
     /// Starts the audit on its own thread. It reads `store`, and reaches the engine
     /// through `inner` only to repair, so it never keeps a dropped engine alive.
-    pub(super) fn start(store: Store, inner: Weak<Inner>) -> Result<StartupAudit> {
+    /// `probe` hears of [`Checkpoint::AuditScan`](crate::config::Checkpoint::AuditScan).
+    pub(super) fn start(store: Store, inner: Weak<Inner>, probe: Probe) -> Result<StartupAudit> {
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, done) = watch::channel(None);
         let flag = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("leadroute-audit".into())
-            .spawn(move || run(&store, &inner, &flag, &tx))
+            .spawn(move || run(&store, &inner, &flag, &probe, &tx))
             .map_err(|e| EngineError::Internal(format!("cannot start the audit: {e}")))?;
         Ok(StartupAudit {
             cancel,
@@ -74,9 +76,15 @@ impl StartupAudit {
     }
 }
 
-fn run(store: &Store, inner: &Weak<Inner>, cancel: &AtomicBool, done: &watch::Sender<Outcome>) {
+fn run(
+    store: &Store,
+    inner: &Weak<Inner>,
+    cancel: &AtomicBool,
+    probe: &Probe,
+    done: &watch::Sender<Outcome>,
+) {
     let started = Instant::now();
-    let outcome = match audit_and_repair(store, inner, cancel) {
+    let outcome = match audit_and_repair(store, inner, cancel, probe) {
         Ok(Some(repaired)) => Ok(repaired),
         Ok(None) => return, // cancelled: the engine is stopping
         Err(e) => {
@@ -105,13 +113,14 @@ fn audit_and_repair(
     store: &Store,
     inner: &Weak<Inner>,
     cancel: &AtomicBool,
+    probe: &Probe,
 ) -> Result<Option<Vec<String>>> {
     // First the first-touch deadlines, through the committer: until they are in,
     // a sweep sees only those loaded so far.
     if !load_deadlines(inner, cancel)? {
         return Ok(None);
     }
-    let Some(findings) = audit_until(store, cancel)? else {
+    let Some(findings) = audit_until(store, cancel, probe.as_ref())? else {
         return Ok(None);
     };
     if findings.is_empty() {
@@ -124,6 +133,7 @@ fn audit_and_repair(
         findings = findings.len(),
         "start-up audit: checking findings again"
     );
+    let found = findings.len();
     let repaired = inner
         .committer
         .repair(findings)
@@ -131,11 +141,13 @@ fn audit_and_repair(
         .unwrap_or(Err(EngineError::ShuttingDown))?;
     let engine = Engine { inner };
     engine.learn(store, &repaired)?;
-    engine
-        .inner
-        .metrics
+    let metrics = &engine.inner.metrics;
+    metrics
         .recovery_repairs
         .inc_by(repaired.findings.len() as u64);
+    metrics
+        .recovery_dismissed
+        .inc_by(found.saturating_sub(repaired.findings.len()) as u64);
     Ok(Some(
         repaired.findings.iter().map(ToString::to_string).collect(),
     ))

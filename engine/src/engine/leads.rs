@@ -8,6 +8,7 @@ use super::Engine;
 use crate::actors::Decision;
 use crate::actors::rep::Release;
 use crate::actors::territory::{ESCALATION, Route, RouteKind, Target, Unqueue};
+use crate::config::Checkpoint;
 use crate::domain::{
     HistoryEntry, LeadEventInput, LeadId, LeadState, LeadStatus, RepId, Stage, TerritoryId,
 };
@@ -159,6 +160,7 @@ impl Engine {
             (LeadStatus::Closed(_), _) => return Err(EngineError::LeadClosed(id)),
             _ => return Err(EngineError::LeadNotAssigned(id)),
         };
+        (self.inner.probe)(Checkpoint::ReassignRead);
         // An escalated lead may go to anyone, earlier owners included: it must land.
         let exclude = match why {
             ReassignReason::SlaEscalation => Vec::new(),

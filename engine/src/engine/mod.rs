@@ -203,8 +203,11 @@ impl Engine {
         };
         engine.boot_actors()?;
         engine.inner.metrics.startup_audit_running.set(1);
-        let audit =
-            audit::StartupAudit::start(engine.inner.store.clone(), Arc::downgrade(&engine.inner))?;
+        let audit = audit::StartupAudit::start(
+            engine.inner.store.clone(),
+            Arc::downgrade(&engine.inner),
+            engine.inner.probe.clone(),
+        )?;
         let _ = engine.inner.audit.set(audit);
         // Start-up time grows with the store; say where it went.
         tracing::info!(

@@ -212,15 +212,27 @@ mod tests {
         assert!(!shared.saw_call());
     }
 
+    /// Drops `ticker` on a thread of its own: true if the drop (which joins the
+    /// ticker's thread) returned within a bound far above any scheduling delay. A drop
+    /// that cannot stop the thread fails the test instead of hanging it.
+    fn drop_returns(ticker: Ticker) -> bool {
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(ticker);
+            let _ = done.send(());
+        });
+        dropped.recv_timeout(Duration::from_secs(30)).is_ok()
+    }
+
     #[test]
     fn dropping_it_stops_the_thread_asleep_or_awake() {
         let sleeping = Ticker::start(engine(), Duration::from_millis(1), Duration::ZERO).unwrap();
         assert!(eventually(|| asleep(&sleeping)));
-        drop(sleeping);
+        assert!(drop_returns(sleeping), "asleep, it did not stop");
 
         let awake = Ticker::start(engine(), Duration::from_millis(1), LINGER).unwrap();
         let call = awake.ticking();
         drop(call);
-        drop(awake);
+        assert!(drop_returns(awake), "awake, it did not stop");
     }
 }

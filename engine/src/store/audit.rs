@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::codec::{Assignment, LeadKeys, RepRecord, SlaRecord, encode};
 use super::{ASSIGNMENTS, LEAD_KEYS, LEADS, QUEUE, REP_LEADS, REPS, SLA, Store, compound_key};
+use crate::config::Checkpoint;
 use crate::domain::{LeadId, LeadStatus, RepId, TerritoryId};
 use crate::error::{EngineError, Result};
 
@@ -137,14 +138,19 @@ impl Leads<'_> {
 /// Reads the whole open state and lists every broken invariant.
 pub(crate) fn audit(store: &Store) -> Result<Vec<Finding>> {
     let never = AtomicBool::new(false);
-    Ok(audit_until(store, &never)?.unwrap_or_default())
+    Ok(audit_until(store, &never, &|_| {})?.unwrap_or_default())
 }
 
 /// How many items the audit visits between looks at its cancel flag.
 const CANCEL_EVERY: usize = 4096;
 
-/// [`audit`], giving up (`None`) soon after `cancel` is set.
-pub(crate) fn audit_until(store: &Store, cancel: &AtomicBool) -> Result<Option<Vec<Finding>>> {
+/// [`audit`], giving up (`None`) soon after `cancel` is set. `probe` hears of
+/// [`Checkpoint::AuditScan`].
+pub(crate) fn audit_until(
+    store: &Store,
+    cancel: &AtomicBool,
+    probe: &dyn Fn(Checkpoint),
+) -> Result<Option<Vec<Finding>>> {
     let cancelled = |i: usize| i.is_multiple_of(CANCEL_EVERY) && cancel.load(Ordering::Relaxed);
     let mut findings = Vec::new();
     let reps: BTreeMap<RepId, RepRecord> = store
@@ -161,7 +167,10 @@ pub(crate) fn audit_until(store: &Store, cancel: &AtomicBool) -> Result<Option<V
     // has its entry.
     let mut counted: BTreeMap<RepId, u32> = BTreeMap::new();
     let mut assigned: HashMap<LeadId, (RepId, bool)> = HashMap::new();
-    for (i, (id, a)) in store.assignments()?.into_iter().enumerate() {
+    let assignments = store.assignments()?;
+    // From here on, every record read may be newer than the assignments just read.
+    probe(Checkpoint::AuditScan);
+    for (i, (id, a)) in assignments.into_iter().enumerate() {
         if cancelled(i) {
             return Ok(None);
         }
