@@ -190,14 +190,11 @@ async fn events_arrive_signed_once_each_and_in_commit_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_then_up_gets_every_event() {
-    let port = Receiver::free_port();
+    // Refuses connections until the receiver listens on it, and no other test can
+    // take the port meanwhile.
+    let port = Receiver::reserve();
     let mut f = fixture(Policy::default(), false).await;
-    let hook = subscribe(
-        &f.engine,
-        &format!("http://127.0.0.1:{port}/hook"),
-        &[EventKind::LeadAssigned],
-    )
-    .await;
+    let hook = subscribe(&f.engine, &port.url(), &[EventKind::LeadAssigned]).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let routed = f.engine.route(lead(n)).await.unwrap();
