@@ -233,15 +233,22 @@ impl Receiver {
         );
     }
 
-    /// Waits until `n` deliveries are accepted.
+    /// Waits until at least `n` deliveries are accepted and returns those so far. What
+    /// arrives later (a duplicate, say) only [`Receiver::shut_down`] shows.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Delivery> {
         self.wait_until(timeout, &format!("{n} deliveries"), |a, _, _| a >= n);
         self.accepted()
     }
-}
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
+    /// Stops the receiver, letting requests it is answering finish, and returns every
+    /// delivery it accepted. Once the sender has stopped too, nothing can arrive later:
+    /// this is the whole record, duplicates included.
+    pub fn shut_down(mut self) -> Vec<Delivery> {
+        self.halt();
+        self.accepted()
+    }
+
+    fn halt(&mut self) {
         // Let held requests finish so the server can stop.
         self.release();
         if let Some(stop) = self.stop.take() {
@@ -250,5 +257,11 @@ impl Drop for Receiver {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
