@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leadroute_engine::config::DEFAULT_MAX_IN_FLIGHT_LEADS;
+use leadroute_engine::config::{DEFAULT_MAX_IN_FLIGHT_LEADS, DEFAULT_STORE_LOCK_WAIT};
 use leadroute_engine::{Durability, PluginLimits};
 use serde::Deserialize;
 
@@ -52,6 +52,9 @@ pub struct FileConfig {
     /// Seconds to let in-flight requests finish at shutdown before connections are
     /// closed. Default 30.
     pub shutdown_timeout_secs: Option<u64>,
+    /// Seconds to wait at start for the store's lock while another process holds the
+    /// data directory (1-86400). Default 10.
+    pub store_lock_wait_secs: Option<u64>,
     /// Bearer tokens.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -196,6 +199,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Wait for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// Longest wait at start for the store's lock.
+    pub store_lock_wait: Duration,
     /// How webhook deliveries are attempted.
     pub webhooks: crate::webhooks::Policy,
     /// Most leads in flight before intake answers 503 `overloaded`.
@@ -412,6 +417,24 @@ impl Settings {
         )?;
         check_range(shutdown_secs, &from, 0..=3600)?;
 
+        let (lock_wait_secs, from) = pick(
+            [
+                None,
+                env("LEADROUTE_STORE_LOCK_WAIT_SECS").map(|v| {
+                    (
+                        parse_number(&v),
+                        "LEADROUTE_STORE_LOCK_WAIT_SECS".to_string(),
+                    )
+                }),
+                file.store_lock_wait_secs
+                    .map(|v| (Ok(v), in_file("store_lock_wait_secs"))),
+            ],
+            DEFAULT_STORE_LOCK_WAIT.as_secs(),
+        )?;
+        // At least a second: a restart that begins while the old process still makes
+        // its last commits durable must be able to wait for it.
+        check_range(lock_wait_secs, &from, 1..=86_400)?;
+
         let limit = |env_name: &str, value: Option<usize>, key: &str, default: usize| {
             let (n, from) = pick(
                 [
@@ -556,6 +579,7 @@ impl Settings {
             auth,
             limits,
             shutdown_timeout: Duration::from_secs(shutdown_secs),
+            store_lock_wait: Duration::from_secs(lock_wait_secs),
             webhooks,
             max_in_flight_leads,
             plugins,
@@ -871,7 +895,7 @@ mod tests {
         let f = FileConfig::parse(text).unwrap();
         assert!(f.listen.is_some() && f.data_dir.is_some() && f.durability.is_some());
         assert!(f.log_level.is_some() && f.log_format.is_some());
-        assert!(f.shutdown_timeout_secs.is_some());
+        assert!(f.shutdown_timeout_secs.is_some() && f.store_lock_wait_secs.is_some());
         let l = &f.limits;
         assert!(l.json_body_bytes.is_some() && l.batch_body_bytes.is_some());
         assert!(l.plugin_body_bytes.is_some());
@@ -891,6 +915,7 @@ mod tests {
             format!("{:?}", s.plugins),
             format!("{:?}", PluginLimits::default())
         );
+        assert_eq!(s.store_lock_wait, DEFAULT_STORE_LOCK_WAIT);
         // The tokens are there, commented out; uncommented they must be valid too.
         let uncommented = text
             .replace("# admin_token", "admin_token")
@@ -904,6 +929,44 @@ mod tests {
         };
         let s = resolve(&flags, &[]).unwrap();
         assert!(!s.auth.is_open());
+    }
+
+    #[test]
+    fn the_store_lock_wait_comes_from_env_or_file_and_is_range_checked() {
+        let s = resolve(&Flags::default(), &[]).unwrap();
+        assert_eq!(s.store_lock_wait, Duration::from_secs(10));
+        let (_dir, path) = file("store_lock_wait_secs = 30\n");
+        let config = path.to_str().unwrap();
+        let s = resolve(&Flags::default(), &[("LEADROUTE_CONFIG", config)]).unwrap();
+        assert_eq!(s.store_lock_wait, Duration::from_secs(30));
+        let vars = [
+            ("LEADROUTE_CONFIG", config),
+            ("LEADROUTE_STORE_LOCK_WAIT_SECS", "3600"),
+        ];
+        let s = resolve(&Flags::default(), &vars).unwrap();
+        assert_eq!(
+            s.store_lock_wait,
+            Duration::from_secs(3600),
+            "the environment beats the file"
+        );
+
+        let err = |vars: &[(&str, &str)]| resolve(&Flags::default(), vars).unwrap_err().0;
+        let e = err(&[("LEADROUTE_STORE_LOCK_WAIT_SECS", "0")]);
+        assert!(
+            e.starts_with("LEADROUTE_STORE_LOCK_WAIT_SECS: 0 is out of range: use 1 to 86400"),
+            "{e}"
+        );
+        let e = err(&[("LEADROUTE_STORE_LOCK_WAIT_SECS", "10s")]);
+        assert!(
+            e.starts_with("LEADROUTE_STORE_LOCK_WAIT_SECS:") && e.contains("whole number"),
+            "{e}"
+        );
+        let (_dir, path) = file("store_lock_wait_secs = 86401\n");
+        let e = err(&[("LEADROUTE_CONFIG", path.to_str().unwrap())]);
+        assert!(
+            e.contains("`store_lock_wait_secs` in") && e.contains("out of range"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -224,16 +224,131 @@ mod tests {
         assert_eq!(strategies.len(), 3, "a mix of the three built-ins");
     }
 
+    /// The organisation as generated, one line per territory: id, region, whether it
+    /// is the default, strategy and `vip_threshold`, first-touch SLA, its reps, their
+    /// capacities and its senior reps.
+    fn outline() -> Vec<String> {
+        let reps = reps();
+        territories()
+            .iter()
+            .map(|(id, t)| {
+                let strategy = serde_json::to_value(&t.strategy).unwrap();
+                let members: Vec<_> = reps
+                    .iter()
+                    .filter(|(_, r)| r.territories == [id.to_string()])
+                    .collect();
+                let ids: Vec<&str> = members.iter().map(|(rep, _)| rep.as_str()).collect();
+                let capacities: Vec<String> = members
+                    .iter()
+                    .map(|(_, r)| r.capacity.to_string())
+                    .collect();
+                let seniors: Vec<&str> = members
+                    .iter()
+                    .filter(|(_, r)| r.tier.as_deref() == Some("senior"))
+                    .map(|(rep, _)| rep.as_str())
+                    .collect();
+                format!(
+                    "{id} {:?}{} {} vip={} sla={:?} | {} | {} | senior {}",
+                    t.regions,
+                    if t.default { " default" } else { "" },
+                    strategy["builtin"].as_str().unwrap_or("?"),
+                    t.plugin_config
+                        .as_ref()
+                        .map_or("-".to_string(), |c| c["vip_threshold"].to_string()),
+                    t.first_touch_sla_secs,
+                    ids.join(" "),
+                    capacities.join(" "),
+                    seniors.join(" "),
+                )
+            })
+            .collect()
+    }
+
+    /// The organisation README.md's examples and the load generator (benches/) are
+    /// written against. A change to the generator that moves a rep, a region, a tier or
+    /// a capacity shows up here; if it is meant, update this outline and what relies on
+    /// it (README.md's "Quick start" and SLA example, benches/README.md).
     #[test]
-    fn the_demo_is_deterministic() {
-        let a: Vec<_> = reps()
+    fn the_demo_is_the_organisation_described() {
+        let ids = |range: std::ops::RangeInclusive<u32>| {
+            range
+                .map(|n| format!("rep-{n:02}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let expected = [
+            format!(
+                "east-sh [\"CN-SH\"] default rules vip=200000 sla=Some(1800) | {} | \
+                 18 26 13 21 29 16 24 11 19 27 14 22 | senior rep-01 rep-05 rep-09",
+                ids(1..=12)
+            ),
+            format!(
+                "east-js [\"CN-JS\"] least_loaded vip=- sla=Some(1800) | {} | \
+                 30 17 25 12 20 28 15 23 10 18 26 | senior rep-13 rep-17 rep-21",
+                ids(13..=23)
+            ),
+            format!(
+                "east-zj [\"CN-ZJ\"] rules vip=150000 sla=Some(1800) | {} | \
+                 13 21 29 16 24 11 19 27 14 22 | senior rep-25 rep-29 rep-33",
+                ids(24..=33)
+            ),
+            format!(
+                "east-sd [\"CN-SD\"] rules vip=100000 sla=Some(1800) | {} | \
+                 30 17 25 12 20 28 15 23 10 | senior rep-37 rep-41",
+                ids(34..=42)
+            ),
+            format!(
+                "east-ah [\"CN-AH\"] round_robin vip=- sla=Some(1800) | {} | \
+                 18 26 13 21 29 16 24 11 | senior rep-45 rep-49",
+                ids(43..=50)
+            ),
+            format!(
+                "east-fj [\"CN-FJ\"] least_loaded vip=- sla=Some(1800) | {} | \
+                 19 27 14 22 30 17 25 | senior rep-53 rep-57",
+                ids(51..=57)
+            ),
+            format!(
+                "east-jx [\"CN-JX\"] round_robin vip=- sla=Some(1800) | {} | \
+                 12 20 28 15 23 10 | senior rep-61",
+                ids(58..=63)
+            ),
+        ];
+        assert_eq!(outline(), expected);
+        assert_eq!(reps().len(), 63, "and no rep outside them");
+    }
+
+    /// README.md's SLA example says its `PUT` of `east-sh` repeats the demo's settings
+    /// for it and that `rep-01` is one of its senior reps: a reader who runs it on the
+    /// demo must change nothing but the SLA fields.
+    #[test]
+    fn the_readme_repeats_east_sh_as_the_demo_has_it() {
+        let readme = include_str!("../../README.md");
+        let put = readme
+            .find("-X PUT http://127.0.0.1:8080/admin/territories/east-sh")
+            .expect("the README's PUT of east-sh");
+        let body = &readme[put..];
+        let body = &body[body.find("-d '").expect("its body") + 4..];
+        let body = &body[..body.find('\'').expect("the body's end")];
+        let mut from_readme: TerritoryInput = serde_json::from_str(body).unwrap();
+
+        assert_eq!(from_readme.sla_escalation_rep.as_deref(), Some("rep-01"));
+        let rep_01 = reps()
             .into_iter()
-            .map(|(id, r)| (id, r.name, r.capacity))
-            .collect();
-        let b: Vec<_> = reps()
-            .into_iter()
-            .map(|(id, r)| (id, r.name, r.capacity))
-            .collect();
-        assert_eq!(a, b);
+            .find(|(id, _)| id.as_str() == "rep-01")
+            .unwrap()
+            .1;
+        assert_eq!(rep_01.territories, ["east-sh"]);
+        assert_eq!(rep_01.tier.as_deref(), Some("senior"));
+
+        // Without the SLA fields it adds, it is the demo's territory.
+        from_readme.sla_max_reroutes = None;
+        from_readme.sla_escalation_rep = None;
+        from_readme.sla_reroute_when_away = false;
+        let (id, demo) = territories().remove(0);
+        assert_eq!(id.as_str(), "east-sh");
+        assert_eq!(
+            serde_json::to_value(&from_readme).unwrap(),
+            serde_json::to_value(&demo).unwrap()
+        );
     }
 }

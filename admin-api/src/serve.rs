@@ -138,6 +138,7 @@ async fn open(settings: &Settings) -> anyhow::Result<Engine> {
     let config = EngineConfig::new(&settings.data_dir)
         .durability(settings.durability)
         .max_in_flight_leads(settings.max_in_flight_leads)
+        .store_lock_wait(settings.store_lock_wait)
         .plugin_limits(settings.plugins.clone());
     let data_dir = settings.data_dir.clone();
     tokio::task::spawn_blocking(move || Engine::open(config))

@@ -185,19 +185,16 @@ async fn events_arrive_signed_once_each_and_in_commit_order() {
         assert_eq!(data["territory_id"], "east");
     }
     assert_eq!(got[3].json()["data"]["outcome"], "won");
-    f.stop().await;
+    assert_delivered_exactly(f, receiver, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_then_up_gets_every_event() {
-    let port = Receiver::free_port();
+    // Refuses connections until the receiver listens on it, and no other test can
+    // take the port meanwhile.
+    let port = Receiver::reserve();
     let mut f = fixture(Policy::default(), false).await;
-    let hook = subscribe(
-        &f.engine,
-        &format!("http://127.0.0.1:{port}/hook"),
-        &[EventKind::LeadAssigned],
-    )
-    .await;
+    let hook = subscribe(&f.engine, &port.url(), &[EventKind::LeadAssigned]).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let routed = f.engine.route(lead(n)).await.unwrap();
@@ -224,7 +221,7 @@ async fn a_receiver_down_then_up_gets_every_event() {
     assert_eq!(delivered, ids, "every event, in order, none twice");
     assert_eq!(got[0].header("leadroute-delivery-attempt"), "2");
     assert_eq!(got[1].header("leadroute-delivery-attempt"), "1");
-    f.stop().await;
+    assert_delivered_exactly(f, receiver, 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +262,7 @@ async fn failing_events_become_dead_letters_and_redrive_delivers_them() {
     assert_eq!(got[0].json()["data"]["lead_id"], routed.lead_id.to_string());
     assert_eq!(got[0].json()["id"], letters[0].event.id());
     wait_for_letters(&f.engine, &hook, 0).await;
-    f.stop().await;
+    assert_delivered_exactly(f, receiver, 1).await;
 }
 
 /// Re-drive reads dead letters a page at a time (1000): with more than two pages'
@@ -308,7 +305,26 @@ async fn a_redrive_past_one_page_delivers_every_letter_once() {
         ids.len()
     );
     wait_for_letters(&f.engine, &hook, 0).await;
+    assert_delivered_exactly(f, receiver, LETTERS as usize).await;
+}
+
+/// Stops the dispatcher, so no delivery can start any more, then the receiver, and
+/// checks that it accepted exactly `n` deliveries with `n` distinct ids over its whole
+/// life. [`Receiver::wait_for`] returns as soon as `n` arrived, so a duplicate sent
+/// after those would otherwise go unseen.
+async fn assert_delivered_exactly(f: Fixture, receiver: Arc<Receiver>, n: usize) {
     f.stop().await;
+    let receiver = Arc::into_inner(receiver).expect("no other handle on the receiver");
+    let all = blocking(move || receiver.shut_down()).await;
+    let ids: std::collections::HashSet<String> = all
+        .iter()
+        .map(|d| d.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        (all.len(), ids.len()),
+        (n, n),
+        "deliveries and distinct ids received in all"
+    );
 }
 
 async fn wait_for_letters(
@@ -362,5 +378,5 @@ async fn a_stuck_receiver_never_holds_up_routing() {
     let r = receiver.clone();
     let got = blocking(move || r.wait_for(201, WAIT)).await;
     assert_eq!(got.len(), 201);
-    f.stop().await;
+    assert_delivered_exactly(f, receiver, 201).await;
 }

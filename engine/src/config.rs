@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::plugins::PluginLimits;
@@ -16,6 +17,10 @@ use crate::store::Durability;
 /// in flight only queue. At that ceiling 256 leads in flight mean about
 /// 256 / 31k/s ≈ 8 ms of queueing, the most worth admitting.
 pub const DEFAULT_MAX_IN_FLIGHT_LEADS: usize = 256;
+
+/// Default longest wait for sled's lock on the data directory: long enough for a
+/// process that is stopping to make its last commits durable and let go.
+pub const DEFAULT_STORE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// How to open an engine.
 #[derive(Clone)]
@@ -32,6 +37,10 @@ pub struct EngineConfig {
     /// [`EngineError::Overloaded`](crate::EngineError::Overloaded) at once. A batch
     /// counts its leads (a batch larger than the limit needs the engine to itself).
     pub max_in_flight_leads: usize,
+    /// Longest opening waits for sled's lock on `data_dir`, held by another process
+    /// (or, a moment after it closed, by an earlier opening in this one); past it,
+    /// opening fails. [`DEFAULT_STORE_LOCK_WAIT`] by default.
+    pub store_lock_wait: Duration,
     /// How the committer makes a written group durable in power durability:
     /// `fdatasync` of sled's data file ([`File::sync_data`]). This is where the engine
     /// meets the device; tests replace it to make the sync fail.
@@ -93,6 +102,7 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             plugin_limits: PluginLimits::default(),
             max_in_flight_leads: DEFAULT_MAX_IN_FLIGHT_LEADS,
+            store_lock_wait: DEFAULT_STORE_LOCK_WAIT,
             data_sync: Arc::new(File::sync_data),
             probe: Arc::new(|_| {}),
         }
@@ -117,6 +127,13 @@ impl EngineConfig {
     /// Sets the limit on leads in flight (at least 1).
     pub fn max_in_flight_leads(mut self, limit: usize) -> Self {
         self.max_in_flight_leads = limit.max(1);
+        self
+    }
+
+    /// Sets the longest wait for the store's lock (see
+    /// [`EngineConfig::store_lock_wait`]).
+    pub fn store_lock_wait(mut self, wait: Duration) -> Self {
+        self.store_lock_wait = wait;
         self
     }
 
@@ -146,6 +163,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("durability", &self.durability)
             .field("plugin_limits", &self.plugin_limits)
             .field("max_in_flight_leads", &self.max_in_flight_leads)
+            .field("store_lock_wait", &self.store_lock_wait)
             .finish_non_exhaustive()
     }
 }

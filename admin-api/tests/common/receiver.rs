@@ -103,23 +103,44 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     answer
 }
 
+/// A port held for a receiver that is not up yet.
+///
+/// A socket is bound to it but does not listen: connections to the port are refused
+/// for certain, and no other socket (another test's, say) can take the port meanwhile,
+/// since it is bound without `SO_REUSEADDR`. [`Receiver::start_on`] brings the
+/// receiver up by listening on this same socket, so there is no moment when the port
+/// is free. (A port that was merely free a moment ago guarantees neither.)
+pub struct Reserved {
+    socket: tokio::net::TcpSocket,
+    /// The reserved address.
+    pub addr: SocketAddr,
+}
+
+impl Reserved {
+    /// The URL deliveries will go to once a receiver is up on this port.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
 impl Receiver {
     /// Starts on a free port.
     pub fn start() -> Receiver {
-        Receiver::start_on(0)
+        Receiver::start_on(Receiver::reserve())
     }
 
-    /// A port nothing listens on now (for a receiver that is "down" until started).
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+    /// Reserves a port on 127.0.0.1, chosen by the system, for a receiver that is down
+    /// until [`Receiver::start_on`].
+    pub fn reserve() -> Reserved {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        Reserved { socket, addr }
     }
 
-    /// Starts on `port` (0: any free one).
-    pub fn start_on(port: u16) -> Receiver {
+    /// Starts on a reserved port, which refused connections until now. Returns once
+    /// the port accepts them.
+    pub fn start_on(reserved: Reserved) -> Receiver {
         let shared = Arc::new(Shared {
             log: Mutex::default(),
             changed: Condvar::new(),
@@ -127,7 +148,7 @@ impl Receiver {
             release: Notify::new(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        let (ready, addr) = std::sync::mpsc::channel();
+        let (ready, listening) = std::sync::mpsc::channel();
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(shared.clone());
@@ -137,10 +158,12 @@ impl Receiver {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .expect("the receiver's port is free");
-                ready.send(listener.local_addr().unwrap()).unwrap();
+                // Inside the runtime: the listener registers with its reactor.
+                let listener = reserved
+                    .socket
+                    .listen(1024)
+                    .expect("the reserved socket listens");
+                ready.send(()).unwrap();
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = stopped.await;
@@ -149,8 +172,11 @@ impl Receiver {
                     .unwrap();
             });
         });
+        listening
+            .recv()
+            .expect("the receiver's thread started listening");
         Receiver {
-            addr: addr.recv().unwrap(),
+            addr: reserved.addr,
             shared,
             stop: Some(stop),
             thread: Some(thread),
@@ -207,15 +233,22 @@ impl Receiver {
         );
     }
 
-    /// Waits until `n` deliveries are accepted.
+    /// Waits until at least `n` deliveries are accepted and returns those so far. What
+    /// arrives later (a duplicate, say) only [`Receiver::shut_down`] shows.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Delivery> {
         self.wait_until(timeout, &format!("{n} deliveries"), |a, _, _| a >= n);
         self.accepted()
     }
-}
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
+    /// Stops the receiver, letting requests it is answering finish, and returns every
+    /// delivery it accepted. Once the sender has stopped too, nothing can arrive later:
+    /// this is the whole record, duplicates included.
+    pub fn shut_down(mut self) -> Vec<Delivery> {
+        self.halt();
+        self.accepted()
+    }
+
+    fn halt(&mut self) {
         // Let held requests finish so the server can stop.
         self.release();
         if let Some(stop) = self.stop.take() {
@@ -224,5 +257,11 @@ impl Drop for Receiver {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.halt();
     }
 }

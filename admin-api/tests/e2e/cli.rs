@@ -79,12 +79,11 @@ fn lead_get_and_simulate_print_summaries_or_json() {
 
 #[test]
 fn an_unreachable_server_is_a_clear_error() {
-    // A port that was free a moment ago, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A socket bound to the port but not listening: connections to it are refused for
+    // as long as the socket lives, and no other socket can take the port meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let server = format!("http://127.0.0.1:{port}");
     let (status, _, err) = run(&["lead", "get", "x", "--server", &server], &[]);
     assert_eq!(status.code(), Some(1));
@@ -92,4 +91,6 @@ fn an_unreachable_server_is_a_clear_error() {
         err.contains(&format!("cannot reach the server at {server}")),
         "{err}"
     );
+    // Held until the CLI has tried the port.
+    drop(socket);
 }

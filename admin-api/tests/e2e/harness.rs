@@ -97,12 +97,13 @@ impl Server {
         Server::launch("serve", data_dir, options, Until::Ready)
     }
 
-    /// Starts a server logging JSON (`--log-format json` is added) and returns once
-    /// its log says it is bound, maybe before its store is open.
-    pub fn start_bound(data_dir: &Path) -> Server {
+    /// Starts a server logging JSON (`--log-format json` is added) with the
+    /// environment `env`, and returns once its log says it is bound, maybe before its
+    /// store is open.
+    pub fn start_bound(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let options = Options {
             args: &["--log-format", "json"],
-            env: &[],
+            env,
         };
         Server::launch("serve", data_dir, options, Until::Bound)
     }

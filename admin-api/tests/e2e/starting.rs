@@ -3,11 +3,18 @@
 //! exit once the store is open, and a second one exits at once.
 //!
 //! A second server on the same data dir is held in its opening phase by the first
-//! one's store lock, which it waits for (up to 10 s), so what happens while starting
-//! is seen for certain rather than caught in a race. The first one lets go by
-//! SIGKILL, at once (the store survives it, as it survives any crash).
+//! one's store lock, so what happens while starting is seen for certain rather than
+//! caught in a race. The first one lets go by SIGKILL, at once (the store survives it,
+//! as it survives any crash).
 
 use crate::harness::{Api, Server, data_dir, eventually};
+
+/// The second server's environment: it waits for the lock far longer than any of
+/// these tests runs (the harness's own deadlines end a stuck test first). With the
+/// default ten seconds, a slow machine could see the wait run out before the test lets
+/// the first server go or sends its signals, and the second server would fail to
+/// start instead of showing what it does while starting.
+const WAIT_FOR_THE_LOCK: &[(&str, &str)] = &[("LEADROUTE_STORE_LOCK_WAIT_SECS", "86400")];
 
 /// A server with territory `east` and rep `a` on `dir`, holding its store.
 fn holder(dir: &std::path::Path) -> Server {
@@ -25,7 +32,7 @@ fn holder(dir: &std::path::Path) -> Server {
 fn the_port_answers_starting_until_the_store_is_open() {
     let dir = data_dir();
     let first = holder(dir.path());
-    let second = Server::start_bound(dir.path());
+    let second = Server::start_bound(dir.path(), WAIT_FOR_THE_LOCK);
     let api = Api {
         server: &second,
         token: None,
@@ -64,7 +71,7 @@ fn the_port_answers_starting_until_the_store_is_open() {
 fn sigint_while_starting_ends_in_a_clean_exit_once_the_store_is_open() {
     let dir = data_dir();
     let first = holder(dir.path());
-    let mut second = Server::start_bound(dir.path());
+    let mut second = Server::start_bound(dir.path(), WAIT_FOR_THE_LOCK);
     second.signal(libc::SIGINT);
     eventually("the second server heard the signal", || {
         second
@@ -93,7 +100,7 @@ fn sigint_while_starting_ends_in_a_clean_exit_once_the_store_is_open() {
 fn a_second_signal_while_starting_exits_at_once() {
     let dir = data_dir();
     let first = holder(dir.path());
-    let mut second = Server::start_bound(dir.path());
+    let mut second = Server::start_bound(dir.path(), WAIT_FOR_THE_LOCK);
     second.signal(libc::SIGTERM);
     eventually("the second server heard the first signal", || {
         second

@@ -95,7 +95,9 @@ fn webhook_routes_round_trip_and_reject_bad_input() {
 #[test]
 fn undelivered_events_are_delivered_after_a_sigkill() {
     let dir = data_dir();
-    let port = Receiver::free_port();
+    // Refuses connections until the receiver listens on it, and no other test can
+    // take the port meanwhile.
+    let port = Receiver::reserve();
     let server = Server::start(dir.path());
     let api = Api {
         server: &server,
@@ -106,8 +108,7 @@ fn undelivered_events_are_delivered_after_a_sigkill() {
     api.rep("b", "east", 100);
     let hook = api.put(
         "/admin/webhooks/crm",
-        json!({"url": format!("http://127.0.0.1:{port}/hook"),
-            "events": ["lead.assigned"], "secret": SECRET}),
+        json!({"url": port.url(), "events": ["lead.assigned"], "secret": SECRET}),
     );
     assert_eq!(hook.status, 201, "{hook:?}");
     // The receiver is down: every event waits in the outbox.

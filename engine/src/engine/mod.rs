@@ -125,7 +125,7 @@ impl Engine {
     /// [`Engine::startup_audit`].
     pub fn open(config: EngineConfig) -> Result<Engine> {
         let started = std::time::Instant::now();
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with_lock_wait(&config.data_dir, config.store_lock_wait)?;
         let opened = started.elapsed();
         let metrics = Metrics::new();
         // What routing needs is read straight from the records that hold it. The

@@ -166,9 +166,7 @@ const BALLAST_BYTES: usize = 8 << 20;
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Longest [`Store::open`] waits for sled's file lock on the directory.
-/// Long enough for a process that is stopping to make its last commits durable and
-/// let go.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const LOCK_WAIT: std::time::Duration = crate::config::DEFAULT_STORE_LOCK_WAIT;
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, checks its schema version and
@@ -180,7 +178,12 @@ impl Store {
     /// process is dropped, and a process that is stopping keeps it until its last
     /// flush. Still held after that, it is another process's, and the error says so.
     pub fn open(dir: &Path) -> Result<Store> {
-        Store::open_waiting(dir, LOCK_WAIT, || {})
+        Store::open_with_lock_wait(dir, LOCK_WAIT)
+    }
+
+    /// [`Store::open`], waiting up to `wait` for the lock instead of ten seconds.
+    pub fn open_with_lock_wait(dir: &Path, wait: std::time::Duration) -> Result<Store> {
+        Store::open_waiting(dir, wait, || {})
     }
 
     /// [`Store::open`], waiting up to `wait` for the lock and calling `locked` each
