@@ -49,7 +49,9 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 }
 
 /// A raw WebAssembly module (`Content-Type: application/wasm`), for plugin uploads.
-/// Rejections: 400 `wrong_content_type` or `empty_body`, 413 `body_too_large`.
+/// Rejections: 400 `wrong_content_type`, 413 `body_too_large`, and 422
+/// `plugin_invalid` for an empty body: API.md answers an invalid module 422, and no
+/// bytes are no module.
 #[derive(Debug, Clone)]
 pub struct Wasm(pub Bytes);
 
@@ -74,7 +76,11 @@ where
         }
         let bytes = read_body(req, state).await?;
         if bytes.is_empty() {
-            return Err(AppError::bad_request("empty_body", "the module is empty"));
+            return Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_invalid",
+                "the module is empty: the body holds no bytes",
+            ));
         }
         Ok(Wasm(bytes))
     }

@@ -57,13 +57,13 @@ pub async fn list_plugins(
         description = "The compiled module (8 MiB body limit by default)."),
     responses(
         (status = 201, description = "Stored and active.", body = PluginVersionView),
-        (status = 400, description = "`wrong_content_type` or `empty_body`.", body = ErrorBody),
+        (status = 400, description = "`wrong_content_type`.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 413, description = "Body over the plugin limit.", body = ErrorBody),
         (status = 422, description = "`plugin_invalid`: the message says which check failed \
-            (module size, compilation, imports, exports, ABI version, smoke run); or a bad \
-            name (`invalid_field`).", body = ErrorBody),
+            (an empty body, module size, compilation, imports, exports, ABI version, smoke \
+            run); or a bad name (`invalid_field`).", body = ErrorBody),
         (status = 503, description = "`compile_busy`: every compile slot is held by \
             compiles still running, including ones of uploads that timed out (a compile \
             cannot be interrupted); nothing was stored, retry once they finish. Also \

@@ -195,7 +195,13 @@ fn bad_uploads_are_refused_with_the_reason() {
     );
     assert_eq!((r.status, r.code().as_str()), (400, "wrong_content_type"));
     let r = upload(&server, "junk", b"");
-    assert_eq!((r.status, r.code().as_str()), (400, "empty_body"));
+    assert_eq!((r.status, r.code().as_str()), (422, "plugin_invalid"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty")
+    );
     let r = upload(&server, "Bad_Name", leadroute_plugin_builds::RULES);
     assert_eq!(r.status, 422, "{r:?}");
     // Modules that are wasm but not plugins: the message names what is wrong.
