@@ -313,6 +313,19 @@ async fn a_breach_found_touched_or_early_changes_nothing() {
     assert_healthy(&f.engine).await;
 }
 
+/// Routes four leads to reps `a` and `b`, two each; returns `a`'s.
+async fn two_leads_each(engine: &Engine) -> Vec<LeadId> {
+    let mut of_a = Vec::new();
+    for n in 0..4 {
+        let r = engine.route(lead(n, "CN-SH")).await.unwrap();
+        if r.rep_id.as_ref().map(|r| r.as_str()) == Some("a") {
+            of_a.push(r.lead_id);
+        }
+    }
+    assert_eq!(of_a.len(), 2);
+    of_a
+}
+
 #[tokio::test]
 async fn a_rep_going_away_hands_over_its_untouched_leads() {
     let f = fixture();
@@ -322,15 +335,8 @@ async fn a_rep_going_away_hands_over_its_untouched_leads() {
         &["a", "b"],
     )
     .await;
-    // Four leads: two each; touch one of a's.
-    let mut of_a = Vec::new();
-    for n in 0..4 {
-        let r = f.engine.route(lead(n, "CN-SH")).await.unwrap();
-        if r.rep_id.as_ref().map(|r| r.as_str()) == Some("a") {
-            of_a.push(r.lead_id);
-        }
-    }
-    assert_eq!(of_a.len(), 2);
+    let of_a = two_leads_each(&f.engine).await;
+    // Touch one of a's two leads.
     f.engine
         .record_event(of_a[0], LeadEventInput::Touched)
         .await
@@ -354,14 +360,7 @@ async fn a_rep_going_away_hands_over_its_untouched_leads() {
 async fn without_the_setting_an_away_rep_keeps_its_leads() {
     let f = fixture();
     east(&f.engine, serde_json::json!({}), &["a", "b"]).await;
-    let mut of_a = Vec::new();
-    for n in 0..4 {
-        let r = f.engine.route(lead(n, "CN-SH")).await.unwrap();
-        if r.rep_id.as_ref().map(|r| r.as_str()) == Some("a") {
-            of_a.push(r.lead_id);
-        }
-    }
-    assert_eq!(of_a.len(), 2);
+    let of_a = two_leads_each(&f.engine).await;
     let load_of_b = || async {
         let reps = f.engine.reps().await.unwrap();
         reps.iter().find(|r| r.rep.id == rid("b")).unwrap().load
