@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::harness::{ADMIN, Api, Server, data_dir, run};
+use crate::receiver::Receiver;
 
 #[test]
 fn lead_get_and_simulate_print_summaries_or_json() {
@@ -79,12 +80,10 @@ fn lead_get_and_simulate_print_summaries_or_json() {
 
 #[test]
 fn an_unreachable_server_is_a_clear_error() {
-    // A socket bound to the port but not listening: connections to it are refused for
-    // as long as the socket lives, and no other socket can take the port meanwhile.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let server = format!("http://127.0.0.1:{port}");
+    // A port reserved for a receiver never started: connections to it are refused
+    // for as long as the reservation lives, and no other socket can take it meanwhile.
+    let reserved = Receiver::reserve();
+    let server = format!("http://{}", reserved.addr);
     let (status, _, err) = run(&["lead", "get", "x", "--server", &server], &[]);
     assert_eq!(status.code(), Some(1));
     assert!(
@@ -92,5 +91,5 @@ fn an_unreachable_server_is_a_clear_error() {
         "{err}"
     );
     // Held until the CLI has tried the port.
-    drop(socket);
+    drop(reserved);
 }
