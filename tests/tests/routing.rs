@@ -623,30 +623,46 @@ fn histogram(engine: &Engine, name: &str) -> (u64, f64) {
     (h.get_sample_count(), h.get_sample_sum())
 }
 
+/// Routes three leads one after another on a started engine, once its start-up work
+/// is done, and returns what each histogram of `names` gained (count, sum) and the
+/// seconds the three routes took.
+async fn three_routes_add<const N: usize>(
+    engine: &Engine,
+    names: [&str; N],
+) -> ([(u64, f64); N], f64) {
+    engine.startup_audit().await.unwrap();
+    let before = names.map(|name| histogram(engine, name));
+    let started = std::time::Instant::now();
+    for n in 1..=3 {
+        engine.route(lead(n, "CN-SH")).await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut gained = names.map(|name| histogram(engine, name));
+    for ((count, sum), (count_before, sum_before)) in gained.iter_mut().zip(before) {
+        *count -= count_before;
+        *sum -= sum_before;
+    }
+    (gained, elapsed)
+}
+
 #[tokio::test]
 async fn every_committed_change_records_its_wait_for_the_group() {
     let f = fixture();
     east_with_reps(&f.engine, 5).await;
-    f.engine.startup_audit().await.unwrap();
-    let (_, before) = histogram(&f.engine, "leadroute_store_commit_group_size");
-    let (waits_before, waited_before) = histogram(&f.engine, "leadroute_store_commit_wait_seconds");
-    let started = std::time::Instant::now();
-    for n in 1..=3 {
-        f.engine.route(lead(n, "CN-SH")).await.unwrap();
-    }
-    let (waits, waited) = histogram(&f.engine, "leadroute_store_commit_wait_seconds");
-    let elapsed = started.elapsed().as_secs_f64();
-    let (_, changes) = histogram(&f.engine, "leadroute_store_commit_group_size");
+    let waits_name = "leadroute_store_commit_wait_seconds";
+    let sizes_name = "leadroute_store_commit_group_size";
+    let ([(waits, waited), (_, changes)], elapsed) =
+        three_routes_add(&f.engine, [waits_name, sizes_name]).await;
     assert_eq!(
-        waits as f64, changes,
+        histogram(&f.engine, waits_name).0 as f64,
+        histogram(&f.engine, sizes_name).1,
         "one wait for every change of every group, setup included"
     );
-    assert_eq!(changes - before, 3.0, "the three leads, and nothing else");
-    assert_eq!(waits - waits_before, 3);
+    assert_eq!(changes, 3.0, "the three leads, and nothing else");
+    assert_eq!(waits, 3);
     // Each change was submitted and committed within its route, one route after the
     // other: the three waits lie apart inside the time around the calls. A wait
     // measured from the wrong instant, or in the wrong unit, does not fit.
-    let waited = waited - waited_before;
     assert!(
         waited > 0.0 && waited <= elapsed,
         "waited {waited} s in {elapsed} s of calls"
@@ -657,17 +673,10 @@ async fn every_committed_change_records_its_wait_for_the_group() {
 async fn every_answer_read_records_how_long_it_waited_to_be_read() {
     let f = fixture();
     east_with_reps(&f.engine, 5).await;
-    f.engine.startup_audit().await.unwrap();
-    let (before, waited_before) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
-    let started = std::time::Instant::now();
-    for n in 1..=3 {
-        f.engine.route(lead(n, "CN-SH")).await.unwrap();
-    }
-    let (after, waited) = histogram(&f.engine, "leadroute_store_answer_wait_seconds");
-    let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(after - before, 3, "one answer read for each routed lead");
+    let ([(reads, waited)], elapsed) =
+        three_routes_add(&f.engine, ["leadroute_store_answer_wait_seconds"]).await;
+    assert_eq!(reads, 3, "one answer read for each routed lead");
     // Each answer was sent and read within its route, one route after the other.
-    let waited = waited - waited_before;
     assert!(
         waited > 0.0 && waited <= elapsed,
         "waited {waited} s in {elapsed} s of calls"
