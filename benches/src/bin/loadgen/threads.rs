@@ -104,20 +104,19 @@ pub struct Sampler {
 impl Sampler {
     /// Starts sampling `pid`; `None` where `/proc` cannot be read.
     pub fn start(pid: u32) -> Option<Sampler> {
-        sample(pid, &mut HashMap::new())?;
+        sample(pid)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let handle = std::thread::spawn(move || {
-            let mut names = HashMap::new();
             let mut samples = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
-                if let Some(s) = sample(pid, &mut names) {
+                if let Some(s) = sample(pid) {
                     samples.push(s);
                 }
                 std::thread::sleep(PERIOD);
             }
             // One more, so the last window has a sample after it.
-            samples.extend(sample(pid, &mut names));
+            samples.extend(sample(pid));
             samples
         });
         Some(Sampler { stop, handle })
@@ -130,8 +129,11 @@ impl Sampler {
     }
 }
 
-/// Reads one sample; `names` caches thread names by id.
-fn sample(pid: u32, names: &mut HashMap<u32, String>) -> Option<Sample> {
+/// Reads one sample.
+///
+/// Names are read every time, not cached by id: a new thread carries its parent's name
+/// until it renames itself, and a sample can catch it in between.
+fn sample(pid: u32) -> Option<Sample> {
     let at = Instant::now();
     let machine = MachineTimes::now()?;
     let mut threads = Vec::new();
@@ -150,17 +152,9 @@ fn sample(pid: u32, names: &mut HashMap<u32, String>) -> Option<Sample> {
         let Some((on_cpu, runnable)) = parse_schedstat(&schedstat) else {
             continue;
         };
-        let name = match names.get(&tid) {
-            Some(name) => name.clone(),
-            None => {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-                    .unwrap_or_default();
-                names
-                    .entry(tid)
-                    .or_insert_with(|| comm.trim().to_string())
-                    .clone()
-            }
-        };
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .map(|comm| comm.trim().to_string())
+            .unwrap_or_default();
         threads.push(ThreadTimes {
             tid,
             name,
@@ -412,6 +406,34 @@ mod tests {
         assert_eq!(activity(&samples, at(90), at(500)).unwrap().span, ms(50));
         assert_eq!(activity(&samples[..1], at(0), at(10)), None);
         assert_eq!(activity(&[], at(0), at(10)), None);
+    }
+
+    #[test]
+    fn a_thread_that_renames_itself_is_reported_by_its_new_name() {
+        // A new thread carries its parent's name until it renames itself; a sample taken
+        // in between must not pin the old name on it.
+        if sample(std::process::id()).is_none() {
+            return;
+        }
+        let (renamed, wait_rename) = std::sync::mpsc::channel::<()>();
+        let (sampled, wait_sample) = std::sync::mpsc::channel::<()>();
+        let (done, wait_done) = std::sync::mpsc::channel::<()>();
+        // An unnamed thread keeps the name it inherited until it writes its own.
+        let thread = std::thread::spawn(move || {
+            wait_sample.recv().unwrap();
+            std::fs::write("/proc/thread-self/comm", "renamed-later").unwrap();
+            renamed.send(()).unwrap();
+            let _ = wait_done.recv();
+        });
+        let before = sample(std::process::id()).unwrap();
+        sampled.send(()).unwrap();
+        wait_rename.recv().unwrap();
+        let after = sample(std::process::id()).unwrap();
+        drop(done);
+        thread.join().unwrap();
+        let named = |s: &Sample| s.threads.iter().any(|t| t.name == "renamed-later");
+        assert!(!named(&before));
+        assert!(named(&after), "the renamed thread is missing");
     }
 
     #[test]
