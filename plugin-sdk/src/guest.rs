@@ -34,6 +34,10 @@ pub fn alloc(len: i32) -> i32 {
 /// `leadroute_route`: reads the input at (`ptr`, `len`) in place, routes it with `P`,
 /// and returns the packed location of the encoded output.
 pub fn route<P: Plugin>(ptr: i32, len: i32) -> i64 {
+    // Every call runs in a fresh instance, so the hook is set each time; setting it
+    // allocates nothing (the hook is a plain function).
+    #[cfg(target_arch = "wasm32")]
+    std::panic::set_hook(Box::new(report_panic));
     let input: &[u8] = match usize::try_from(len) {
         Ok(0) | Err(_) => &[],
         // SAFETY: the host wrote `len` bytes at `ptr`, a buffer `alloc` handed out and
@@ -192,7 +196,7 @@ unsafe impl GlobalAlloc for Arena {
 mod host {
     #[link(wasm_import_module = "leadroute")]
     unsafe extern "C" {
-        /// `leadroute.log(level, ptr, len)`: only imported if the plugin logs.
+        /// `leadroute.log(level, ptr, len)`: imported by every plugin, whose panic hook logs.
         #[link_name = "log"]
         pub fn log(level: i32, ptr: *const u8, len: usize);
     }
@@ -200,18 +204,68 @@ mod host {
 
 /// Sends one line to the host (stderr off wasm).
 pub fn log(message: &str) {
+    log_at(abi::level::INFO, message);
+}
+
+fn log_at(level: i32, message: &str) {
     #[cfg(target_arch = "wasm32")]
     // SAFETY: the host only reads `len` bytes at `ptr` during the call.
     unsafe {
-        host::log(abi::level::INFO, message.as_ptr(), message.len())
+        host::log(level, message.as_ptr(), message.len())
     };
     #[cfg(not(target_arch = "wasm32"))]
-    eprintln!("[plugin] {message}");
+    eprintln!(
+        "[plugin] {}{message}",
+        if level >= abi::level::WARN {
+            "warning: "
+        } else {
+            ""
+        }
+    );
+}
+
+/// The panic hook of a plugin module. A panic aborts the module with wasm's bare
+/// `unreachable` trap, which says nothing of where or why; this logs both first, as a
+/// warning, and the engine adds a call's last warning to the description of its trap.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    log_at(
+        abi::level::WARN,
+        &panic_line(info.location(), info.payload_as_str()),
+    );
+}
+
+/// `panicked at src/lib.rs:12:9: the message`.
+fn panic_line(at: Option<&std::panic::Location<'_>>, message: Option<&str>) -> String {
+    let message = message.unwrap_or("(a panic without a message)");
+    match at {
+        Some(at) => format!("panicked at {at}: {message}"),
+        None => format!("panicked: {message}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_is_described_on_one_line() {
+        let at = std::panic::Location::caller();
+        let line = panic_line(Some(at), Some("boom"));
+        assert_eq!(
+            line,
+            format!(
+                "panicked at {}:{}:{}: boom",
+                at.file(),
+                at.line(),
+                at.column()
+            )
+        );
+        assert_eq!(
+            panic_line(None, None),
+            "panicked: (a panic without a message)"
+        );
+    }
 
     #[test]
     fn the_arena_bumps_reuses_its_top_and_overflows_to_the_system() {

@@ -1,6 +1,7 @@
-//! Hostile and broken plugin modules, written in WAT: each is rejected at upload with
-//! an error that says why, or fails at call time while the lead is still assigned by
-//! the territory's fallback, and the engine keeps routing other leads meanwhile.
+//! Hostile and broken plugin modules, written in WAT (and one built with the SDK that
+//! panics): each is rejected at upload with an error that says why, or fails at call
+//! time while the lead is still assigned by the territory's fallback, and the engine
+//! keeps routing other leads meanwhile.
 
 use std::time::Duration;
 
@@ -71,7 +72,8 @@ fn stored(offset: u32) -> String {
 
 /// A module speaking ABI version `abi`. `leadroute_route` answers "no preference" to
 /// inputs shorter than [`TRIGGER_LEN`] and runs `hostile` (which must leave an i64,
-/// the packed answer) on longer ones. `extra` adds module fields.
+/// the packed answer) on longer ones. `extra` adds module fields. Every module imports
+/// the log as `$log`.
 fn module(abi: i32, hostile: &str, extra: &str) -> Vec<u8> {
     let data: String = answers()
         .iter()
@@ -82,6 +84,7 @@ fn module(abi: i32, hostile: &str, extra: &str) -> Vec<u8> {
         .collect();
     let wat = format!(
         r#"(module
+  (import "leadroute" "log" (func $log (param i32 i32 i32)))
   (memory (export "memory") 1)
   (global $bump (mut i32) (i32.const 65536))
   {data}
@@ -273,6 +276,86 @@ async fn an_empty_ranking_is_refused() {
     let f = hostile_fixture();
     let wasm = module(1, &stored(2048), "");
     fails_at_call_time(&f, wasm, FailureReason::EmptyRanking).await;
+}
+
+/// A trap's description names the last warning the call logged, even one past the cap
+/// on lines per call: the SDK's panic hook logs a panic as a warning just before the
+/// module traps, and wasm's own message says only `unreachable`.
+#[tokio::test]
+async fn a_trap_names_the_last_warning_logged() {
+    let f = hostile_fixture();
+    // "warning 1" to "warning 9": nine lines, one more than a call may log.
+    let warn: String = (1..=9)
+        .map(|n| {
+            format!(
+                "(i32.store8 (i32.const 5008) (i32.const {})) \
+                 (call $log (i32.const 2) (i32.const 5000) (i32.const 9))",
+                b'0' + n
+            )
+        })
+        .collect();
+    let wasm = module(
+        1,
+        &format!("{warn} (unreachable)"),
+        r#"(data (i32.const 5000) "warning 0")"#,
+    );
+    f.engine.put_plugin("hostile", wasm).await.unwrap();
+    east_with_plugin(&f.engine, "hostile", serde_json::json!({}), 100).await;
+    let bad = f.engine.route(padded(1)).await.unwrap();
+    assert_eq!(bad.status, RouteStatus::Assigned, "the lead is never lost");
+    let fallback = bad.fallback.unwrap_or_default();
+    assert!(
+        fallback.starts_with("trap: plugin:hostile@1: "),
+        "{fallback}"
+    );
+    assert!(
+        fallback.ends_with("; the plugin's last warning: warning 9"),
+        "{fallback}"
+    );
+    // A call that logs nothing has no warning to show, whatever the one before logged.
+    let wasm = module(1, "(unreachable)", "");
+    f.engine.put_plugin("hostile", wasm).await.unwrap();
+    let bad = f.engine.route(padded(2)).await.unwrap();
+    let fallback = bad.fallback.unwrap_or_default();
+    assert!(
+        fallback.starts_with("trap: plugin:hostile@2: "),
+        "{fallback}"
+    );
+    assert!(!fallback.contains("warning"), "{fallback}");
+}
+
+/// A plugin built with the SDK that panics: the decision's fallback names the panic,
+/// its place and its message, which the trap alone would not.
+#[tokio::test]
+async fn a_panic_in_an_sdk_plugin_is_named_in_the_fallback() {
+    let f = hostile_fixture();
+    f.engine
+        .put_plugin("test-panic", leadroute_plugin_builds::TEST_PANIC.to_vec())
+        .await
+        .unwrap();
+    east_with_plugin(&f.engine, "test-panic", serde_json::json!({}), 100).await;
+    let good = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(good.decided_by.as_deref(), Some("plugin:test-panic@1"));
+    assert_eq!(good.fallback, None);
+    let panics = LeadInput {
+        source: Some("panic".into()),
+        ..lead(2, "CN-SH")
+    };
+    let bad = f.engine.route(panics).await.unwrap();
+    assert_eq!(bad.status, RouteStatus::Assigned, "the lead is never lost");
+    assert_eq!(bad.decided_by.as_deref(), Some("builtin:least_loaded"));
+    let fallback = bad.fallback.unwrap_or_default();
+    assert!(
+        fallback.starts_with("trap: plugin:test-panic@1: "),
+        "{fallback}"
+    );
+    let warning = "; the plugin's last warning: panicked at plugins/test-panic/src/lib.rs:";
+    assert!(fallback.contains(warning), "{fallback}");
+    assert!(
+        fallback.ends_with(&format!(": lead {} asked for a panic", bad.lead_id)),
+        "{fallback}"
+    );
+    assert_healthy(&f.engine).await;
 }
 
 /// Uploads `wasm` and expects a `plugin_invalid` rejection containing `expected`.

@@ -127,6 +127,9 @@ pub(crate) struct CallState {
     memory_cap: usize,
     memory_denied: bool,
     log_lines: u32,
+    /// The last warning the call logged, counted or not: the SDK's panic hook logs the
+    /// panic's message and place as one, just before the module traps.
+    last_warning: Option<String>,
 }
 
 impl ResourceLimiter for CallState {
@@ -465,6 +468,7 @@ impl Sandbox {
                 memory_cap: self.limits.memory_bytes,
                 memory_denied: false,
                 log_lines: 0,
+                last_warning: None,
             },
         );
         store.limiter(|s| s);
@@ -575,6 +579,9 @@ impl Sandbox {
             .set_fuel(self.limits.fuel)
             .expect("fuel is enabled in the engine config");
         live.store.set_epoch_deadline(self.epoch_ticks);
+        let state = live.store.data_mut();
+        state.log_lines = 0;
+        state.last_warning = None;
         let result = self.run(&mut live.store, &live.bound, input);
         result.map_err(|fault| self.classify(fault, live.store.data()))
     }
@@ -602,8 +609,8 @@ impl Sandbox {
                     R::OutOfMemory,
                     format!("tried to grow memory past {} bytes", limits.memory_bytes),
                 ),
-                Some(trap) => Failure::new(R::Trap, trap.to_string()),
-                None => Failure::new(R::Trap, format!("{e:#}")),
+                Some(trap) => Failure::new(R::Trap, with_warning(trap.to_string(), state)),
+                None => Failure::new(R::Trap, with_warning(format!("{e:#}"), state)),
             },
             Fault::AllocFailed => Failure::new(
                 R::OutOfMemory,
@@ -647,13 +654,24 @@ enum Fault {
     OutputTooLarge(u32),
 }
 
+/// A trap's description, with the last warning the call logged: for a plugin built
+/// with the SDK, the panic that caused the trap, which wasm's own message does not say.
+fn with_warning(trap: String, state: &CallState) -> String {
+    match &state.last_warning {
+        Some(warning) => format!("{trap}; the plugin's last warning: {warning}"),
+        None => trap,
+    }
+}
+
 /// `leadroute.log(level, ptr, len)`: one line to the engine's log, capped in length and
-/// in lines per call so a chatty plugin cannot flood it.
+/// in lines per call so a chatty plugin cannot flood it. A warning past the cap is not
+/// logged but still kept as the call's last warning.
 fn log_import(mut caller: Caller<'_, CallState>, level: i32, ptr: i32, len: i32) {
-    if caller.data().log_lines >= MAX_LOG_LINES {
+    let warning = level >= abi::level::WARN;
+    let counted = caller.data().log_lines < MAX_LOG_LINES;
+    if !counted && !warning {
         return;
     }
-    caller.data_mut().log_lines += 1;
     let Some(memory) = caller
         .get_export(abi::EXPORT_MEMORY)
         .and_then(Extern::into_memory)
@@ -666,7 +684,14 @@ fn log_import(mut caller: Caller<'_, CallState>, level: i32, ptr: i32, len: i32)
     let Some(bytes) = data.get(start..start.saturating_add(len)) else {
         return;
     };
-    let line = String::from_utf8_lossy(bytes);
+    let line = String::from_utf8_lossy(bytes).into_owned();
+    if warning {
+        caller.data_mut().last_warning = Some(line.clone());
+    }
+    if !counted {
+        return;
+    }
+    caller.data_mut().log_lines += 1;
     let plugin = &caller.data().plugin;
     match level {
         l if l >= abi::level::WARN => tracing::warn!(%plugin, "{line}"),
