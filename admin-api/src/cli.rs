@@ -111,7 +111,8 @@ impl ServeArgs {
 /// `LEADROUTE_ADMIN_TOKEN` (or `LEADROUTE_INTAKE_TOKEN` for `lead get`).
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server base URL
+    /// Server base URL (the token comes from LEADROUTE_ADMIN_TOKEN, else
+    /// LEADROUTE_INTAKE_TOKEN; `plugin test` needs no server)
     #[arg(
         long,
         env = "LEADROUTE_SERVER",
@@ -119,7 +120,7 @@ pub struct ClientArgs {
         global = true
     )]
     pub server: String,
-    /// Print the server's JSON instead of a summary
+    /// Print JSON instead of a summary
     #[arg(long, global = true)]
     pub json: bool,
 }

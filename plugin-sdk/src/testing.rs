@@ -135,7 +135,9 @@ pub fn run<P: Plugin>(input: &Input) -> Result<Answer, String> {
             let mut reps = Vec::with_capacity(order.len());
             for i in order {
                 let Some(was) = seen.get_mut(i as usize) else {
-                    return Err(format!("ranked candidate index {i}; there are {n}"));
+                    return Err(format!(
+                        "ranked candidate index {i}; there are {n} candidates"
+                    ));
                 };
                 if std::mem::replace(was, true) {
                     return Err(format!("ranked candidate index {i} twice"));
@@ -143,7 +145,7 @@ pub fn run<P: Plugin>(input: &Input) -> Result<Answer, String> {
                 reps.push(input.candidates[i as usize].id.clone());
             }
             if reps.is_empty() {
-                return Err("the answer ranked no candidate".into());
+                return Err("the answer ranked no rep".into());
             }
             Ok(Answer::Ranked {
                 reps,
@@ -417,7 +419,7 @@ mod tests {
         assert_eq!(echo(serde_json::json!([1, 0])).unwrap().reps(), ["b", "a"]);
         assert_eq!(
             echo(serde_json::json!([2])).unwrap_err(),
-            "ranked candidate index 2; there are 2"
+            "ranked candidate index 2; there are 2 candidates"
         );
         assert_eq!(
             echo(serde_json::json!([0, 0])).unwrap_err(),
@@ -425,7 +427,7 @@ mod tests {
         );
         assert_eq!(
             echo(serde_json::json!([])).unwrap_err(),
-            "the answer ranked no candidate"
+            "the answer ranked no rep"
         );
     }
 
