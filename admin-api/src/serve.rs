@@ -77,10 +77,25 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
 
+    // The first signal starts the drain; a second one ends the process at once, as a
+    // crash would (every answered request is already durable), for an operator who
+    // will not wait for slow requests in flight.
+    let (first, first_signal) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        signals.next().await;
+        let _ = first.send(());
+        signals.next().await;
+        tracing::warn!(
+            "second signal while draining: exiting without waiting for requests in flight"
+        );
+        std::process::exit(130);
+    });
     run_with(
         listener,
         state,
-        signals.recv(),
+        async move {
+            let _ = first_signal.await;
+        },
         settings.shutdown_timeout,
         settings.webhooks.clone(),
     )
@@ -183,10 +198,5 @@ impl ShutdownSignals {
             let _ = &mut *self;
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-
-    /// Completes on the first SIGTERM or SIGINT from now on.
-    pub async fn recv(mut self) {
-        self.next().await
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Api, Options, Server, data_dir};
+use crate::harness::{Api, Options, Server, data_dir, eventually};
 
 #[test]
 fn a_restart_keeps_reps_territories_leads_and_queues() {
@@ -142,4 +142,72 @@ fn the_demo_loads_idempotently_across_restarts() {
         1,
         "reloading the demo keeps loads"
     );
+}
+
+/// While draining, a second signal exits at once (status 130), as a crash would,
+/// instead of waiting for the requests in flight; what was answered is kept.
+#[test]
+fn a_second_signal_while_draining_exits_at_once() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let dir = data_dir();
+    // Only the second signal can end this drain soon.
+    let mut server = Server::start_with(
+        dir.path(),
+        Options {
+            args: &[],
+            env: &[("LEADROUTE_SHUTDOWN_TIMEOUT_SECS", "3600")],
+        },
+    );
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    api.territory("east", &["CN-SH"], true);
+    api.rep("a", "east", 5);
+    let answered = api.lead(1, "CN-SH").json();
+    assert_eq!(answered["status"], "assigned");
+
+    // A request in flight: the handler has started reading its body (hyper answers
+    // `100 Continue` exactly then), and the rest of the body never comes.
+    let body = br#"{"phone": "+86 139 0000 0002"}"#;
+    let mut conn = BufReader::new(std::net::TcpStream::connect(server.addr).unwrap());
+    let head = format!(
+        "POST /v1/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    conn.get_mut().write_all(head.as_bytes()).unwrap();
+    conn.get_mut().write_all(&body[..10]).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+
+    server.signal(libc::SIGTERM);
+    eventually("the drain began", || {
+        server
+            .stderr()
+            .contains("shutting down: draining requests in flight")
+    });
+    server.signal(libc::SIGINT);
+    let status = server.exit_status();
+    assert_eq!(status.code(), Some(130), "stderr:\n{}", server.stderr());
+    assert!(
+        server
+            .stderr()
+            .contains("second signal while draining: exiting without waiting"),
+        "{}",
+        server.stderr()
+    );
+
+    // The store survives it as it survives a crash.
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    let id = answered["lead_id"].as_str().unwrap();
+    assert_eq!(api.get(&format!("/v1/leads/{id}")).status, 200);
+    assert_eq!(api.get("/admin/reps/a").json()["load"], 1);
+    assert!(server.terminate().success());
 }
