@@ -54,10 +54,12 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, OnFailure, TraceLayer};
+use tracing::Level;
 
 use crate::error::AppError;
 pub use crate::state::AppState;
@@ -76,6 +78,19 @@ impl MakeRequestId for UlidRequestId {
     }
 }
 
+/// How loudly the request log reports a 5xx answer. A 503 is the server refusing work
+/// by design (`overloaded`, `draining`, `shutting_down`, `store_unavailable`), each
+/// with its own code and metrics; under overload they come by the thousand a second,
+/// and each at ERROR would bury real errors and add log I/O when the server is
+/// busiest. (The store failures behind `store_unavailable` are logged at ERROR where
+/// they happen.) Every other 5xx is an ERROR.
+fn failure_level(class: &ServerErrorsFailureClass) -> Level {
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => Level::DEBUG,
+        _ => Level::ERROR,
+    }
+}
+
 /// Builds the whole HTTP app around `state`.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes::api(&state).split_for_parts();
@@ -88,15 +103,25 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, UlidRequestId))
                 .layer(
-                    TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                        let id = req
-                            .headers()
-                            .get(REQUEST_ID)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        tracing::info_span!("request", method = %req.method(),
-                        path = %req.uri().path(), request_id = %id)
-                    }),
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let id = req
+                                .headers()
+                                .get(REQUEST_ID)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            tracing::info_span!("request", method = %req.method(),
+                            path = %req.uri().path(), request_id = %id)
+                        })
+                        .on_failure(
+                            |class: ServerErrorsFailureClass,
+                             latency: Duration,
+                             span: &tracing::Span| {
+                                DefaultOnFailure::new()
+                                    .level(failure_level(&class))
+                                    .on_failure(class, latency, span)
+                            },
+                        ),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(panicked)),
@@ -321,4 +346,24 @@ pub async fn run_with(
     engine.shutdown().await?;
     tracing::info!("engine stopped; everything acknowledged is durable");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_503s_are_logged_below_error() {
+        let status = |code: u16| {
+            failure_level(&ServerErrorsFailureClass::StatusCode(
+                StatusCode::from_u16(code).unwrap(),
+            ))
+        };
+        assert_eq!(status(503), Level::DEBUG);
+        for code in [500, 502, 504] {
+            assert_eq!(status(code), Level::ERROR, "{code}");
+        }
+        let error = ServerErrorsFailureClass::Error("connection reset".into());
+        assert_eq!(failure_level(&error), Level::ERROR);
+    }
 }
