@@ -204,6 +204,19 @@ async fn a_receiver_down_then_up_gets_every_event() {
     // The first attempt was refused; the worker now waits out its backoff.
     let first = f.sleeps.recv().await.unwrap();
     assert!(first <= Duration::from_secs(1) && first >= Duration::from_millis(500));
+    // The backlog shows while the first event is retried, not only after its batch.
+    let metrics = f.engine.metrics().render();
+    let depth: i64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "leadroute_webhook_outbox_depth{{webhook=\"{hook}\"}} "
+            ))
+        })
+        .unwrap_or_else(|| panic!("no depth for {hook}:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(depth >= 1, "depth {depth} while an event waits");
     assert_eq!(
         f.engine
             .outbox_len_after(f.engine.webhook_cursor(&hook).unwrap()),

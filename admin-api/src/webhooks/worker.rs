@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use leadroute_engine::domain::{OutboxEvent, Webhook};
+use leadroute_engine::domain::{OutboxEvent, Webhook, WebhookId};
 use leadroute_engine::engine::MAX_DEAD_LETTER_PAGE;
 use leadroute_engine::store::DeadLetter;
 use leadroute_engine::{Engine, EngineError};
@@ -71,6 +71,9 @@ pub(super) async fn deliver(
             }
             continue;
         }
+        // Counted now, not only once the batch is done: a batch's first event can be
+        // retried for minutes while the endpoint is down.
+        refresh_depth(&shared, &webhook.id, cursor);
         for event in batch {
             if webhook.wants(event.kind) {
                 match attempt_all(&shared, &webhook, &event, &mut stop).await {
@@ -107,16 +110,22 @@ pub(super) async fn deliver(
             }
         }
         let cursor = engine.webhook_cursor(&webhook.id).unwrap_or(0);
-        let depth = engine.outbox_len_after(cursor);
-        shared
-            .metrics
-            .depth
-            .with_label_values(&label)
-            .set(depth as i64);
+        refresh_depth(&shared, &webhook.id, cursor);
         if let Err(e) = engine.trim_outbox() {
             tracing::warn!(error = %e, "cannot trim the outbox");
         }
     }
+}
+
+/// Sets `leadroute_webhook_outbox_depth` to the events after `cursor`. Counting walks
+/// them, so it runs once per batch and once per failed attempt, not per event.
+fn refresh_depth(shared: &Shared, webhook: &WebhookId, cursor: u64) {
+    let depth = shared.engine.outbox_len_after(cursor);
+    shared
+        .metrics
+        .depth
+        .with_label_values(&[webhook.as_str()])
+        .set(i64::try_from(depth).unwrap_or(i64::MAX));
 }
 
 /// Waits a second after a store error (the store may be reopening after a disk
@@ -202,6 +211,10 @@ async fn attempt_all(
             }
         }
         if attempt < shared.policy.max_attempts {
+            // The endpoint is failing: show the backlog growing behind this event.
+            if let Ok(cursor) = shared.engine.webhook_cursor(&webhook.id) {
+                refresh_depth(shared, &webhook.id, cursor);
+            }
             let delay = shared.policy.backoff(&webhook.id, event.seq, attempt);
             tokio::select! {
                 () = shared.sleeper.sleep(delay) => {}
