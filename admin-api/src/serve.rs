@@ -49,13 +49,31 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
              exposing it"
         );
     }
+    let limits = &settings.limits;
+    let config_file = settings
+        .config_file
+        .as_deref()
+        .map_or_else(|| "none".to_string(), |p| p.display().to_string());
     tracing::info!(
         %addr,
         data_dir = %settings.data_dir.display(),
-        durability = ?settings.durability,
+        durability = %settings.durability,
         max_in_flight_leads = settings.max_in_flight_leads,
-        config = ?settings.config_file,
+        json_body_bytes = limits.json_body_bytes,
+        batch_body_bytes = limits.batch_body_bytes,
+        plugin_body_bytes = limits.plugin_body_bytes,
+        shutdown_timeout_secs = settings.shutdown_timeout.as_secs(),
+        store_lock_wait_secs = settings.store_lock_wait.as_secs(),
+        config = %config_file,
         "leadroute serving"
+    );
+    let webhooks = &settings.webhooks;
+    tracing::info!(
+        max_attempts = webhooks.max_attempts,
+        base_delay_ms = webhooks.base_delay.as_millis() as u64,
+        max_delay_ms = webhooks.max_delay.as_millis() as u64,
+        timeout_ms = webhooks.timeout.as_millis() as u64,
+        "webhook delivery policy"
     );
     let plugins = &settings.plugins;
     tracing::info!(

@@ -52,10 +52,19 @@ fn the_port_answers_starting_until_the_store_is_open() {
     let r = api.post("/healthz", serde_json::json!({}));
     assert_eq!((r.status, r.code().as_str()), (503, "starting"));
     assert!(!second.stdout().contains("listening on"));
+    // The log says why the start is not moving.
+    eventually("the wait for the lock is logged", || {
+        second.stderr().contains("the store is locked")
+    });
 
     // The first server lets go of the store; the second opens it and is ready.
     first.sigkill();
     eventually("/readyz answers 200", || api.get("/readyz").status == 200);
+    assert_eq!(
+        second.stderr().matches("the store is locked").count(),
+        1,
+        "said once, not at every try"
+    );
     // Scripts read stdout's first line for the address: it is still the only one.
     eventually("the listening line is read", || {
         second.stdout().contains("listening on")

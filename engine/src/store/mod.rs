@@ -70,6 +70,16 @@ pub enum Durability {
     Power,
 }
 
+impl std::fmt::Display for Durability {
+    /// As the setting is spelled: `process` or `power`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Process => "process",
+            Durability::Power => "power",
+        })
+    }
+}
+
 pub(crate) const REPS: usize = 0;
 pub(crate) const TERRITORIES: usize = 1;
 pub(crate) const LEADS: usize = 2;
@@ -197,9 +207,17 @@ impl Store {
             EngineError::StoreUnavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let started = std::time::Instant::now();
+        let mut announced = false;
         let handle = loop {
             match Handle::open(dir) {
                 Err(Opening::Locked(e)) if started.elapsed() < wait => {
+                    if !announced {
+                        // Said once, so an operator sees why the start is not moving.
+                        tracing::warn!(dir = %dir.display(), ?wait,
+                            "the store is locked, by another leadroute or one still exiting; \
+                             waiting for it");
+                        announced = true;
+                    }
                     tracing::debug!(error = %e, "store locked; waiting");
                     locked();
                     std::thread::sleep(std::time::Duration::from_millis(10));
@@ -801,6 +819,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn durability_displays_as_its_setting_is_spelled() {
+        for d in [Durability::Process, Durability::Power] {
+            let setting = serde_json::to_value(d).unwrap();
+            assert_eq!(setting.as_str(), Some(d.to_string().as_str()));
+        }
+    }
 
     #[test]
     fn a_lock_let_go_while_waiting_is_taken() {
