@@ -60,6 +60,10 @@ impl HttpMetrics {
             &["status"],
         )
         .expect("valid metric");
+        // At zero from the start, so the first one shows in `increase()`.
+        for status in crate::unparsed::STATUSES {
+            unparsed.with_label_values(&[&status.to_string()]);
+        }
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),

@@ -108,6 +108,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonUnparsed<S> {
 }
 
 /// The error code and message for a status hyper gives an unparsable request.
+/// The statuses hyper answers unparsable requests with, each rewritten by
+/// [`error_for`].
+pub(crate) const STATUSES: [u16; 3] = [400, 414, 431];
+
 fn error_for(status: u16) -> Option<(&'static str, &'static str)> {
     Some(match status {
         400 => (
@@ -173,6 +177,13 @@ mod tests {
 
     const CANNED: &str = "HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\
                           content-length: 0\r\ndate: Sat, 28 Nov 2026 02:56:14 GMT\r\n\r\n";
+
+    #[test]
+    fn every_status_counted_from_the_start_is_one_rewritten() {
+        for status in STATUSES {
+            assert!(error_for(status).is_some(), "{status}");
+        }
+    }
 
     #[test]
     fn hypers_own_answer_gets_a_json_body() {

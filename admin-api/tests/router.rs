@@ -566,6 +566,13 @@ async fn requests_hyper_cannot_parse_get_json_errors() {
             .unwrap();
         String::from_utf8(answer).unwrap()
     };
+    // Each status is counted from zero before the first such request.
+    let metrics =
+        exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()).await;
+    for status in ["400", "414", "431"] {
+        let line = format!("leadroute_http_unparsed_requests_total{{status=\"{status}\"}} 0\n");
+        assert!(metrics.contains(&line), "no `{line}` in {metrics}");
+    }
     let many_headers: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
     let cases = [
         (b"GARBAGE\r\n\r\n".to_vec(), "400", "malformed_request"),

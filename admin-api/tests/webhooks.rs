@@ -217,6 +217,11 @@ async fn a_receiver_down_then_up_gets_every_event() {
         .parse()
         .unwrap();
     assert!(depth >= 1, "depth {depth} while an event waits");
+    // Nothing was dead-lettered yet, and the series says so rather than being absent.
+    let none = format!(
+        "leadroute_webhook_deliveries_total{{outcome=\"dead_lettered\",webhook=\"{hook}\"}} 0"
+    );
+    assert!(metrics.lines().any(|l| l == none), "no {none}:\n{metrics}");
     assert_eq!(
         f.engine
             .outbox_len_after(f.engine.webhook_cursor(&hook).unwrap()),

@@ -7,6 +7,9 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use crate::engine::{ReassignReason, RouteStatus};
+use crate::plugins::FailureReason;
+
 /// Buckets from 10 µs to 1 s: decisions are microseconds, durable commits milliseconds.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
@@ -133,7 +136,7 @@ impl Metrics {
         let latency = |name: &str, help: &str| {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
-        Metrics {
+        let metrics = Metrics {
             leads_received: register(
                 &r,
                 IntCounter::new(
@@ -416,7 +419,45 @@ impl Metrics {
                 .unwrap(),
             ),
             registry: r,
+        };
+        // Counters whose labels are known from the start begin at zero: a series that
+        // appears only at its first event hides that event from `increase()` and
+        // `rate()`, and alerts on them.
+        for what in ["leads", "admin_writes"] {
+            metrics.overload_rejections.with_label_values(&[what]);
         }
+        for reason in ReassignReason::ALL {
+            metrics.reassignments.with_label_values(&[reason.as_str()]);
+        }
+        metrics
+    }
+
+    /// Creates a territory's series at zero, when it is loaded or created (see
+    /// [`Metrics::new`] for why).
+    pub fn start_territory_series(&self, territory: &str) {
+        for status in RouteStatus::ALL {
+            self.leads_routed
+                .with_label_values(&[territory, status.as_str()]);
+        }
+        for counter in [
+            &self.sla_breaches,
+            &self.sla_escalations,
+            &self.touched_within_sla,
+        ] {
+            counter.with_label_values(&[territory]);
+        }
+        self.queue_depth.with_label_values(&[territory]);
+    }
+
+    /// Creates a plugin's series at zero, when it is loaded or first uploaded (see
+    /// [`Metrics::new`] for why).
+    pub fn start_plugin_series(&self, plugin: &str) {
+        self.plugin_call_duration.with_label_values(&[plugin]);
+        for reason in FailureReason::ALL {
+            self.plugin_failures
+                .with_label_values(&[plugin, reason.as_str()]);
+        }
+        self.plugin_circuit_open.with_label_values(&[plugin]);
     }
 
     /// Renders every metric in the Prometheus text format.

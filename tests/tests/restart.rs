@@ -368,3 +368,43 @@ fn counter(text: &str, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Series whose labels are known before their first event begin at zero, when the
+/// territory or plugin is created and again when a restart loads it: a series that
+/// appears only at its first event hides that event from `increase()`, and alerts.
+#[tokio::test]
+async fn labelled_series_begin_at_zero_and_again_after_a_restart() {
+    let f = fixture();
+    f.engine
+        .put_plugin("rules", leadroute_plugin_builds::RULES.to_vec())
+        .await
+        .unwrap();
+    east_with_plugin(&f.engine, "rules", serde_json::json!({}), 10).await;
+    let zero = [
+        r#"leadroute_leads_routed_total{outcome="queued",territory="east"} 0"#,
+        r#"leadroute_sla_breaches_total{territory="east"} 0"#,
+        r#"leadroute_sla_escalations_total{territory="east"} 0"#,
+        r#"leadroute_territory_queue_depth{territory="east"} 0"#,
+        r#"leadroute_plugin_failures_total{plugin="rules",reason="trap"} 0"#,
+        r#"leadroute_plugin_failures_total{plugin="rules",reason="out_of_fuel"} 0"#,
+        r#"leadroute_plugin_circuit_open{plugin="rules"} 0"#,
+        r#"leadroute_plugin_call_duration_seconds_count{plugin="rules"} 0"#,
+        r#"leadroute_reassignments_total{reason="sla_breach"} 0"#,
+        r#"leadroute_overload_rejections_total{what="leads"} 0"#,
+    ];
+    let text = f.engine.metrics().render();
+    for line in zero {
+        assert!(text.lines().any(|l| l == line), "no {line}:\n{text}");
+    }
+    f.engine.shutdown().await.unwrap();
+    drop(f.engine);
+
+    let engine = open(f.dir.path(), &f.clock);
+    let text = engine.metrics().render();
+    for line in zero {
+        assert!(
+            text.lines().any(|l| l == line),
+            "after a restart, no {line}:\n{text}"
+        );
+    }
+}

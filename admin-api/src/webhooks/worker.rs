@@ -33,6 +33,16 @@ pub(super) async fn deliver(
     let engine = &shared.engine;
     let mut events = engine.outbox().watch_events();
     let label = [webhook.id.as_str()];
+    // The subscription's series begin at zero, so the first failure shows in
+    // `increase()`.
+    for outcome in ["delivered", "failed", "dead_lettered"] {
+        shared
+            .metrics
+            .deliveries
+            .with_label_values(&[webhook.id.as_str(), outcome]);
+    }
+    shared.metrics.latency.with_label_values(&label);
+    shared.metrics.depth.with_label_values(&label);
     loop {
         if *stop.borrow() {
             return;

@@ -539,3 +539,14 @@ impl Api<'_> {
         )
     }
 }
+
+/// Whether the `/metrics` text counts no routed lead: there are
+/// `leadroute_leads_routed_total` series (a territory's exist at zero from its
+/// creation), and every one reads 0.
+pub fn nothing_routed(metrics: &str) -> bool {
+    let routed: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("leadroute_leads_routed_total{"))
+        .collect();
+    !routed.is_empty() && routed.iter().all(|l| l.ends_with(" 0"))
+}

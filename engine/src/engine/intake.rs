@@ -32,6 +32,13 @@ pub enum RouteStatus {
 }
 
 impl RouteStatus {
+    /// Every status.
+    pub const ALL: [RouteStatus; 3] = [
+        RouteStatus::Assigned,
+        RouteStatus::Queued,
+        RouteStatus::Duplicate,
+    ];
+
     /// The label used in metrics and the API.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -32,6 +32,15 @@ pub enum ReassignReason {
 }
 
 impl ReassignReason {
+    /// Every reason.
+    pub const ALL: [ReassignReason; 5] = [
+        ReassignReason::RepDeleted,
+        ReassignReason::SlaBreach,
+        ReassignReason::SlaEscalation,
+        ReassignReason::RepAway,
+        ReassignReason::Manual,
+    ];
+
     /// The label recorded in history and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -340,6 +340,7 @@ impl Engine {
         let committer = self.inner.committer.clone();
         let clock = self.inner.clock.clone();
         let metrics = self.inner.metrics.clone();
+        metrics.start_territory_series(territory.id.as_str());
         TerritoryActor::start_in_arbiter(&self.inner.arbiter, move |_| {
             TerritoryActor::new(
                 territory, strategy, shadow, queue, committer, clock, metrics,

@@ -237,6 +237,7 @@ impl Registry {
                 }
             }
             let name = record.name.clone();
+            metrics.start_plugin_series(&name);
             plugins.insert(
                 name.clone(),
                 Arc::new(PluginEntry {
@@ -343,6 +344,7 @@ impl Registry {
             }
             None => {
                 let name = record.name.clone();
+                self.metrics.start_plugin_series(&name);
                 plugins.insert(
                     name.clone(),
                     Arc::new(PluginEntry {
