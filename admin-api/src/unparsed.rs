@@ -107,11 +107,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonUnparsed<S> {
     }
 }
 
-/// The error code and message for a status hyper gives an unparsable request.
 /// The statuses hyper answers unparsable requests with, each rewritten by
 /// [`error_for`].
 pub(crate) const STATUSES: [u16; 3] = [400, 414, 431];
 
+/// The error code and message for a status hyper gives an unparsable request.
 fn error_for(status: u16) -> Option<(&'static str, &'static str)> {
     Some(match status {
         400 => (
