@@ -128,7 +128,7 @@ pub(super) async fn deliver(
 }
 
 /// Sets `leadroute_webhook_outbox_depth` to the events after `cursor`. Counting walks
-/// them, so it runs once per batch and once per failed attempt, not per event.
+/// them, so it runs once per batch and once per event that fails, not per attempt.
 fn refresh_depth(shared: &Shared, webhook: &WebhookId, cursor: u64) {
     let depth = shared.engine.outbox_len_after(cursor);
     shared
@@ -220,11 +220,15 @@ async fn attempt_all(
                 last_error = e;
             }
         }
+        // The endpoint is failing: show the backlog behind this event. Once per event,
+        // not per attempt: counting walks the backlog, which an outage makes long.
+        if attempt == 1
+            && attempt < shared.policy.max_attempts
+            && let Ok(cursor) = shared.engine.webhook_cursor(&webhook.id)
+        {
+            refresh_depth(shared, &webhook.id, cursor);
+        }
         if attempt < shared.policy.max_attempts {
-            // The endpoint is failing: show the backlog growing behind this event.
-            if let Ok(cursor) = shared.engine.webhook_cursor(&webhook.id) {
-                refresh_depth(shared, &webhook.id, cursor);
-            }
             let delay = shared.policy.backoff(&webhook.id, event.seq, attempt);
             tokio::select! {
                 () = shared.sleeper.sleep(delay) => {}
