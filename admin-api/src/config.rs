@@ -307,6 +307,28 @@ fn check_range(
     }
 }
 
+/// A numeric setting without a flag: its environment variable `env_name` beats the
+/// file's `key` (`value`), which beats `default`; the value must lie in `range`.
+fn env_or_file(
+    env: &dyn Fn(&str) -> Option<String>,
+    in_file: &dyn Fn(&str) -> String,
+    (env_name, key): (&str, &str),
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let (n, from) = pick(
+        [
+            None,
+            env(env_name).map(|v| (parse_number::<u64>(&v), env_name.to_string())),
+            value.map(|v| (Ok(v), in_file(key))),
+        ],
+        default,
+    )?;
+    check_range(n, &from, range)?;
+    Ok(n)
+}
+
 impl Settings {
     /// Resolves flags, the environment (looked up through `env`) and the config file
     /// (from `--config` or `LEADROUTE_CONFIG`) into validated settings.
@@ -401,39 +423,24 @@ impl Settings {
             LogFormat::default(),
         )?;
 
-        let (shutdown_secs, from) = pick(
-            [
-                None,
-                env("LEADROUTE_SHUTDOWN_TIMEOUT_SECS").map(|v| {
-                    (
-                        parse_number(&v),
-                        "LEADROUTE_SHUTDOWN_TIMEOUT_SECS".to_string(),
-                    )
-                }),
-                file.shutdown_timeout_secs
-                    .map(|v| (Ok(v), in_file("shutdown_timeout_secs"))),
-            ],
+        let shutdown_secs = env_or_file(
+            &env,
+            &in_file,
+            ("LEADROUTE_SHUTDOWN_TIMEOUT_SECS", "shutdown_timeout_secs"),
+            file.shutdown_timeout_secs,
             DEFAULT_SHUTDOWN_TIMEOUT_SECS,
-        )?;
-        check_range(shutdown_secs, &from, 0..=3600)?;
-
-        let (lock_wait_secs, from) = pick(
-            [
-                None,
-                env("LEADROUTE_STORE_LOCK_WAIT_SECS").map(|v| {
-                    (
-                        parse_number(&v),
-                        "LEADROUTE_STORE_LOCK_WAIT_SECS".to_string(),
-                    )
-                }),
-                file.store_lock_wait_secs
-                    .map(|v| (Ok(v), in_file("store_lock_wait_secs"))),
-            ],
-            DEFAULT_STORE_LOCK_WAIT.as_secs(),
+            0..=3600,
         )?;
         // At least a second: a restart that begins while the old process still makes
         // its last commits durable must be able to wait for it.
-        check_range(lock_wait_secs, &from, 1..=86_400)?;
+        let lock_wait_secs = env_or_file(
+            &env,
+            &in_file,
+            ("LEADROUTE_STORE_LOCK_WAIT_SECS", "store_lock_wait_secs"),
+            file.store_lock_wait_secs,
+            DEFAULT_STORE_LOCK_WAIT.as_secs(),
+            1..=86_400,
+        )?;
 
         let limit = |env_name: &str, value: Option<usize>, key: &str, default: usize| {
             let (n, from) = pick(
@@ -468,38 +475,22 @@ impl Settings {
             )?,
         };
 
-        let (max_attempts, from) = pick(
-            [
-                None,
-                env("LEADROUTE_WEBHOOK_MAX_ATTEMPTS").map(|v| {
-                    (
-                        parse_number::<u64>(&v),
-                        "LEADROUTE_WEBHOOK_MAX_ATTEMPTS".to_string(),
-                    )
-                }),
-                file.webhooks
-                    .max_attempts
-                    .map(|v| (Ok(u64::from(v)), in_file("webhooks.max_attempts"))),
-            ],
+        let max_attempts = env_or_file(
+            &env,
+            &in_file,
+            ("LEADROUTE_WEBHOOK_MAX_ATTEMPTS", "webhooks.max_attempts"),
+            file.webhooks.max_attempts.map(u64::from),
             u64::from(crate::webhooks::Policy::default().max_attempts),
+            1..=100,
         )?;
-        check_range(max_attempts, &from, 1..=100)?;
-        let (timeout_secs, from) = pick(
-            [
-                None,
-                env("LEADROUTE_WEBHOOK_TIMEOUT_SECS").map(|v| {
-                    (
-                        parse_number(&v),
-                        "LEADROUTE_WEBHOOK_TIMEOUT_SECS".to_string(),
-                    )
-                }),
-                file.webhooks
-                    .timeout_secs
-                    .map(|v| (Ok(v), in_file("webhooks.timeout_secs"))),
-            ],
+        let timeout_secs = env_or_file(
+            &env,
+            &in_file,
+            ("LEADROUTE_WEBHOOK_TIMEOUT_SECS", "webhooks.timeout_secs"),
+            file.webhooks.timeout_secs,
             crate::webhooks::Policy::default().timeout.as_secs(),
+            1..=300,
         )?;
-        check_range(timeout_secs, &from, 1..=300)?;
         let webhooks = crate::webhooks::Policy {
             max_attempts: max_attempts as u32,
             timeout: Duration::from_secs(timeout_secs),
@@ -596,19 +587,11 @@ fn resolve_plugins(
     limits: &Limits,
 ) -> Result<PluginLimits, ConfigError> {
     let defaults = PluginLimits::default();
-    // One key: env beats file beats `default`; the value must lie in `range`.
+    // One key of `[plugins]`, and its `LEADROUTE_PLUGIN_*` variable.
     let number = |key: &str, value: Option<u64>, default: u64, range| {
         let env_name = format!("LEADROUTE_PLUGIN_{}", key.to_ascii_uppercase());
-        let (n, from) = pick(
-            [
-                None,
-                env(&env_name).map(|v| (parse_number::<u64>(&v), env_name.clone())),
-                value.map(|v| (Ok(v), in_file(&format!("plugins.{key}")))),
-            ],
-            default,
-        )?;
-        check_range(n, &from, range)?;
-        Ok::<u64, ConfigError>(n)
+        let key = format!("plugins.{key}");
+        env_or_file(env, in_file, (&env_name, &key), value, default, range)
     };
     let memory_bytes = number(
         "memory_bytes",
