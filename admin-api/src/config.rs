@@ -52,6 +52,11 @@ pub struct FileConfig {
     /// Seconds to let in-flight requests finish at shutdown before connections are
     /// closed. Default 30.
     pub shutdown_timeout_secs: Option<u64>,
+    /// Seconds to keep serving after SIGTERM/SIGINT, new connections included, while
+    /// `/readyz` answers 503 `draining`, before the listener closes and the drain
+    /// begins: the time a load balancer needs to take the server out of rotation
+    /// (0-3600). Default 0.
+    pub shutdown_delay_secs: Option<u64>,
     /// Seconds to wait at start for the store's lock while another process holds the
     /// data directory (1-86400). Default 10.
     pub store_lock_wait_secs: Option<u64>,
@@ -199,6 +204,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Wait for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// Serving on at shutdown, `/readyz` answering 503, before the listener closes.
+    pub shutdown_delay: Duration,
     /// Longest wait at start for the store's lock.
     pub store_lock_wait: Duration,
     /// How webhook deliveries are attempted.
@@ -431,6 +438,14 @@ impl Settings {
             DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             0..=3600,
         )?;
+        let shutdown_delay_secs = env_or_file(
+            &env,
+            &in_file,
+            ("LEADROUTE_SHUTDOWN_DELAY_SECS", "shutdown_delay_secs"),
+            file.shutdown_delay_secs,
+            0,
+            0..=3600,
+        )?;
         // At least a second: a restart that begins while the old process still makes
         // its last commits durable must be able to wait for it.
         let lock_wait_secs = env_or_file(
@@ -570,6 +585,7 @@ impl Settings {
             auth,
             limits,
             shutdown_timeout: Duration::from_secs(shutdown_secs),
+            shutdown_delay: Duration::from_secs(shutdown_delay_secs),
             store_lock_wait: Duration::from_secs(lock_wait_secs),
             webhooks,
             max_in_flight_leads,
@@ -879,6 +895,7 @@ mod tests {
         assert!(f.listen.is_some() && f.data_dir.is_some() && f.durability.is_some());
         assert!(f.log_level.is_some() && f.log_format.is_some());
         assert!(f.shutdown_timeout_secs.is_some() && f.store_lock_wait_secs.is_some());
+        assert!(f.shutdown_delay_secs.is_some());
         let l = &f.limits;
         assert!(l.json_body_bytes.is_some() && l.batch_body_bytes.is_some());
         assert!(l.plugin_body_bytes.is_some());
@@ -899,6 +916,7 @@ mod tests {
             format!("{:?}", PluginLimits::default())
         );
         assert_eq!(s.store_lock_wait, DEFAULT_STORE_LOCK_WAIT);
+        assert_eq!(s.shutdown_delay, Duration::ZERO);
         // The tokens are there, commented out; uncommented they must be valid too.
         let uncommented = text
             .replace("# admin_token", "admin_token")
@@ -948,6 +966,37 @@ mod tests {
         let e = err(&[("LEADROUTE_CONFIG", path.to_str().unwrap())]);
         assert!(
             e.contains("`store_lock_wait_secs` in") && e.contains("out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_shutdown_delay_comes_from_env_or_file_and_is_range_checked() {
+        let s = resolve(&Flags::default(), &[]).unwrap();
+        assert_eq!(s.shutdown_delay, Duration::ZERO, "no delay unless asked");
+        let (_dir, path) = file("shutdown_delay_secs = 15\n");
+        let config = path.to_str().unwrap();
+        let s = resolve(&Flags::default(), &[("LEADROUTE_CONFIG", config)]).unwrap();
+        assert_eq!(s.shutdown_delay, Duration::from_secs(15));
+        let vars = [
+            ("LEADROUTE_CONFIG", config),
+            ("LEADROUTE_SHUTDOWN_DELAY_SECS", "5"),
+        ];
+        let s = resolve(&Flags::default(), &vars).unwrap();
+        assert_eq!(
+            s.shutdown_delay,
+            Duration::from_secs(5),
+            "the environment wins"
+        );
+
+        let e = resolve(
+            &Flags::default(),
+            &[("LEADROUTE_SHUTDOWN_DELAY_SECS", "3601")],
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.starts_with("LEADROUTE_SHUTDOWN_DELAY_SECS: 3601 is out of range: use 0 to 3600"),
             "{e}"
         );
     }

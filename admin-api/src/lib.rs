@@ -286,22 +286,37 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) -> anyhow::Result<()> {
+    let drain = Drain {
+        delay: Duration::ZERO,
+        timeout: drain_timeout,
+    };
     run_with(
         listener,
         state,
         shutdown,
-        drain_timeout,
+        drain,
         webhooks::Policy::default(),
     )
     .await
 }
 
-/// [`run`], delivering webhooks with `policy`.
+/// How the server stops once asked to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// How long to keep serving, new connections included, with `/readyz` answering
+    /// 503 `draining`: the time a load balancer needs to notice and send no more.
+    pub delay: Duration,
+    /// Then, with the listener closed, how long requests in flight may take before
+    /// their connections are closed.
+    pub timeout: Duration,
+}
+
+/// [`run`], stopping as `drain` says and delivering webhooks with `policy`.
 pub async fn run_with(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    drain_timeout: Duration,
+    drain: Drain,
     policy: webhooks::Policy,
 ) -> anyhow::Result<()> {
     let engine = state.engine.clone();
@@ -323,8 +338,15 @@ pub async fn run_with(
     let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown.await;
-        tracing::info!("shutting down: draining requests in flight");
         draining.set_ready(false);
+        if !drain.delay.is_zero() {
+            tracing::info!(
+                delay_secs = drain.delay.as_secs_f64(),
+                "shutting down: /readyz answers 503 draining; serving on for the shutdown delay"
+            );
+            tokio::time::sleep(drain.delay).await;
+        }
+        tracing::info!("shutting down: draining requests in flight");
         let _ = drain_tx.send(true);
     };
     let metrics = state.http_metrics.clone();
@@ -332,12 +354,12 @@ pub async fn run_with(
     let drained = async move {
         // A client holding a connection open must not keep the process alive forever.
         let _ = drain_rx.wait_for(|d| *d).await;
-        tokio::time::sleep(drain_timeout).await;
+        tokio::time::sleep(drain.timeout).await;
     };
     tokio::select! {
         served = server => served?,
         () = drained => {
-            tracing::warn!(?drain_timeout, "requests still in flight after the drain timeout; closing");
+            tracing::warn!(drain_timeout = ?drain.timeout, "requests still in flight after the drain timeout; closing");
         }
     }
     let _ = stop_background.send(true);

@@ -62,6 +62,7 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         json_body_bytes = limits.json_body_bytes,
         batch_body_bytes = limits.batch_body_bytes,
         plugin_body_bytes = limits.plugin_body_bytes,
+        shutdown_delay_secs = settings.shutdown_delay.as_secs(),
         shutdown_timeout_secs = settings.shutdown_timeout.as_secs(),
         store_lock_wait_secs = settings.store_lock_wait.as_secs(),
         config = %config_file,
@@ -95,9 +96,9 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
 
-    // The first signal starts the drain; a second one ends the process at once, as a
-    // crash would (every answered request is already durable), for an operator who
-    // will not wait for slow requests in flight.
+    // The first signal starts the shutdown (the delay, then the drain); a second one
+    // ends the process at once, as a crash would (every answered request is already
+    // durable), for an operator who will not wait for either.
     let (first, first_signal) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         signals.next().await;
@@ -114,7 +115,10 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         async move {
             let _ = first_signal.await;
         },
-        settings.shutdown_timeout,
+        crate::Drain {
+            delay: settings.shutdown_delay,
+            timeout: settings.shutdown_timeout,
+        },
         settings.webhooks.clone(),
     )
     .await

@@ -495,6 +495,43 @@ async fn shutdown_stops_accepting_finishes_in_flight_then_stops_the_engine() {
     );
 }
 
+/// With a shutdown delay, the server serves on (not ready) until the delay has
+/// passed, and only then drains and stops. On tokio's paused clock, which moves to the
+/// next timer whenever every task waits.
+#[tokio::test(start_paused = true)]
+async fn the_shutdown_delay_passes_before_the_server_stops() {
+    use leadroute_admin_api::{Drain, run_with, webhooks::Policy};
+    use tokio::time::Instant;
+
+    let f = open();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain = Drain {
+        delay: std::time::Duration::from_secs(30),
+        timeout: std::time::Duration::from_secs(1),
+    };
+    let server = tokio::spawn(run_with(
+        listener,
+        f.state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        drain,
+        Policy::default(),
+    ));
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    // No timeout around it: the engine's shutdown waits for its own threads, during
+    // which the paused clock would jump to that timeout.
+    server.await.unwrap().unwrap();
+    assert!(
+        asked.elapsed() >= drain.delay,
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    assert!(!f.state.is_ready());
+}
+
 /// A client that starts a request and never finishes it is cut off: after
 /// `HEADER_READ_TIMEOUT` for the head (hyper closes the connection), after
 /// `BODY_READ_TIMEOUT` for the body (408 `body_timeout`). On tokio's paused clock,

@@ -144,6 +144,57 @@ fn the_demo_loads_idempotently_across_restarts() {
     );
 }
 
+/// With a shutdown delay, the first signal turns `/readyz` 503 `draining` while the
+/// server goes on serving, new connections included, so a load balancer can take it
+/// out of rotation before the listener closes; what it answers then is durable. A
+/// second signal still exits at once.
+#[test]
+fn during_the_shutdown_delay_readyz_is_503_and_leads_are_still_taken() {
+    let dir = data_dir();
+    // Only the second signal can end this delay soon.
+    let mut server = Server::start_with(
+        dir.path(),
+        Options {
+            args: &[],
+            env: &[("LEADROUTE_SHUTDOWN_DELAY_SECS", "3600")],
+        },
+    );
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    api.territory("east", &["CN-SH"], true);
+    api.rep("a", "east", 5);
+    assert_eq!(api.get("/readyz").status, 200);
+
+    server.signal(libc::SIGTERM);
+    // Every request below opens a connection of its own.
+    eventually("readyz turns 503", || api.get("/readyz").status == 503);
+    assert_eq!(api.get("/readyz").code(), "draining");
+    let answered = api.lead(1, "CN-SH");
+    assert_eq!(answered.status, 201, "{}", answered.text);
+    assert_eq!(answered.json()["status"], "assigned");
+    assert_eq!(api.get("/healthz").status, 200);
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("serving on for the shutdown delay")
+            && !stderr.contains("draining requests in flight"),
+        "{stderr}"
+    );
+
+    server.signal(libc::SIGINT);
+    assert_eq!(server.exit_status().code(), Some(130));
+    let server = Server::start(dir.path());
+    let api = Api {
+        server: &server,
+        token: None,
+    };
+    let id = answered.json()["lead_id"].as_str().unwrap().to_string();
+    assert_eq!(api.get(&format!("/v1/leads/{id}")).status, 200);
+    assert_eq!(api.get("/admin/reps/a").json()["load"], 1);
+    assert!(server.terminate().success());
+}
+
 /// While draining, a second signal exits at once (status 130), as a crash would,
 /// instead of waiting for the requests in flight; what was answered is kept.
 #[test]
