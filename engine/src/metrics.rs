@@ -460,6 +460,24 @@ impl Metrics {
         self.plugin_circuit_open.with_label_values(&[plugin]);
     }
 
+    /// Removes every series of a deleted plugin, so that `/metrics` lists what it
+    /// would list after a restart.
+    pub fn end_plugin_series(&self, plugin: &str) {
+        let _ = self.plugin_call_duration.remove_label_values(&[plugin]);
+        let _ = self.plugin_circuit_open.remove_label_values(&[plugin]);
+        for reason in FailureReason::ALL {
+            let _ = self
+                .plugin_failures
+                .remove_label_values(&[plugin, reason.as_str()]);
+            let _ = self
+                .plugin_shadow_failures
+                .remove_label_values(&[plugin, reason.as_str()]);
+        }
+        for agree in ["true", "false"] {
+            let _ = self.plugin_shadow.remove_label_values(&[plugin, agree]);
+        }
+    }
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -366,12 +366,30 @@ async fn the_shadow_version_must_exist_and_its_plugin_cannot_be_deleted() {
         matches!(&err, EngineError::PluginInUse { territories, .. } if territories == &[tid("east")]),
         "{err:?}"
     );
-    // Without the shadow it can go.
+    // A routed lead gives the shadow's series values.
+    three_reps(&f.engine).await;
+    f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    let series = |engine: &Engine| {
+        let text = engine.metrics().render();
+        text.lines()
+            .filter(|l| l.contains(r#"plugin="vip-tier""#))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = series(&f.engine);
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("leadroute_plugin_shadow_total{")),
+        "{before:#?}"
+    );
+    // Without the shadow it can go, and its series with it, as after a restart.
     f.engine
         .upsert_territory(tid("east"), body(serde_json::Value::Null))
         .await
         .unwrap();
     f.engine.delete_plugin("vip-tier").await.unwrap();
+    assert_eq!(series(&f.engine), Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -390,10 +390,7 @@ impl Registry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        let _ = self
-            .metrics
-            .plugin_circuit_open
-            .remove_label_values(&[name]);
+        self.metrics.end_plugin_series(name);
     }
 
     /// Runs one routing call, checks the answer, and (unless `dry`, as in simulations)
