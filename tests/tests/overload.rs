@@ -140,6 +140,31 @@ async fn admin_writes_past_their_limit_are_refused_and_leads_are_not_affected() 
         64,
         "refused exactly when 64 writes were waiting"
     );
+    // Webhook writes share the limit.
+    let hook = leadroute_engine::domain::WebhookId::new("crm").unwrap();
+    let input = leadroute_engine::domain::WebhookInput {
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec![leadroute_engine::domain::EventKind::LeadAssigned],
+        secret: "0123456789abcdef".into(),
+    };
+    // Polled once: a write that waited for the admin lock instead would be pending.
+    let mut put: Pin<Box<dyn Future<Output = Result<()>> + '_>> =
+        Box::pin(async { f.engine.put_webhook(hook.clone(), input).await.map(|_| ()) });
+    let mut delete: Pin<Box<dyn Future<Output = Result<()>> + '_>> =
+        Box::pin(f.engine.delete_webhook(&hook));
+    for refused in [poll_once(&mut put), poll_once(&mut delete)] {
+        assert!(
+            matches!(
+                refused,
+                Poll::Ready(Err(EngineError::Overloaded {
+                    what: "admin writes",
+                    ..
+                }))
+            ),
+            "{refused:?}"
+        );
+    }
+    drop((put, delete));
     // Leads have their own limit: intake still works meanwhile.
     let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
     assert_eq!(routed.status, RouteStatus::Assigned);

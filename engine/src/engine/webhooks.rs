@@ -32,6 +32,7 @@ impl Engine {
     pub async fn put_webhook(&self, id: WebhookId, input: WebhookInput) -> Result<(Webhook, bool)> {
         let _permit = self.enter()?;
         let webhook = input.validate(id)?;
+        let _admitted = self.admit_admin()?;
         let _admin = self.inner.admin.lock().await;
         // Before the record: events committed from now on are written for it.
         self.inner.outbox.add_interest(&webhook);
@@ -69,6 +70,7 @@ impl Engine {
     /// are not delivered.
     pub async fn delete_webhook(&self, id: &WebhookId) -> Result<()> {
         let _permit = self.enter()?;
+        let _admitted = self.admit_admin()?;
         let _admin = self.inner.admin.lock().await;
         settle(
             self.inner
