@@ -48,6 +48,56 @@ async fn unmatched_regions_need_a_default_territory() {
     assert_eq!(err.code(), "no_territory");
 }
 
+/// A lead that lands in the default territory because no territory's regions cover
+/// it says so in its reason, routed or queued, in its history and in a simulation; a
+/// lead of the default territory's own regions does not.
+#[tokio::test]
+async fn routing_by_default_is_named_in_the_reason() {
+    let f = fixture();
+    east_with_reps(&f.engine, 1).await;
+    f.engine
+        .upsert_territory(
+            tid("north"),
+            territory(serde_json::json!({"name": "North", "regions": ["CN-BJ"]})),
+        )
+        .await
+        .unwrap();
+
+    let own = f.engine.route(lead(1, "CN-SH-PD")).await.unwrap();
+    assert!(!own.reason.contains("default"), "{}", own.reason);
+
+    let outside = f.engine.route(lead(2, "CN-GD")).await.unwrap();
+    assert_eq!(outside.territory_id, tid("east"));
+    assert_eq!(outside.status, RouteStatus::Assigned);
+    let note = "default territory (region CN-GD is none of its regions); ";
+    assert!(outside.reason.starts_with(note), "{}", outside.reason);
+    let view = f.engine.lead(outside.lead_id).unwrap().unwrap();
+    let HistoryEvent::Routed { reason, .. } = &view.history[0].event else {
+        panic!("{:?}", view.history);
+    };
+    assert_eq!(reason, &outside.reason, "the history keeps the same reason");
+
+    let simulated = f.engine.simulate(&lead(3, "CN-GD"), None).await.unwrap();
+    assert!(
+        simulated.decision.reason.starts_with(note),
+        "{}",
+        simulated.decision.reason
+    );
+
+    // Both reps are full now: the next one waits, and says why it is here too.
+    let no_region = LeadInput {
+        region: None,
+        ..lead(4, "")
+    };
+    let queued = f.engine.route(no_region).await.unwrap();
+    assert_eq!(queued.status, RouteStatus::Queued);
+    assert_eq!(
+        queued.reason,
+        "default territory (the lead has no region); no rep has capacity"
+    );
+    assert_healthy(&f.engine).await;
+}
+
 #[tokio::test]
 async fn full_territories_queue_and_drain_oldest_first() {
     let f = fixture();

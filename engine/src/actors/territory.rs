@@ -384,11 +384,21 @@ impl TerritoryActor {
         Plan {
             order,
             decided_by: ranking.decided_by.unwrap_or_else(|| strategy.decided_by()),
-            reason: ranking.reason,
+            reason: self.explain(lead, ranking.reason),
             fallback: ranking.fallback,
             candidates: snapshot,
             decide,
             shadow,
+        }
+    }
+
+    /// `reason`, after the note that `lead` is here because this is the default
+    /// territory, when it is: a lead from outside every territory's regions should
+    /// not read as one of this territory's own.
+    fn explain(&self, lead: &Lead, reason: String) -> String {
+        match self.territory.default_note(lead.region.as_deref()) {
+            Some(note) => format!("{note}; {reason}"),
+            None => reason,
         }
     }
 
@@ -680,6 +690,10 @@ impl TerritoryActor {
 
     /// Queues a routed lead and submits that fact.
     fn enqueue(&mut self, route: Route, plan: Option<Plan>, reason: String) {
+        let reason = match route.target {
+            Target::Ranked => self.explain(&route.lead, reason),
+            _ => reason,
+        };
         let now = self.clock.now();
         let queued = HistoryEntry {
             at: now,

@@ -35,6 +35,12 @@ fn prefixes(s: &str) -> impl Iterator<Item = &str> {
     std::iter::once(s).chain(s.rmatch_indices('-').map(move |(i, _)| &s[..i]))
 }
 
+/// Whether one of `regions` is `region` or an ancestor of it, as the region table
+/// would match it: a text that is not a code is covered by none.
+pub(crate) fn covers(regions: &[RegionCode], region: &str) -> bool {
+    is_code(region) && prefixes(region).any(|p| regions.iter().any(|r| r.as_str() == p))
+}
+
 /// The longest a lead's region may be, code or not.
 pub const MAX_LEAD_REGION_CHARS: usize = 64;
 
@@ -173,6 +179,17 @@ mod tests {
 
     fn tid(s: &str) -> TerritoryId {
         TerritoryId::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_region_is_covered_by_itself_and_its_ancestors_only() {
+        let regions = [code("CN-SH"), code("CN-JS-NJ")];
+        for covered in ["CN-SH", "CN-SH-PD", "CN-JS-NJ-GL"] {
+            assert!(covers(&regions, covered), "{covered}");
+        }
+        for outside in ["CN", "CN-SHX", "CN-JS", "Shanghai", "cn-sh"] {
+            assert!(!covers(&regions, outside), "{outside}");
+        }
     }
 
     #[test]

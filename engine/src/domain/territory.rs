@@ -94,6 +94,22 @@ pub struct Territory {
 }
 
 impl Territory {
+    /// Why a lead with `region` is this territory's when none of its own regions
+    /// covers it: it is the default. `None` when one of them does (or, for a territory
+    /// that is not the default, always).
+    pub fn default_note(&self, region: Option<&str>) -> Option<String> {
+        if !self.default {
+            return None;
+        }
+        match region {
+            None => Some("default territory (the lead has no region)".into()),
+            Some(r) if !super::region::covers(&self.regions, r) => Some(format!(
+                "default territory (region {r} is none of its regions)"
+            )),
+            Some(_) => None,
+        }
+    }
+
     /// Parses `plugin_config`; it was validated on the way in, so this only fails on a
     /// corrupted store.
     pub fn plugin_config_value(&self) -> serde_json::Value {
