@@ -7,9 +7,10 @@
 //! engine cleanly, then starts `leadroute serve` on it several times and times each
 //! start, from spawning the process to the first `200` on `/readyz`, and to the end
 //! of the start-up audit that then runs in the background
-//! (`leadroute_startup_audit_running` back to 0). The server binds its port before it
-//! opens the store, so the probe's connection waits in the listen backlog and is
-//! answered as soon as the server is ready. With `--kill` each run ends with SIGKILL,
+//! (`leadroute_startup_audit_running` back to 0). The server binds a port of its
+//! choosing before it opens the store and logs it (`bound`), so the probe learns the
+//! address at once, and its connection waits in the listen backlog and is answered
+//! as soon as the server is ready. With `--kill` each run ends with SIGKILL,
 //! so every later start is a crash recovery.
 //!
 //! ```text
@@ -209,28 +210,70 @@ struct Start {
     audited: Duration,
 }
 
+/// The server's stderr, read on a thread of its own as it comes (so the pipe never
+/// fills): the address of its `bound` line, and the whole log once the process ends.
+struct ServerLog {
+    bound: std::sync::mpsc::Receiver<SocketAddr>,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl ServerLog {
+    fn read(stderr: std::process::ChildStderr) -> ServerLog {
+        use std::io::BufRead;
+        let (found, bound) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = bound_address(&line) {
+                    let _ = found.send(addr);
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        ServerLog { bound, log }
+    }
+}
+
+/// The address in the server's `bound; answering 503 starting …` log line (text
+/// format: `… bound; … addr=127.0.0.1:PORT`).
+fn bound_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains(" bound; ") {
+        return None;
+    }
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .and_then(|addr| addr.parse().ok())
+}
+
 /// Starts the server on `dir` and times it from spawn to the first `200` on
 /// `/readyz`; then stops it with SIGTERM.
 async fn time_start(leadroute: &Path, dir: &Path, kill: bool) -> Result<Start> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(leadroute);
-    cmd.args(["serve", "--listen"])
-        .arg(addr.to_string())
-        .arg("--data-dir")
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env_remove("LEADROUTE_ADMIN_TOKEN")
         .env_remove("LEADROUTE_INTAKE_TOKEN")
         .env_remove("LEADROUTE_CONFIG")
-        .env("RUST_LOG", "leadroute_engine=info")
+        .env_remove("LEADROUTE_LOG_FORMAT")
+        .env("RUST_LOG", "leadroute_engine=info,leadroute_admin_api=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {leadroute:?}"))?;
+    let server_log = ServerLog::read(child.stderr.take().context("the server's stderr")?);
+    let bound = server_log.bound;
+    let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(START_DEADLINE)).await?;
+    let Ok(addr) = addr else {
+        let _ = child.kill();
+        let status = child.wait()?;
+        let log = server_log.log.join().unwrap_or_default();
+        bail!("the server never logged its address ({status}):\n{log}");
+    };
     let (wall, cpu_ms) = loop {
         let mut answered = false;
         if let Ok(mut conn) = Conn::open(addr).await
@@ -248,9 +291,9 @@ async fn time_start(leadroute: &Path, dir: &Path, kill: bool) -> Result<Start> {
             let _ = child.kill();
             bail!("not ready within {START_DEADLINE:?}");
         }
-        // Not bound yet: probe again shortly. Bound and answering 503 `starting`
-        // while its store opens: each probe is a request the server must answer, so
-        // probe less often, to take little of the CPU the opening needs.
+        // Not answering yet: probe again shortly. Answering 503 `starting` while its
+        // store opens: each probe is a request the server must answer, so probe less
+        // often, to take little of the CPU the opening needs.
         let pause = if answered { 5 } else { 1 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     };
@@ -275,12 +318,11 @@ async fn time_start(leadroute: &Path, dir: &Path, kill: bool) -> Result<Start> {
     let _ = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status();
-    let mut log = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        use std::io::Read;
-        stderr.read_to_string(&mut log)?;
-    }
     let status = child.wait()?;
+    let log = server_log
+        .log
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread reading the server's log panicked"))?;
     if !kill && !status.success() {
         bail!("the server did not stop cleanly: {status}");
     }
@@ -332,4 +374,19 @@ fn dir_bytes(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_line_gives_the_servers_address() {
+        let line = "2026-11-28T11:30:00.123456Z  INFO leadroute_admin_api::serve: bound; \
+                    answering 503 starting until the store is open addr=127.0.0.1:41234";
+        assert_eq!(bound_address(line), Some(([127, 0, 0, 1], 41234).into()));
+        let other = "2026-11-28T11:30:01Z  INFO leadroute_admin_api::serve: leadroute serving \
+                     addr=127.0.0.1:41234 data_dir=./data";
+        assert_eq!(bound_address(other), None);
+    }
 }
