@@ -241,8 +241,21 @@ impl FileConfig {
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<FileConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        toml::from_str(text).map_err(|e| in_words(e.to_string().trim_end()))
     }
+}
+
+/// A TOML error with serde's Rust type names (`expected u64`) said in words: the
+/// reader of a config error need not know Rust.
+fn in_words(message: &str) -> String {
+    ["u64", "u32", "usize"]
+        .iter()
+        .fold(message.to_string(), |m, rust| {
+            m.replace(
+                &format!("expected {rust}"),
+                "expected a whole number, 0 or more",
+            )
+        })
 }
 
 /// One candidate value and where it came from.
@@ -968,6 +981,23 @@ mod tests {
             e.contains("`store_lock_wait_secs` in") && e.contains("out of range"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_in_words() {
+        for text in [
+            "shutdown_timeout_secs = \"30\"\n",
+            "[limits]\njson_body_bytes = -5\n",
+        ] {
+            let e = FileConfig::parse(text).unwrap_err();
+            assert!(e.contains("expected a whole number, 0 or more"), "{e}");
+            let key = text
+                .trim_start_matches("[limits]\n")
+                .split(' ')
+                .next()
+                .unwrap();
+            assert!(e.contains(key), "the key is shown: {e}");
+        }
     }
 
     #[test]
