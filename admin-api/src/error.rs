@@ -203,7 +203,7 @@ impl From<EngineError> for AppError {
 mod tests {
     use super::*;
     use leadroute_engine::ValidationError;
-    use leadroute_engine::domain::{LeadId, RepId, Stage, TerritoryId};
+    use leadroute_engine::domain::{LeadId, RepId, Stage, TerritoryId, WebhookId};
 
     #[test]
     fn engine_errors_map_to_the_documented_statuses() {
@@ -214,6 +214,25 @@ mod tests {
                 EngineError::Invalid(ValidationError::field("phone", "bad")),
                 422,
                 "invalid_field",
+            ),
+            (
+                EngineError::Invalid(
+                    ValidationError::field("external_id", "need one").with_code("missing_contact"),
+                ),
+                422,
+                "missing_contact",
+            ),
+            (
+                EngineError::Invalid(ValidationError::field("id", "bad").with_code("invalid_id")),
+                422,
+                "invalid_id",
+            ),
+            (
+                EngineError::Invalid(
+                    ValidationError::field("regions", "bad").with_code("invalid_region"),
+                ),
+                422,
+                "invalid_region",
             ),
             (
                 EngineError::NoTerritory { region: None },
@@ -250,6 +269,11 @@ mod tests {
                 "plugin_in_use",
             ),
             (EngineError::LeadNotFound(lead), 404, "lead_not_found"),
+            (
+                EngineError::WebhookNotFound(WebhookId::new("w").unwrap()),
+                404,
+                "webhook_not_found",
+            ),
             (EngineError::RepNotFound(rep.clone()), 404, "rep_not_found"),
             (
                 EngineError::TerritoryNotFound(TerritoryId::new("t").unwrap()),
@@ -302,11 +326,42 @@ mod tests {
             (EngineError::ShuttingDown, 503, "shutting_down"),
             (EngineError::Internal("bug".into()), 500, "internal"),
         ];
+        let documented = documented_codes();
         for (e, status, code) in cases {
             let app = AppError::from(e);
             assert_eq!(app.status.as_u16(), status, "{app}");
             assert_eq!(app.code, code);
+            assert!(
+                documented.contains(&(status, code.to_string())),
+                "`{code}` is not in the README's error table with status {status}"
+            );
         }
+    }
+
+    /// Every (status, code) of the error table in `admin-api/README.md`.
+    fn documented_codes() -> Vec<(u16, String)> {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split_once("\n## Errors\n")
+            .and_then(|(_, rest)| rest.split("\n## ").next())
+            .expect("the README has an Errors section");
+        table
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.trim_matches('|').split(" | ");
+                let status: u16 = cells.next()?.trim().parse().ok()?;
+                let codes = cells.next()?;
+                Some(
+                    codes
+                        .split('`')
+                        .skip(1)
+                        .step_by(2)
+                        .map(move |code| (status, code.to_string()))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect()
     }
 
     #[test]
