@@ -175,11 +175,15 @@ fn during_the_shutdown_delay_readyz_is_503_and_leads_are_still_taken() {
     assert_eq!(answered.status, 201, "{}", answered.text);
     assert_eq!(answered.json()["status"], "assigned");
     assert_eq!(api.get("/healthz").status, 200);
-    let stderr = server.stderr();
+    eventually("the delay is logged", || {
+        server
+            .stderr()
+            .contains("serving on for the shutdown delay")
+    });
     assert!(
-        stderr.contains("serving on for the shutdown delay")
-            && !stderr.contains("draining requests in flight"),
-        "{stderr}"
+        !server.stderr().contains("draining requests in flight"),
+        "the drain has not begun:\n{}",
+        server.stderr()
     );
 
     server.signal(libc::SIGINT);
