@@ -199,6 +199,11 @@ impl From<EngineError> for AppError {
     }
 }
 
+/// The README's error table, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/common/catalogue.rs"]
+mod catalogue;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,42 +331,12 @@ mod tests {
             (EngineError::ShuttingDown, 503, "shutting_down"),
             (EngineError::Internal("bug".into()), 500, "internal"),
         ];
-        let documented = documented_codes();
         for (e, status, code) in cases {
             let app = AppError::from(e);
             assert_eq!(app.status.as_u16(), status, "{app}");
             assert_eq!(app.code, code);
-            assert!(
-                documented.contains(&(status, code.to_string())),
-                "`{code}` is not in the README's error table with status {status}"
-            );
+            catalogue::assert_documented(status, &serde_json::to_vec(&app.body()).unwrap());
         }
-    }
-
-    /// Every (status, code) of the error table in `admin-api/README.md`.
-    fn documented_codes() -> Vec<(u16, String)> {
-        let readme = include_str!("../README.md");
-        let table = readme
-            .split_once("\n## Errors\n")
-            .and_then(|(_, rest)| rest.split("\n## ").next())
-            .expect("the README has an Errors section");
-        table
-            .lines()
-            .filter_map(|line| {
-                let mut cells = line.trim_matches('|').split(" | ");
-                let status: u16 = cells.next()?.trim().parse().ok()?;
-                let codes = cells.next()?;
-                Some(
-                    codes
-                        .split('`')
-                        .skip(1)
-                        .step_by(2)
-                        .map(move |code| (status, code.to_string()))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .flatten()
-            .collect()
     }
 
     #[test]

@@ -25,6 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+#[path = "common/catalogue.rs"]
+mod catalogue;
+
 /// Bounds every wait, so a hang fails the test instead of stalling it.
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -134,6 +137,7 @@ impl Resp {
                 (name.trim().to_ascii_lowercase(), value.trim().to_string())
             })
             .collect();
+        catalogue::assert_documented(status, body.as_bytes());
         Resp {
             status,
             headers,

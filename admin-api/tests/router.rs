@@ -14,6 +14,9 @@ use leadroute_engine::{Engine, EngineConfig};
 use serde_json::Value;
 use tower::ServiceExt;
 
+#[path = "common/catalogue.rs"]
+mod catalogue;
+
 /// Every route of the HTTP contract, plus the operations routes.
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/leads"),
@@ -103,6 +106,7 @@ async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(req).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    catalogue::assert_documented(status.as_u16(), &bytes);
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, body)
 }

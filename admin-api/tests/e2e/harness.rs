@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::catalogue;
+
 /// Longest a server may take to start or to stop.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -408,13 +410,15 @@ pub fn raw(
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("{method} {url}: {e}"),
     };
-    Resp {
+    let resp = Resp {
         status: response.status(),
         www_authenticate: response.header("www-authenticate").map(String::from),
         request_id: response.header("x-request-id").map(String::from),
         retry_after: response.header("retry-after").map(String::from),
         text: response.into_string().unwrap(),
-    }
+    };
+    catalogue::assert_documented(resp.status, resp.text.as_bytes());
+    resp
 }
 
 /// Sends only the head of a request that declares a `len`-byte body and
@@ -470,6 +474,7 @@ pub fn head_only(
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
+    catalogue::assert_documented(status, &body);
     Resp {
         status,
         text: String::from_utf8(body).unwrap(),

@@ -5,6 +5,8 @@
 
 mod admin;
 mod auth;
+#[path = "../common/catalogue.rs"]
+mod catalogue;
 mod cli;
 mod crash;
 mod disk;
