@@ -165,7 +165,8 @@ pub fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::TerritoryConflict(_)
         | EngineError::SlaNotBreached(_)
         | EngineError::PluginInUse { .. }
-        | EngineError::ReplayInProgress => StatusCode::CONFLICT,
+        | EngineError::ReplayInProgress
+        | EngineError::BackupInProgress => StatusCode::CONFLICT,
         // Overload is the server's state, not one client's excess (that would be 429):
         // every client is refused alike until work drains, so 503 with Retry-After.
         // Compile slots likewise: held by the server's own threads, whoever uploaded.
@@ -173,7 +174,11 @@ pub fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::Overloaded { .. }
         | EngineError::CompileBusy { .. }
         | EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // The server's own failure, told in full: only the admin token reaches it, and
+        // the operator needs the path and the I/O error to fix it.
+        EngineError::Internal(_) | EngineError::BackupFailed(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 
@@ -320,6 +325,12 @@ mod tests {
                 "overloaded",
             ),
             (EngineError::ReplayInProgress, 409, "replay_in_progress"),
+            (EngineError::BackupInProgress, 409, "backup_in_progress"),
+            (
+                EngineError::BackupFailed("/backups: Permission denied".into()),
+                500,
+                "backup_failed",
+            ),
             (
                 EngineError::CompileBusy {
                     running: 2,

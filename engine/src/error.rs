@@ -138,6 +138,13 @@ pub enum EngineError {
     /// and keep a core busy for seconds. Nothing was done.
     #[error("another replay is running; only one runs at a time, retry once it has finished")]
     ReplayInProgress,
+    /// A backup was asked for while another one is being written; nothing was done.
+    #[error("another backup is being written; retry once it has finished")]
+    BackupInProgress,
+    /// The backup file could not be written (the backup directory is missing, not
+    /// writable or full). Nothing was kept of it; the store is unchanged.
+    #[error("the backup could not be written: {0}")]
+    BackupFailed(String),
     /// A plugin upload found every compile slot held by compiles still running,
     /// including ones whose upload already timed out: a compile cannot be interrupted,
     /// so each keeps its thread until it ends. Nothing was stored.
@@ -182,6 +189,8 @@ impl EngineError {
             EngineError::StoreUnavailable(_) => "store_unavailable",
             EngineError::Overloaded { .. } => "overloaded",
             EngineError::ReplayInProgress => "replay_in_progress",
+            EngineError::BackupInProgress => "backup_in_progress",
+            EngineError::BackupFailed(_) => "backup_failed",
             EngineError::CompileBusy { .. } => "compile_busy",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::Internal(_) => "internal",

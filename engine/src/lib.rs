@@ -13,8 +13,8 @@
 //! - [`dedupe`]: contact normalization, and the in-memory index of open leads' keys.
 //! - [`sla`]: first-touch deadlines of assigned, untouched leads.
 //! - [`outbox`]: which events webhooks want, and the signal that new ones are durable.
-//! - [`store`]: sled trees, the group committer, the invariant audit and its repairs
-//!   (run in the background after each start: `engine/audit.rs`).
+//! - [`store`]: sled trees, the group committer, online backups, the invariant audit
+//!   and its repairs (run in the background after each start: `engine/audit.rs`).
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: injected time.
 //!
@@ -45,7 +45,7 @@ pub use actors::{Decision, Placement, RepSnapshot, SimulatedDecision, TerritoryS
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use config::{Checkpoint, DataSync, EngineConfig, Probe};
 pub use engine::{
-    DeadLetterPage, Engine, LeadView, ReassignReason, ReplayDifference, ReplayOptions,
+    Backup, DeadLetterPage, Engine, LeadView, ReassignReason, ReplayDifference, ReplayOptions,
     ReplayReport, RouteOutcome, RouteStatus, Simulation, SlaSweep, Timings,
 };
 pub use error::{EngineError, Result, ValidationError};

@@ -75,6 +75,13 @@ pub struct Metrics {
     pub sla_pending: prometheus::IntGauge,
     /// `leadroute_dedupe_keys`: open leads' contact keys held in memory.
     pub dedupe_keys: prometheus::IntGauge,
+    /// `leadroute_backup_pause_seconds`: how long commits waited for the last backup.
+    pub backup_pause: prometheus::Gauge,
+    /// `leadroute_backup_last_success_timestamp_seconds`: when the last backup was
+    /// made durable (Unix time; 0 until one is).
+    pub backup_last_success: prometheus::Gauge,
+    /// `leadroute_backup_failures_total`: backups that could not be written.
+    pub backup_failures: prometheus::IntCounter,
     /// `leadroute_store_commit_group_size`: changes per group commit.
     pub commit_group_size: Histogram,
     /// `leadroute_store_commit_seconds`: apply + flush of one group.
@@ -270,6 +277,30 @@ impl Metrics {
                 prometheus::IntGauge::new(
                     "leadroute_dedupe_keys",
                     "Contact keys of open leads held in memory for de-duplication.",
+                )
+                .unwrap(),
+            ),
+            backup_pause: register(
+                &r,
+                prometheus::Gauge::new(
+                    "leadroute_backup_pause_seconds",
+                    "How long commits waited while the last backup read the store.",
+                )
+                .unwrap(),
+            ),
+            backup_last_success: register(
+                &r,
+                prometheus::Gauge::new(
+                    "leadroute_backup_last_success_timestamp_seconds",
+                    "When the last backup was made durable, in Unix seconds (0: none yet).",
+                )
+                .unwrap(),
+            ),
+            backup_failures: register(
+                &r,
+                prometheus::IntCounter::new(
+                    "leadroute_backup_failures_total",
+                    "Backups that could not be written.",
                 )
                 .unwrap(),
             ),

@@ -3,18 +3,22 @@
 //!
 //! The tests themselves live in `tests/`: `routing.rs` (behaviour through the real
 //! actors and store), `restart.rs` (durability across restarts and repair),
-//! `concurrency.rs` (property test of random concurrent interleavings), the plugin
+//! `backup.rs` (online backups and restores), `concurrency.rs` (property test of
+//! random concurrent interleavings), the plugin
 //! suites `plugins_*.rs` (example plugins through the real host, hostile modules, hot
 //! swap under load, restart), and `fuzz_corpus.rs`, which replays the saved inputs of
 //! the fuzz targets in `fuzz/` through the checks in [`fuzz`].
 
 pub mod fuzz;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use leadroute_engine::domain::{LeadInput, RepId, RepInput, TerritoryId, TerritoryInput};
-use leadroute_engine::{Checkpoint, Engine, EngineConfig, ManualClock};
+use leadroute_engine::domain::{
+    LeadEventInput, LeadId, LeadInput, Outcome, RepId, RepInput, TerritoryId, TerritoryInput,
+};
+use leadroute_engine::{Checkpoint, Engine, EngineConfig, ManualClock, RouteStatus};
 use tokio::sync::mpsc;
 
 /// Whether this process may mount file systems: `CAP_SYS_ADMIN` in its effective
@@ -114,6 +118,101 @@ pub async fn east_with_reps(engine: &Engine, capacity: u32) {
     }
 }
 
+/// The fixture's `n`th lead: every third in Beijing (the north territory), the rest in
+/// Shanghai. Routing it again repeats its contact.
+pub fn fixture_lead(n: u32) -> LeadInput {
+    let region = if n.is_multiple_of(3) {
+        "CN-BJ"
+    } else {
+        "CN-SH-PD"
+    };
+    lead(n, region)
+}
+
+/// Everything observable about an engine's state, for before/after comparison.
+#[derive(Debug, PartialEq)]
+pub struct Observed {
+    /// Each rep: id, load, capacity, the whole rep.
+    pub reps: Vec<(String, u32, u32, String)>,
+    /// Each territory and its queue.
+    pub territories: Vec<(String, Vec<LeadId>)>,
+    /// Each lead, as the engine shows it.
+    pub leads: BTreeMap<LeadId, String>,
+}
+
+/// Settles `engine` and reads its reps, territories and the given leads.
+pub async fn observe(engine: &Engine, leads: &[LeadId]) -> Observed {
+    engine.settle().await.unwrap();
+    let reps = engine
+        .reps()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.rep.id.to_string(),
+                r.load,
+                r.rep.capacity,
+                format!("{:?}", r.rep),
+            )
+        })
+        .collect();
+    let territories = engine
+        .territories()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.territory.id.to_string(), t.queue))
+        .collect();
+    let leads = leads
+        .iter()
+        .map(|id| (*id, format!("{:?}", engine.lead(*id).unwrap().unwrap())))
+        .collect();
+    Observed {
+        reps,
+        territories,
+        leads,
+    }
+}
+
+/// Two territories, uneven capacity, and leads in every state: assigned, queued,
+/// touched, advanced, closed, duplicated.
+pub async fn populate(engine: &Engine) -> Vec<LeadId> {
+    east_with_reps(engine, 3).await;
+    engine
+        .upsert_territory(
+            tid("north"),
+            territory(serde_json::json!({
+                "name": "North", "regions": ["CN-BJ"],
+                "strategy": {"builtin": "rules"}, "plugin_config": {"vip_threshold": 5000}
+            })),
+        )
+        .await
+        .unwrap();
+    engine.upsert_rep(rid("n1"), rep("north", 1)).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let o = engine.route(fixture_lead(n)).await.unwrap();
+        ids.push(o.lead_id);
+    }
+    let dup = engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(dup.status, RouteStatus::Duplicate);
+    engine
+        .record_event(ids[1], LeadEventInput::Touched)
+        .await
+        .unwrap();
+    engine
+        .record_event(
+            ids[2],
+            LeadEventInput::Closed {
+                outcome: Outcome::Won,
+            },
+        )
+        .await
+        .unwrap();
+    ids
+}
+
 /// Settles and asserts every invariant holds.
 pub async fn assert_healthy(engine: &Engine) {
     engine.settle().await.unwrap();
@@ -171,6 +270,7 @@ enum Work {
     Compile,
     Audit,
     Reassign,
+    Backup,
 }
 
 fn work(at: Checkpoint) -> Work {
@@ -181,6 +281,7 @@ fn work(at: Checkpoint) -> Work {
         Checkpoint::CompileStarted | Checkpoint::CompileEnded => Work::Compile,
         Checkpoint::AuditScan => Work::Audit,
         Checkpoint::ReassignRead => Work::Reassign,
+        Checkpoint::BackupWritten => Work::Backup,
         other => panic!("the holder does not know {other:?}"),
     }
 }

@@ -9,6 +9,7 @@
 //! - `sla.rs`: first-touch deadlines: re-routing, escalation, touch metrics.
 //! - `webhooks.rs`: webhook subscriptions and the outbox the dispatcher reads.
 //! - `replay.rs`: stored decisions run through a plugin version, nothing committed.
+//! - `backup.rs`: online backups of the whole store.
 //!
 //! Threads: the caller's (any async runtime), one actor thread (actix), and the
 //! store's committer. A route costs one hop to the actor thread and one wait for
@@ -17,6 +18,7 @@
 mod admin;
 mod admission;
 mod audit;
+mod backup;
 mod intake;
 mod leads;
 mod plugins;
@@ -24,6 +26,7 @@ mod replay;
 mod sla;
 mod webhooks;
 
+pub use backup::Backup;
 pub use intake::{RouteOutcome, RouteStatus, Simulation, Timings};
 pub use leads::{LeadView, ReassignReason};
 pub use replay::{
@@ -115,6 +118,8 @@ struct Inner {
     outbox: Arc<Outbox>,
     /// Set while a replay runs; only one may (`replay.rs`).
     replay_running: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while a backup is written; only one may (`backup.rs`).
+    backup_running: Arc<std::sync::atomic::AtomicBool>,
     /// Told when background work reaches a [`Checkpoint`](crate::config::Checkpoint).
     probe: crate::config::Probe,
 }
@@ -198,6 +203,7 @@ impl Engine {
                 sla_sweep: tokio::sync::Mutex::new(()),
                 outbox,
                 replay_running: Arc::default(),
+                backup_running: Arc::default(),
                 probe: config.probe,
             }),
         };

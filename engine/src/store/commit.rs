@@ -26,6 +26,7 @@ use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::oneshot;
 
 use super::audit::{Finding, Repaired, repair_confirmed};
+use super::backup;
 use super::codec::{
     Assignment, CorruptRecord, LeadKeys, PluginRecord, Record, RepRecord, SlaRecord, decode, encode,
 };
@@ -224,6 +225,8 @@ enum Msg {
     Repair(Box<RepairJob>),
     /// Load the next chunk of stored deadlines into the index, between groups.
     LoadDeadlines(Box<LoadJob>),
+    /// Write the whole store to a backup file, between groups.
+    Backup(Box<BackupJob>),
     /// After a failure, try to write again now rather than at the next retry; the
     /// answer is whether the store takes writes.
     Retry(oneshot::Sender<bool>),
@@ -234,6 +237,17 @@ enum Msg {
 struct RepairJob {
     findings: Vec<Finding>,
     reply: oneshot::Sender<Result<Repaired>>,
+}
+
+struct BackupJob {
+    file: File,
+    reply: oneshot::Sender<Result<Exported>>,
+}
+
+/// A backup written by the committer: what it holds, and how long commits waited.
+pub(crate) struct Exported {
+    pub(crate) counts: backup::Counts,
+    pub(crate) paused: Duration,
 }
 
 struct LoadJob {
@@ -323,6 +337,16 @@ impl Committer {
         let _ = self
             .tx
             .send(Msg::Repair(Box::new(RepairJob { findings, reply })));
+        receipt
+    }
+
+    /// Has the committer write the whole store to `file` between two groups (see
+    /// `store::backup`): every change answered before is in it, none submitted after.
+    pub(crate) fn backup(&self, file: File) -> oneshot::Receiver<Result<Exported>> {
+        let (reply, receipt) = oneshot::channel();
+        let _ = self
+            .tx
+            .send(Msg::Backup(Box::new(BackupJob { file, reply })));
         receipt
     }
 
@@ -417,6 +441,10 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
                 run_load(store, &index, metrics, *job);
                 continue;
             }
+            Ok(Msg::Backup(job)) => {
+                run_backup(store, *job);
+                continue;
+            }
             Ok(Msg::Retry(reply)) => {
                 let _ = reply.send(true);
                 continue;
@@ -433,7 +461,7 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
                 Ok(Msg::Retry(reply)) => {
                     let _ = reply.send(true);
                 }
-                Ok(msg @ (Msg::Repair(_) | Msg::LoadDeadlines(_))) => {
+                Ok(msg @ (Msg::Repair(_) | Msg::LoadDeadlines(_) | Msg::Backup(_))) => {
                     between = Some(msg);
                     break;
                 }
@@ -464,6 +492,7 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
                 match between {
                     Some(Msg::Repair(job)) => run_repair(store, &index, metrics, *job),
                     Some(Msg::LoadDeadlines(job)) => run_load(store, &index, metrics, *job),
+                    Some(Msg::Backup(job)) => run_backup(store, *job),
                     _ => {}
                 }
                 continue;
@@ -579,6 +608,9 @@ fn refuse(msg: Msg, why: &str) -> bool {
         Msg::LoadDeadlines(job) => {
             let _ = job.reply.send(Ok(None));
         }
+        Msg::Backup(job) => {
+            let _ = job.reply.send(Err(refused()));
+        }
         Msg::Retry(reply) => {
             let _ = reply.send(false);
         }
@@ -595,6 +627,21 @@ fn run_repair(store: &Store, indexes: &Indexes, metrics: &Metrics, job: RepairJo
         indexes.sla.apply(&repaired.deadlines);
         metrics.sla_pending.set(indexes.sla.len() as i64);
     }
+    let _ = job.reply.send(result);
+}
+
+/// Writes the whole store to `job`'s file. Nothing commits meanwhile: that is what
+/// makes the backup one instant of the store.
+fn run_backup(store: &Store, job: BackupJob) {
+    let started = Instant::now();
+    let result = store.h().and_then(|h| {
+        backup::export(&h.db, &job.file)
+            .map(|counts| Exported {
+                counts,
+                paused: started.elapsed(),
+            })
+            .map_err(|e| EngineError::BackupFailed(e.to_string()))
+    });
     let _ = job.reply.send(result);
 }
 

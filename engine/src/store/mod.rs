@@ -36,6 +36,7 @@
 //! only means an event is delivered again (delivery is at-least-once).
 
 pub(crate) mod audit;
+pub mod backup;
 pub(crate) mod codec;
 pub(crate) mod commit;
 

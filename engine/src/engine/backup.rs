@@ -1,0 +1,179 @@
+//! Online backups: the store written to one file while the engine serves.
+//!
+//! The committer writes the file between two groups (`store::backup`), so it is one
+//! instant of the store; commits wait while it does (the backup's *pause*). Then a
+//! thread of its own syncs the file and renames it from `NAME.partial` to `NAME`: a
+//! file with the final name is always complete. A caller that goes away does not stop
+//! a backup half-way.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::Engine;
+use crate::config::{Checkpoint, Probe};
+use crate::error::{EngineError, Result};
+use crate::store::backup::Counts;
+use crate::store::commit::Exported;
+
+/// A backup written.
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The file.
+    pub path: PathBuf,
+    /// What it holds.
+    pub counts: Counts,
+    /// How long commits waited while the store was read.
+    pub paused: Duration,
+    /// How long the whole backup took, the sync and rename included.
+    pub took: Duration,
+}
+
+impl Engine {
+    /// Writes a backup of the whole store into `dir` (created if missing), named
+    /// after the engine's clock: `leadroute-2026-11-28T130500.123Z.backup`. One at a
+    /// time ([`EngineError::BackupInProgress`]). Restore it with
+    /// [`store::backup::restore`](crate::store::backup::restore).
+    pub async fn backup(&self, dir: &Path) -> Result<Backup> {
+        let _permit = self.enter()?;
+        let slot = BackupSlot::take(&self.inner.backup_running)?;
+        let started = Instant::now();
+        let (path, partial, file) = create_partial(dir, self.now()).map_err(|e| {
+            self.inner.metrics.backup_failures.inc();
+            tracing::error!(error = %e, dir = %dir.display(), "backup failed");
+            failed(dir, &e)
+        })?;
+        let exported = self.inner.committer.backup(
+            file.try_clone()
+                .map_err(|e| EngineError::BackupFailed(e.to_string()))?,
+        );
+        let (reply, answer) = oneshot::channel();
+        let metrics = self.inner.metrics.clone();
+        let probe = self.inner.probe.clone();
+        std::thread::Builder::new()
+            .name("leadroute-backup".into())
+            .spawn(move || {
+                let _slot = slot;
+                let result =
+                    finish(exported, &probe, &file, &partial, &path).map(|exported| Backup {
+                        path,
+                        counts: exported.counts,
+                        paused: exported.paused,
+                        took: started.elapsed(),
+                    });
+                match &result {
+                    Ok(backup) => {
+                        metrics.backup_pause.set(backup.paused.as_secs_f64());
+                        metrics.backup_last_success.set(
+                            SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0.0, |d| d.as_secs_f64()),
+                        );
+                        tracing::info!(
+                            path = %backup.path.display(),
+                            bytes = backup.counts.bytes,
+                            entries = backup.counts.entries,
+                            paused_ms = backup.paused.as_millis() as u64,
+                            took_ms = backup.took.as_millis() as u64,
+                            "backup written"
+                        );
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&partial);
+                        metrics.backup_failures.inc();
+                        tracing::error!(error = %e, "backup failed");
+                    }
+                }
+                let _ = reply.send(result);
+            })
+            .map_err(|e| EngineError::BackupFailed(format!("cannot start a thread: {e}")))?;
+        answer
+            .await
+            .map_err(|_| EngineError::Internal("backup thread died".into()))?
+    }
+}
+
+/// Creates `dir` and an empty `NAME.partial` in it; returns the final path, the
+/// partial one and the open file.
+fn create_partial(dir: &Path, now: u64) -> io::Result<(PathBuf, PathBuf, File)> {
+    std::fs::create_dir_all(dir)?;
+    let at = UNIX_EPOCH + Duration::from_millis(now);
+    let stamp = humantime::format_rfc3339_millis(at)
+        .to_string()
+        .replace(':', "");
+    // Two backups within one millisecond of the clock (a manual one, in tests) get a
+    // number each rather than one name.
+    for n in 0..1000 {
+        let name = match n {
+            0 => format!("leadroute-{stamp}.backup"),
+            n => format!("leadroute-{stamp}-{n}.backup"),
+        };
+        let path = dir.join(&name);
+        let partial = dir.join(format!("{name}.partial"));
+        if path.exists() {
+            continue;
+        }
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+        {
+            Ok(file) => return Ok((path, partial, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("a thousand backups share one millisecond"))
+}
+
+/// Waits for the committer to write the file, then makes it durable under its final
+/// name.
+fn finish(
+    exported: oneshot::Receiver<Result<Exported>>,
+    probe: &Probe,
+    file: &File,
+    partial: &Path,
+    path: &Path,
+) -> Result<Exported> {
+    let exported = exported
+        .blocking_recv()
+        .map_err(|_| EngineError::ShuttingDown)??;
+    probe(Checkpoint::BackupWritten);
+    let durable = || -> io::Result<()> {
+        file.sync_all()?;
+        std::fs::rename(partial, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    durable().map_err(|e| failed(path, &e))?;
+    Ok(exported)
+}
+
+fn failed(path: &Path, e: &io::Error) -> EngineError {
+    EngineError::BackupFailed(format!("{}: {e}", path.display()))
+}
+
+/// The one backup allowed at a time; given back when dropped.
+struct BackupSlot(Arc<AtomicBool>);
+
+impl BackupSlot {
+    fn take(running: &Arc<AtomicBool>) -> Result<BackupSlot> {
+        running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| EngineError::BackupInProgress)?;
+        Ok(BackupSlot(running.clone()))
+    }
+}
+
+impl Drop for BackupSlot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}

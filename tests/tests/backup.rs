@@ -1,0 +1,266 @@
+//! Online backups: a backup taken while the engine serves is one instant of the store,
+//! a restore brings exactly that back, and a damaged backup restores nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use leadroute_engine::domain::{LeadEventInput, Outcome};
+use leadroute_engine::store::backup::{RestoreError, restore};
+use leadroute_engine::{Checkpoint, EngineError, RouteOutcome, RouteStatus};
+use leadroute_tests::*;
+
+/// The files in `dir`, by name.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_restored_backup_is_the_store_as_it_was_when_the_backup_was_taken() {
+    // sled moves its id counter on by a million at each opening (it persists the
+    // counter that often): after two more, this store's numbers are past those a
+    // fresh store starts with, as a long-lived store's are.
+    let Fixture {
+        mut engine,
+        clock,
+        dir,
+    } = fixture();
+    for _ in 0..2 {
+        engine.shutdown().await.unwrap();
+        drop(engine);
+        engine = open(dir.path(), &clock);
+    }
+    let f = Fixture { engine, clock, dir };
+    let ids = populate(&f.engine).await;
+    let before = observe(&f.engine, &ids).await;
+    let backups = tempfile::tempdir().unwrap();
+    let backup = f.engine.backup(backups.path()).await.unwrap();
+    // Named after the engine's clock (1_700_000_000_000 ms), complete, nothing partial.
+    assert_eq!(
+        files(backups.path()),
+        ["leadroute-2023-11-14T221320.000Z.backup"]
+    );
+    assert_eq!(
+        backup.counts.bytes,
+        std::fs::metadata(&backup.path).unwrap().len()
+    );
+    assert!(backup.counts.entries > ids.len() as u64, "{backup:?}");
+
+    // Changes after the backup are not in it.
+    let later = f.engine.route(lead(500, "CN-SH")).await.unwrap();
+    f.engine
+        .record_event(
+            ids[3],
+            LeadEventInput::Closed {
+                outcome: Outcome::Won,
+            },
+        )
+        .await
+        .unwrap();
+
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    assert_eq!(restore(&backup.path, &data).unwrap(), backup.counts);
+    assert_eq!(
+        files(target.path()),
+        ["data"],
+        "nothing of the restore is left"
+    );
+    let engine = open(&data, &f.clock);
+    assert_eq!(engine.startup_audit().await.unwrap(), Vec::<String>::new());
+    assert_eq!(observe(&engine, &ids).await, before);
+    assert!(engine.lead(later.lead_id).unwrap().is_none());
+    assert_healthy(&engine).await;
+
+    // The restored store numbers on after the backup's last number: a lead queued now
+    // is queued behind those queued before (the queue is ordered by that number).
+    let north = |snapshots: Vec<leadroute_engine::TerritorySnapshot>| {
+        snapshots
+            .into_iter()
+            .find(|t| t.territory.id.as_str() == "north")
+            .unwrap()
+            .queue
+    };
+    let queued_before = north(engine.territories().await.unwrap());
+    assert!(!queued_before.is_empty(), "the scenario queues in north");
+    let queued = engine.route(fixture_lead(300)).await.unwrap();
+    assert_eq!(queued.status, RouteStatus::Queued);
+    let queue = north(engine.territories().await.unwrap());
+    assert_eq!(queue.last(), Some(&queued.lead_id));
+    assert_healthy(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_load_is_one_instant_of_the_store() {
+    let f = fixture();
+    east_with_reps(&f.engine, 100_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Instant, RouteOutcome)>();
+    let mut workers = Vec::new();
+    for worker in 0..4u32 {
+        let (engine, tx, stop) = (f.engine.clone(), tx.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let outcome = engine.route(lead(worker * 1_000_000 + n, "CN-SH")).await;
+                tx.send((sent, Instant::now(), outcome.unwrap())).unwrap();
+                n += 1;
+            }
+        }));
+    }
+    drop(tx);
+    let mut routed = Vec::new();
+    while routed.len() < 200 {
+        routed.push(rx.recv().await.unwrap());
+    }
+    let asked = Instant::now();
+    let backups = tempfile::tempdir().unwrap();
+    let backup = f.engine.backup(backups.path()).await.unwrap();
+    let done = Instant::now();
+    let mut after = 0;
+    while after < 200 {
+        let r = rx.recv().await.unwrap();
+        after += usize::from(r.0 > done);
+        routed.push(r);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    while let Ok(r) = rx.try_recv() {
+        routed.push(r);
+    }
+
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    restore(&backup.path, &data).unwrap();
+    let engine = open(&data, &f.clock);
+    assert_eq!(engine.startup_audit().await.unwrap(), Vec::<String>::new());
+    assert_healthy(&engine).await;
+    let (mut answered_before, mut sent_after) = (0, 0);
+    for (sent, answered, outcome) in &routed {
+        let stored = engine.lead(outcome.lead_id).unwrap();
+        if *answered < asked {
+            answered_before += 1;
+            let view = stored.expect("a lead answered before the backup is in it");
+            assert_eq!(view.state.rep, outcome.rep_id);
+        } else if *sent > done {
+            sent_after += 1;
+            assert!(
+                stored.is_none(),
+                "a lead sent after the backup is not in it"
+            );
+        }
+    }
+    assert!(answered_before >= 200 && sent_after >= 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_backup_at_a_time_and_commits_go_on_while_it_syncs() {
+    let (holder, mut checkpoints) = Holder::new(Checkpoint::BackupWritten, 1);
+    let f = fixture_with(|config| config.probe(holder.probe()));
+    east_with_reps(&f.engine, 10).await;
+    let backups = tempfile::tempdir().unwrap();
+    let first = tokio::spawn({
+        let (engine, dir) = (f.engine.clone(), backups.path().to_path_buf());
+        async move { engine.backup(&dir).await }
+    });
+    expect_checkpoint(&mut checkpoints, Checkpoint::BackupWritten).await;
+    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(routed.status, RouteStatus::Assigned);
+    assert!(matches!(
+        f.engine.backup(backups.path()).await,
+        Err(EngineError::BackupInProgress)
+    ));
+    holder.release(1);
+    let first = first.await.unwrap().unwrap();
+    // Free again; a second backup in the same millisecond gets a name of its own.
+    let second = f.engine.backup(backups.path()).await.unwrap();
+    assert_ne!(first.path, second.path);
+    assert_eq!(files(backups.path()).len(), 2);
+}
+
+#[tokio::test]
+async fn a_backup_that_cannot_be_written_fails_and_leaves_nothing() {
+    let f = fixture();
+    east_with_reps(&f.engine, 10).await;
+    let not_a_dir = f.dir.path().join("leadroute.ballast");
+    match f.engine.backup(&not_a_dir.join("backups")).await {
+        Err(EngineError::BackupFailed(why)) => assert!(why.contains("backups"), "{why}"),
+        other => panic!("expected BackupFailed, got {other:?}"),
+    }
+    assert_eq!(f.engine.metrics().backup_failures.get(), 1);
+    assert_healthy(&f.engine).await;
+}
+
+#[tokio::test]
+async fn a_damaged_backup_is_refused_and_restores_nothing() {
+    let f = fixture();
+    populate(&f.engine).await;
+    let backups = tempfile::tempdir().unwrap();
+    let backup = f.engine.backup(backups.path()).await.unwrap();
+    let good = std::fs::read(&backup.path).unwrap();
+    let len = good.len();
+    let changed = |at: usize| {
+        let mut b = good.clone();
+        b[at] ^= 0x01;
+        b
+    };
+    let cases: [(&str, Vec<u8>, &str); 7] = [
+        (
+            "its checksum changed",
+            changed(len - 1),
+            "checksum does not match",
+        ),
+        ("a byte of a record changed", changed(len / 2), ""),
+        ("cut short", good[..len - 10].to_vec(), "ends early"),
+        ("cut to its header", good[..20].to_vec(), "ends early"),
+        ("empty", Vec::new(), "ends early"),
+        (
+            "not a backup",
+            b"PK\x03\x04 a zip file, say".to_vec(),
+            "does not begin",
+        ),
+        (
+            "bytes after its end",
+            [good.as_slice(), b"x"].concat(),
+            "follow its end",
+        ),
+    ];
+    for (what, bytes, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("damaged.backup");
+        std::fs::write(&file, bytes).unwrap();
+        let data = dir.path().join("data");
+        match restore(&file, &data) {
+            Err(e @ RestoreError::Damaged { .. }) => {
+                assert!(e.to_string().contains(says), "{what}: {e}")
+            }
+            other => panic!("{what}: expected Damaged, got {other:?}"),
+        }
+        assert_eq!(
+            files(dir.path()),
+            ["damaged.backup"],
+            "{what}: nothing left"
+        );
+    }
+
+    // A directory that holds files is never written over.
+    let before = files(f.dir.path());
+    assert!(matches!(
+        restore(&backup.path, f.dir.path()),
+        Err(RestoreError::TargetNotEmpty(_))
+    ));
+    assert_eq!(files(f.dir.path()), before);
+    // An empty one is fine.
+    let empty = tempfile::tempdir().unwrap();
+    restore(&backup.path, empty.path()).unwrap();
+    assert!(files(empty.path()).contains(&"db".to_string()));
+}
