@@ -1,11 +1,13 @@
-//! The `leadroute` command line: `serve`, and client subcommands that talk to a
-//! running server (`lead get`, `simulate`, `plugin ...`).
+//! The `leadroute` command line: `serve`, client subcommands that talk to a running
+//! server (`lead get`, `simulate`, `plugin ...`, `backup`), and `restore`, which
+//! works on a data directory with no server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use leadroute_engine::store::backup::restore;
 
 use crate::client::{Client, Output};
 use crate::config::{Flags, Settings};
@@ -49,6 +51,22 @@ pub enum Command {
         /// Where the server is.
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Write a backup of a running server's store to a file in its backup directory
+    /// (`backup_dir`); intake waits while the store is read.
+    Backup {
+        /// Where the server is.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Build a new data directory from a backup file, with no server running on it.
+    /// The directory must not exist or be empty; a damaged file restores nothing.
+    Restore {
+        /// The backup file (`leadroute-….backup`).
+        file: PathBuf,
+        /// The data directory to create.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Manage routing plugins on a running server.
     Plugin {
@@ -196,6 +214,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let (api, out) = connect(&client);
             api.simulate(&file, territory.as_deref(), plugin.as_deref(), out)
+        }
+        Command::Backup { client } => {
+            let (api, out) = connect(&client);
+            api.backup(out)
+        }
+        Command::Restore { file, data_dir } => {
+            let counts = restore(&file, &data_dir)?;
+            println!(
+                "restored {} records ({} bytes) from {} into {}\nstart the server on it: \
+                 leadroute serve --data-dir {}",
+                counts.entries,
+                counts.bytes,
+                file.display(),
+                data_dir.display(),
+                data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command, client } => {
             let (api, out) = connect(&client);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::dto::{HistoryEventView, LeadView, PluginView, ReplayView, SimulationView};
+use crate::dto::{BackupView, HistoryEventView, LeadView, PluginView, ReplayView, SimulationView};
 use crate::error::ErrorBody;
 
 /// How to print answers.
@@ -223,6 +223,18 @@ impl Client {
         )?;
         Self::finish(reply, out, |body| {
             Ok(render_replay(&serde_json::from_value(body)?))
+        })
+    }
+
+    /// Runs `leadroute backup`.
+    pub fn backup(&self, out: Output) -> anyhow::Result<ExitCode> {
+        let reply = self.call("POST", "/admin/backups", None)?;
+        Self::finish(reply, out, |body| {
+            let b: BackupView = serde_json::from_value(body)?;
+            Ok(format!(
+                "backup written: {}\n  {} bytes, {} records; commits waited {} ms, {} ms in all\n",
+                b.path, b.bytes, b.entries, b.paused_ms, b.took_ms
+            ))
         })
     }
 }

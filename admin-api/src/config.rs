@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Directory of the store; created if missing. Default `./data`.
     pub data_dir: Option<PathBuf>,
+    /// Directory `POST /admin/backups` writes backup files to; created if missing.
+    /// Default `backups` inside the data directory.
+    pub backup_dir: Option<PathBuf>,
     /// What a 2xx survives: `"process"` (a crash of the process) or `"power"` (also a
     /// power cut; an extra `fdatasync` per group commit). Default `"power"`.
     pub durability: Option<Durability>,
@@ -192,6 +195,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Store directory.
     pub data_dir: PathBuf,
+    /// Where backups are written.
+    pub backup_dir: PathBuf,
     /// What a 2xx survives.
     pub durability: Durability,
     /// Log filter used when `RUST_LOG` is unset.
@@ -405,6 +410,20 @@ impl Settings {
                 "{from}: the data directory must not be empty"
             )));
         }
+        let (backup_dir, from) = pick(
+            [
+                None,
+                env("LEADROUTE_BACKUP_DIR")
+                    .map(|v| (Ok(PathBuf::from(v)), "LEADROUTE_BACKUP_DIR".into())),
+                file.backup_dir.map(|v| (Ok(v), in_file("backup_dir"))),
+            ],
+            data_dir.join("backups"),
+        )?;
+        if backup_dir.as_os_str().is_empty() {
+            return Err(ConfigError(format!(
+                "{from}: the backup directory must not be empty"
+            )));
+        }
 
         let (durability, _) = pick(
             [
@@ -592,6 +611,7 @@ impl Settings {
         Ok(Settings {
             listen,
             data_dir,
+            backup_dir,
             durability,
             log_level,
             log_format,
@@ -694,6 +714,7 @@ mod tests {
         let s = resolve(&Flags::default(), &[]).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.backup_dir, PathBuf::from("./data/backups"));
         assert_eq!(s.durability, Durability::Power);
         assert_eq!(s.limits, Limits::default());
         assert!(s.auth.is_open());
@@ -819,6 +840,11 @@ mod tests {
         assert_eq!(s.listen.port(), 1, "flag wins");
         assert_eq!(s.log_level, "debug", "env beats file");
         assert_eq!(s.data_dir, PathBuf::from("/file"), "file beats default");
+        assert_eq!(
+            s.backup_dir,
+            PathBuf::from("/file/backups"),
+            "inside the data dir"
+        );
         assert_eq!(s.durability, Durability::Process);
         assert_eq!(s.limits.json_body_bytes, 2048);
         assert_eq!(s.limits.batch_body_bytes, DEFAULT_BATCH_BODY_BYTES);
@@ -826,6 +852,16 @@ mod tests {
 
         let s = resolve(&Flags::default(), &vars).unwrap();
         assert_eq!(s.listen.port(), 2, "env beats file");
+        let (_backups, backups) = file("backup_dir = \"/b/file\"\n");
+        let backups = backups.to_str().unwrap();
+        let s = resolve(&Flags::default(), &[("LEADROUTE_CONFIG", backups)]).unwrap();
+        assert_eq!(s.backup_dir, PathBuf::from("/b/file"));
+        let env = [
+            ("LEADROUTE_CONFIG", backups),
+            ("LEADROUTE_BACKUP_DIR", "/b/env"),
+        ];
+        let s = resolve(&Flags::default(), &env).unwrap();
+        assert_eq!(s.backup_dir, PathBuf::from("/b/env"));
         let s = resolve(&Flags::default(), &[("LEADROUTE_CONFIG", config)]).unwrap();
         assert_eq!(s.listen.port(), 3);
     }
@@ -933,9 +969,11 @@ mod tests {
         // The tokens are there, commented out; uncommented they must be valid too.
         let uncommented = text
             .replace("# admin_token", "admin_token")
-            .replace("# intake_token", "intake_token");
+            .replace("# intake_token", "intake_token")
+            .replace("# backup_dir", "backup_dir");
         let f = FileConfig::parse(&uncommented).unwrap();
         assert!(f.auth.admin_token.is_some() && f.auth.intake_token.is_some());
+        assert!(f.backup_dir.is_some());
         let (_dir, path) = file(&uncommented);
         let flags = Flags {
             config: Some(path),

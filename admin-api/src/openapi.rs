@@ -28,7 +28,7 @@ use crate::error::ErrorBody;
         (name = "simulate", description = "Dry runs; admin token."),
         (name = "plugins", description = "Routing plugins (WebAssembly); admin token."),
         (name = "webhooks", description = "Signed event deliveries with retries and dead letters; admin token."),
-        (name = "operations", description = "Health, readiness, metrics, this document; no token."),
+        (name = "operations", description = "Health, readiness, metrics, this document: no token. Backups: admin token."),
     )
 )]
 pub struct ApiDoc;

@@ -88,7 +88,8 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         max_module_bytes = plugins.max_module_bytes,
         "plugin sandbox limits"
     );
-    let state = AppState::new(engine, settings.auth.clone(), settings.limits);
+    let state = AppState::new(engine, settings.auth.clone(), settings.limits)
+        .with_backup_dir(settings.backup_dir.clone());
     // The one line on stdout, for scripts and tests that bind port 0: from this line
     // on, the server is ready.
     let mut stdout = std::io::stdout().lock();

@@ -1,5 +1,6 @@
 //! [`AppState`]: what every handler can reach.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,21 +21,32 @@ pub struct AppState {
     pub limits: Limits,
     /// HTTP request metrics, rendered with the engine's at `/metrics`.
     pub http_metrics: HttpMetrics,
+    /// Where `POST /admin/backups` writes.
+    pub backup_dir: Arc<PathBuf>,
     /// False while draining at shutdown: `/readyz` answers 503.
     ready: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// Wraps an open engine; it is ready at once, since opening the engine already
-    /// recovered the store and started the actors.
+    /// recovered the store and started the actors. Backups go to `backups` in the
+    /// data directory until [`AppState::with_backup_dir`] says otherwise.
     pub fn new(engine: Engine, auth: Auth, limits: Limits) -> Self {
+        let backup_dir = Arc::new(engine.data_dir().join("backups"));
         AppState {
             engine,
             auth: Arc::new(auth),
             limits,
             http_metrics: HttpMetrics::new(),
+            backup_dir,
             ready: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Writes backups to `dir`.
+    pub fn with_backup_dir(mut self, dir: PathBuf) -> Self {
+        self.backup_dir = Arc::new(dir);
+        self
     }
 
     /// Returns whether `/readyz` should answer 200.

@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/webhooks/{webhook_id}/dead_letters"),
     ("POST", "/admin/webhooks/{webhook_id}/dead_letters/redrive"),
     ("POST", "/admin/plugins/{name}/versions/{version}/replay"),
+    ("POST", "/admin/backups"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

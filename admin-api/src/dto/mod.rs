@@ -11,7 +11,9 @@
 //! - `plugin.rs`: plugin uploads, versions and health.
 //! - `webhook.rs`: webhook subscriptions, dead letters, and the delivered JSON.
 //! - `replay.rs`: replay options and report.
+//! - `backup.rs`: the backup written.
 
+mod backup;
 mod lead;
 mod outcome;
 mod plugin;
@@ -21,6 +23,7 @@ mod simulate;
 mod territory;
 mod webhook;
 
+pub use backup::BackupView;
 pub use lead::{
     EventBody, EventType, HistoryEntryView, HistoryEventView, LeadBody, LeadStatusView, LeadView,
     OutcomeView, StageView,

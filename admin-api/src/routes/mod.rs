@@ -9,11 +9,13 @@
 //! - `plugins.rs`: `/admin/plugins`.
 //! - `webhooks.rs`: `/admin/webhooks` and their dead letters.
 //! - `replay.rs`: `POST /admin/plugins/{name}/versions/{version}/replay`.
+//! - `backups.rs`: `POST /admin/backups`.
 //! - `ops.rs`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (no token).
 //!
 //! Auth is a route layer per group: the intake token (or the admin token) for
 //! `/v1/*`, the admin token for `/admin/*`.
 
+mod backups;
 mod intake;
 mod leads;
 mod ops;
@@ -64,6 +66,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(plugins::routes(state))
         .merge(webhooks::routes())
         .merge(replay::routes())
+        .merge(backups::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)

@@ -512,6 +512,11 @@ impl Api<'_> {
     pub fn put(&self, path: &str, body: Value) -> Resp {
         call("PUT", &self.server.url(path), self.token, Some(&body))
     }
+    /// POST with no body.
+    pub fn post_empty(&self, path: &str) -> Resp {
+        call("POST", &self.server.url(path), self.token, None)
+    }
+
     /// DELETE.
     pub fn delete(&self, path: &str) -> Resp {
         call("DELETE", &self.server.url(path), self.token, None)

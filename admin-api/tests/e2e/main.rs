@@ -5,6 +5,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 #[path = "../common/catalogue.rs"]
 mod catalogue;
 mod cli;

@@ -525,6 +525,11 @@ impl Engine {
         Ok(problems)
     }
 
+    /// The store's directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.store.dir
+    }
+
     /// Stops accepting calls, waits for those in flight, makes everything durable and
     /// stops the threads. Other handles get `ShuttingDown` afterwards.
     pub async fn shutdown(&self) -> Result<()> {

@@ -1,0 +1,44 @@
+//! Backups: `POST /admin/backups`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::dto::BackupView;
+use crate::error::{AppError, ErrorBody};
+use crate::extract::Json;
+use crate::state::AppState;
+
+/// Returns the backup route.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(backup))
+}
+
+/// Writes a backup of the whole store to a file in the backup directory
+/// (`backup_dir`, by default `backups` in the data directory) while the server
+/// serves. The backup is one instant of the store: every change answered before the
+/// request is in it, none sent after the answer. Commits wait while the store is
+/// read (`paused_ms`); the file is then synced and given its final name, so a file
+/// of that name is always complete. Restore it with `leadroute restore FILE
+/// --data-dir DIR` on a stopped server. No body.
+#[utoipa::path(
+    post, path = "/admin/backups", tag = "operations",
+    responses(
+        (status = 201, description = "The backup is durable.", body = BackupView),
+        (status = 401, description = "Missing or unknown token.", body = ErrorBody),
+        (status = 403, description = "Not the admin token.", body = ErrorBody),
+        (status = 409, description = "`backup_in_progress`: another backup is being \
+            written; retry once it has answered.", body = ErrorBody),
+        (status = 500, description = "`backup_failed`: the file could not be written \
+            (the message names the path and the error); nothing of it is kept.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn backup(
+    State(state): State<AppState>,
+) -> Result<(StatusCode, Json<BackupView>), AppError> {
+    let backup = state.engine.backup(&state.backup_dir).await?;
+    Ok((StatusCode::CREATED, Json(backup.into())))
+}
