@@ -259,8 +259,17 @@ async fn a_damaged_backup_is_refused_and_restores_nothing() {
         Err(RestoreError::TargetNotEmpty(_))
     ));
     assert_eq!(files(f.dir.path()), before);
-    // An empty one is fine.
+    // An empty one is fine, and so is a new one named with a trailing slash.
     let empty = tempfile::tempdir().unwrap();
     restore(&backup.path, empty.path()).unwrap();
     assert!(files(empty.path()).contains(&"db".to_string()));
+    let slashed = format!("{}/fresh/", empty.path().display());
+    restore(&backup.path, Path::new(&slashed)).unwrap();
+    assert!(files(&empty.path().join("fresh")).contains(&"db".to_string()));
+    // A file is not a directory to restore into.
+    let file = empty.path().join("db");
+    assert!(matches!(
+        restore(&backup.path, &file),
+        Err(RestoreError::Io(_))
+    ));
 }

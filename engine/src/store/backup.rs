@@ -112,29 +112,49 @@ pub enum RestoreError {
 /// the whole file has been read and its checksum matched, so a damaged backup leaves
 /// nothing behind.
 pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
-    if std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(RestoreError::TargetNotEmpty(data_dir.display().to_string()));
+    let target = || data_dir.display().to_string();
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(RestoreError::TargetNotEmpty(target()));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", target())).into()),
     }
-    let mut building = data_dir.as_os_str().to_owned();
+    // Beside the target, not inside it: `data/` names the same directory as `data`.
+    let name = data_dir.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} does not name a directory to create", target()),
+        )
+    })?;
+    let parent = data_dir.parent().unwrap_or(Path::new(""));
+    let mut building = name.to_owned();
     building.push(".restoring");
-    let building = std::path::PathBuf::from(building);
+    let building = parent.join(building);
     if building.exists() {
         // What a restore that was cut short left; it was never renamed into place.
         std::fs::remove_dir_all(&building)?;
     }
-    let result = import(backup, &building);
-    if result.is_err() {
+    let placed = import(backup, &building).and_then(|counts| {
+        if data_dir.exists() {
+            std::fs::remove_dir(data_dir)?;
+        }
+        std::fs::rename(&building, data_dir)?;
+        Ok(counts)
+    });
+    if placed.is_err() {
         let _ = std::fs::remove_dir_all(&building);
-        return result;
+        return placed;
     }
-    if data_dir.exists() {
-        std::fs::remove_dir(data_dir)?;
-    }
-    std::fs::rename(&building, data_dir)?;
-    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        File::open(parent)?.sync_all()?;
-    }
-    result
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    File::open(parent)?.sync_all()?;
+    placed
 }
 
 /// Reads `backup` into a new sled store at `dir`.
