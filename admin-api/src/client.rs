@@ -232,8 +232,9 @@ impl Client {
         Self::finish(reply, out, |body| {
             let b: BackupView = serde_json::from_value(body)?;
             Ok(format!(
-                "backup written: {}\n  {} bytes, {} records; commits waited {} ms, {} ms in all\n",
-                b.path, b.bytes, b.entries, b.paused_ms, b.took_ms
+                "backup written: {}\n  {} bytes, {} records ({} written while it was read); \
+                 commits waited {:.3} ms, {} ms in all\n",
+                b.path, b.bytes, b.entries, b.captured, b.paused_ms, b.took_ms
             ))
         })
     }

@@ -85,9 +85,10 @@ pub enum Checkpoint {
     /// and is about to ask the territory for a new rep. Called on the caller's thread,
     /// in its async task: a probe that blocks here blocks that thread.
     ReassignRead,
-    /// A backup's thread has the file written by the committer (commits go on) and is
-    /// about to sync it and give it its final name; the backup still holds its slot.
-    BackupWritten,
+    /// A backup's thread has read every tree and is about to ask the committer for
+    /// the writes it captured meanwhile. A change committed before that handover is
+    /// in the backup, through the capture; the backup still holds its slot.
+    BackupRead,
 }
 
 /// See [`EngineConfig::probe`].

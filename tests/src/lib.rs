@@ -281,7 +281,7 @@ fn work(at: Checkpoint) -> Work {
         Checkpoint::CompileStarted | Checkpoint::CompileEnded => Work::Compile,
         Checkpoint::AuditScan => Work::Audit,
         Checkpoint::ReassignRead => Work::Reassign,
-        Checkpoint::BackupWritten => Work::Backup,
+        Checkpoint::BackupRead => Work::Backup,
         other => panic!("the holder does not know {other:?}"),
     }
 }

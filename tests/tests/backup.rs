@@ -163,24 +163,53 @@ async fn a_backup_under_load_is_one_instant_of_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_backup_at_a_time_and_commits_go_on_while_it_syncs() {
-    let (holder, mut checkpoints) = Holder::new(Checkpoint::BackupWritten, 1);
+async fn changes_committed_while_the_trees_are_read_are_in_the_backup() {
+    let (holder, mut checkpoints) = Holder::new(Checkpoint::BackupRead, 1);
     let f = fixture_with(|config| config.probe(holder.probe()));
-    east_with_reps(&f.engine, 10).await;
+    let mut ids = populate(&f.engine).await;
     let backups = tempfile::tempdir().unwrap();
     let first = tokio::spawn({
         let (engine, dir) = (f.engine.clone(), backups.path().to_path_buf());
         async move { engine.backup(&dir).await }
     });
-    expect_checkpoint(&mut checkpoints, Checkpoint::BackupWritten).await;
-    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    // Held with every tree read: these changes reach the backup only through what
+    // the committer captured, its writes and its removals.
+    expect_checkpoint(&mut checkpoints, Checkpoint::BackupRead).await;
+    let routed = f.engine.route(lead(700, "CN-SH")).await.unwrap();
     assert_eq!(routed.status, RouteStatus::Assigned);
+    ids.push(routed.lead_id);
+    let closed = f
+        .engine
+        .record_event(
+            ids[1],
+            LeadEventInput::Closed {
+                outcome: Outcome::Lost,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!closed.state.status.is_open());
+    // A new rep, and an old one deleted with its leads moved to the others.
+    f.engine.upsert_rep(rid("c"), rep("east", 7)).await.unwrap();
+    f.engine.delete_rep(&rid("b"), true).await.unwrap();
+    let expected = observe(&f.engine, &ids).await;
+    // One backup at a time.
     assert!(matches!(
         f.engine.backup(backups.path()).await,
         Err(EngineError::BackupInProgress)
     ));
     holder.release(1);
     let first = first.await.unwrap().unwrap();
+    assert!(first.counts.captured > 0, "{first:?}");
+
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    restore(&first.path, &data).unwrap();
+    let engine = open(&data, &f.clock);
+    assert_eq!(engine.startup_audit().await.unwrap(), Vec::<String>::new());
+    assert_eq!(observe(&engine, &ids).await, expected);
+    assert_healthy(&engine).await;
+
     // Free again; a second backup in the same millisecond gets a name of its own.
     let second = f.engine.backup(backups.path()).await.unwrap();
     assert_ne!(first.path, second.path);

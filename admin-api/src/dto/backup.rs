@@ -8,17 +8,22 @@ use utoipa::ToSchema;
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[schema(example = json!({
     "path": "./data/backups/leadroute-2026-11-28T130500.123Z.backup",
-    "bytes": 48210391, "entries": 801233, "paused_ms": 412, "took_ms": 530
+    "bytes": 83357723, "entries": 600014, "captured": 812, "paused_ms": 0.041,
+    "took_ms": 1530
 }))]
 pub struct BackupView {
     /// The file, as the server sees it.
     pub path: String,
     /// Its size.
     pub bytes: u64,
-    /// Records (keys with their values) it holds.
+    /// Records it holds: keys with their values, and the writes captured while the
+    /// store was read.
     pub entries: u64,
-    /// How long commits waited while the store was read: intake's pause.
-    pub paused_ms: u64,
+    /// Of those, the writes captured while the store was read.
+    pub captured: u64,
+    /// How long commits waited for the backup (the committer's two handovers; the
+    /// read itself does not hold them up), in milliseconds.
+    pub paused_ms: f64,
     /// The whole backup, the sync and rename included.
     pub took_ms: u64,
 }
@@ -29,7 +34,8 @@ impl From<Backup> for BackupView {
             path: b.path.display().to_string(),
             bytes: b.counts.bytes,
             entries: b.counts.entries,
-            paused_ms: b.paused.as_millis() as u64,
+            captured: b.counts.captured,
+            paused_ms: b.paused.as_secs_f64() * 1e3,
             took_ms: b.took.as_millis() as u64,
         }
     }

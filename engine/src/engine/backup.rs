@@ -1,10 +1,10 @@
 //! Online backups: the store written to one file while the engine serves.
 //!
-//! The committer writes the file between two groups (`store::backup`), so it is one
-//! instant of the store; commits wait while it does (the backup's *pause*). Then a
-//! thread of its own syncs the file and renames it from `NAME.partial` to `NAME`: a
-//! file with the final name is always complete. A caller that goes away does not stop
-//! a backup half-way.
+//! A thread of its own reads the trees while the committer captures every write, then
+//! the committer hands the capture over (`store::backup` says why that is one instant
+//! of the store); commits wait only for the two handovers. The file is synced and
+//! renamed from `NAME.partial` to `NAME`: a file with the final name is always
+//! complete. A caller that goes away does not stop a backup half-way.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 use super::Engine;
 use crate::config::{Checkpoint, Probe};
 use crate::error::{EngineError, Result};
-use crate::store::backup::Counts;
-use crate::store::commit::Exported;
+use crate::store::Store;
+use crate::store::backup::{Counts, Exporter, Tail};
+use crate::store::commit::Committer;
 
 /// A backup written.
 #[derive(Clone, Debug)]
@@ -28,7 +29,8 @@ pub struct Backup {
     pub path: PathBuf,
     /// What it holds.
     pub counts: Counts,
-    /// How long commits waited while the store was read.
+    /// How long commits waited for the backup: the committer's two handovers, not
+    /// the read.
     pub paused: Duration,
     /// How long the whole backup took, the sync and rename included.
     pub took: Duration,
@@ -36,36 +38,36 @@ pub struct Backup {
 
 impl Engine {
     /// Writes a backup of the whole store into `dir` (created if missing), named
-    /// after the engine's clock: `leadroute-2026-11-28T130500.123Z.backup`. One at a
-    /// time ([`EngineError::BackupInProgress`]). Restore it with
+    /// after the engine's clock: `leadroute-2026-11-28T130500.123Z.backup`. Commits go
+    /// on while the trees are read; the backup is the store as of the moment the
+    /// read ends (see `store::backup`). One at a time
+    /// ([`EngineError::BackupInProgress`]). Restore it with
     /// [`store::backup::restore`](crate::store::backup::restore).
     pub async fn backup(&self, dir: &Path) -> Result<Backup> {
         let _permit = self.enter()?;
         let slot = BackupSlot::take(&self.inner.backup_running)?;
         let started = Instant::now();
+        let metrics = self.inner.metrics.clone();
         let (path, partial, file) = create_partial(dir, self.now()).map_err(|e| {
-            self.inner.metrics.backup_failures.inc();
+            metrics.backup_failures.inc();
             tracing::error!(error = %e, dir = %dir.display(), "backup failed");
             failed(dir, &e)
         })?;
-        let exported = self.inner.committer.backup(
-            file.try_clone()
-                .map_err(|e| EngineError::BackupFailed(e.to_string()))?,
-        );
         let (reply, answer) = oneshot::channel();
-        let metrics = self.inner.metrics.clone();
+        let store = self.inner.store.clone();
+        let committer = self.inner.committer.clone();
         let probe = self.inner.probe.clone();
         std::thread::Builder::new()
             .name("leadroute-backup".into())
             .spawn(move || {
                 let _slot = slot;
-                let result =
-                    finish(exported, &probe, &file, &partial, &path).map(|exported| Backup {
-                        path,
-                        counts: exported.counts,
-                        paused: exported.paused,
-                        took: started.elapsed(),
-                    });
+                let written = write(&store, &committer, &probe, &file, &partial, &path);
+                let result = written.map(|(counts, held)| Backup {
+                    path,
+                    counts,
+                    paused: held,
+                    took: started.elapsed(),
+                });
                 match &result {
                     Ok(backup) => {
                         metrics.backup_pause.set(backup.paused.as_secs_f64());
@@ -78,7 +80,8 @@ impl Engine {
                             path = %backup.path.display(),
                             bytes = backup.counts.bytes,
                             entries = backup.counts.entries,
-                            paused_ms = backup.paused.as_millis() as u64,
+                            captured = backup.counts.captured,
+                            paused_us = backup.paused.as_micros() as u64,
                             took_ms = backup.took.as_millis() as u64,
                             "backup written"
                         );
@@ -95,6 +98,65 @@ impl Engine {
         answer
             .await
             .map_err(|_| EngineError::Internal("backup thread died".into()))?
+    }
+}
+
+/// Writes the backup on its own thread: the committer captures while the trees are
+/// read, then hands over; the file is synced and renamed to its final name. Returns
+/// what it holds and the committer's time on it.
+fn write(
+    store: &Store,
+    committer: &Committer,
+    probe: &Probe,
+    file: &File,
+    partial: &Path,
+    path: &Path,
+) -> Result<(Counts, Duration)> {
+    committer
+        .start_backup()
+        .blocking_recv()
+        .map_err(|_| EngineError::ShuttingDown)??;
+    // The committer captures from here on, and must hear the end whatever happens.
+    let mut capturing = Capturing(Some(committer));
+    let io = |e: io::Error| failed(path, &e);
+    let mut exporter = Exporter::new(file).map_err(io)?;
+    exporter.trees(&store.h()?.db).map_err(io)?;
+    probe(Checkpoint::BackupRead);
+    let (reply, tail) = oneshot::channel();
+    capturing.end(reply);
+    let tail = tail
+        .blocking_recv()
+        .map_err(|_| EngineError::ShuttingDown)??;
+    let counts = exporter.finish(&tail).map_err(io)?;
+    let durable = || -> io::Result<()> {
+        file.sync_all()?;
+        std::fs::rename(partial, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    durable().map_err(io)?;
+    Ok((counts, tail.held))
+}
+
+/// A capture under way; dropped before its end (the read failed), it tells the
+/// committer to stop capturing.
+struct Capturing<'a>(Option<&'a Committer>);
+
+impl Capturing<'_> {
+    fn end(&mut self, reply: oneshot::Sender<Result<Tail>>) {
+        if let Some(committer) = self.0.take() {
+            committer.end_backup(Some(reply));
+        }
+    }
+}
+
+impl Drop for Capturing<'_> {
+    fn drop(&mut self) {
+        if let Some(committer) = self.0.take() {
+            committer.end_backup(None);
+        }
     }
 }
 
@@ -129,31 +191,6 @@ fn create_partial(dir: &Path, now: u64) -> io::Result<(PathBuf, PathBuf, File)> 
         }
     }
     Err(io::Error::other("a thousand backups share one millisecond"))
-}
-
-/// Waits for the committer to write the file, then makes it durable under its final
-/// name.
-fn finish(
-    exported: oneshot::Receiver<Result<Exported>>,
-    probe: &Probe,
-    file: &File,
-    partial: &Path,
-    path: &Path,
-) -> Result<Exported> {
-    let exported = exported
-        .blocking_recv()
-        .map_err(|_| EngineError::ShuttingDown)??;
-    probe(Checkpoint::BackupWritten);
-    let durable = || -> io::Result<()> {
-        file.sync_all()?;
-        std::fs::rename(partial, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    durable().map_err(|e| failed(path, &e))?;
-    Ok(exported)
 }
 
 fn failed(path: &Path, e: &io::Error) -> EngineError {

@@ -21,12 +21,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
-use sled::Transactional;
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
+use sled::{IVec, Transactional};
 use tokio::sync::oneshot;
 
 use super::audit::{Finding, Repaired, repair_confirmed};
-use super::backup;
+use super::backup::{Captured, Tail};
 use super::codec::{
     Assignment, CorruptRecord, LeadKeys, PluginRecord, Record, RepRecord, SlaRecord, decode, encode,
 };
@@ -225,8 +225,11 @@ enum Msg {
     Repair(Box<RepairJob>),
     /// Load the next chunk of stored deadlines into the index, between groups.
     LoadDeadlines(Box<LoadJob>),
-    /// Write the whole store to a backup file, between groups.
-    Backup(Box<BackupJob>),
+    /// A backup begins reading the trees: capture every write from now on.
+    BackupStart(oneshot::Sender<Result<()>>),
+    /// A backup has read the trees: hand over what was captured and stop capturing
+    /// (`None`: the backup was given up, just stop).
+    BackupEnd(Option<oneshot::Sender<Result<Tail>>>),
     /// After a failure, try to write again now rather than at the next retry; the
     /// answer is whether the store takes writes.
     Retry(oneshot::Sender<bool>),
@@ -239,15 +242,11 @@ struct RepairJob {
     reply: oneshot::Sender<Result<Repaired>>,
 }
 
-struct BackupJob {
-    file: File,
-    reply: oneshot::Sender<Result<Exported>>,
-}
-
-/// A backup written by the committer: what it holds, and how long commits waited.
-pub(crate) struct Exported {
-    pub(crate) counts: backup::Counts,
-    pub(crate) paused: Duration,
+/// The writes of a backup's read, kept between its `BackupStart` and `BackupEnd`.
+struct Capture {
+    writes: Vec<Captured>,
+    /// The committer's time on the backup so far: commits wait that long.
+    held: Duration,
 }
 
 struct LoadJob {
@@ -340,14 +339,19 @@ impl Committer {
         receipt
     }
 
-    /// Has the committer write the whole store to `file` between two groups (see
-    /// `store::backup`): every change answered before is in it, none submitted after.
-    pub(crate) fn backup(&self, file: File) -> oneshot::Receiver<Result<Exported>> {
+    /// Has the committer capture every write from its next group on, for a backup
+    /// about to read the trees (see `store::backup`). Repairs wait until
+    /// [`Committer::end_backup`].
+    pub(crate) fn start_backup(&self) -> oneshot::Receiver<Result<()>> {
         let (reply, receipt) = oneshot::channel();
-        let _ = self
-            .tx
-            .send(Msg::Backup(Box::new(BackupJob { file, reply })));
+        let _ = self.tx.send(Msg::BackupStart(reply));
         receipt
+    }
+
+    /// Ends the capture between two groups and hands over its writes: the backup's
+    /// instant. `None` gives the backup up.
+    pub(crate) fn end_backup(&self, reply: Option<oneshot::Sender<Result<Tail>>>) {
+        let _ = self.tx.send(Msg::BackupEnd(reply));
     }
 
     /// Has the committer load the next chunk of stored first-touch deadlines (after
@@ -428,32 +432,32 @@ struct State {
 
 fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index: Indexes) {
     let State { store, metrics, .. } = &state;
+    let mut jobs = Jobs {
+        store,
+        index: &index,
+        metrics,
+        capture: None,
+        repairs: Vec::new(),
+    };
     let mut stopping = false;
     while !stopping {
         metrics.dedupe_keys.set(store.dedupe.len() as i64);
         let first = match rx.recv() {
             Ok(Msg::Commit(p)) => *p,
-            Ok(Msg::Repair(job)) => {
-                run_repair(store, &index, metrics, *job);
-                continue;
-            }
-            Ok(Msg::LoadDeadlines(job)) => {
-                run_load(store, &index, metrics, *job);
-                continue;
-            }
-            Ok(Msg::Backup(job)) => {
-                run_backup(store, *job);
-                continue;
-            }
             Ok(Msg::Retry(reply)) => {
                 let _ = reply.send(true);
                 continue;
             }
             Ok(Msg::Stop) | Err(_) => break,
+            Ok(job) => {
+                jobs.run(job);
+                continue;
+            }
         };
         let mut group = Vec::with_capacity(64);
         group.push(first);
-        // A repair or a deadline load waits for the group gathered before it.
+        // A repair, a deadline load or a backup's handover waits for the group
+        // gathered before it.
         let mut between = None;
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -461,12 +465,12 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
                 Ok(Msg::Retry(reply)) => {
                     let _ = reply.send(true);
                 }
-                Ok(msg @ (Msg::Repair(_) | Msg::LoadDeadlines(_) | Msg::Backup(_))) => {
-                    between = Some(msg);
-                    break;
-                }
                 Ok(Msg::Stop) => {
                     stopping = true;
+                    break;
+                }
+                Ok(job) => {
+                    between = Some(job);
                     break;
                 }
                 Err(_) => break,
@@ -480,7 +484,13 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         }
         let (changes, replies): (Vec<Change>, Vec<_>) =
             group.into_iter().map(|p| (p.change, p.reply)).unzip();
-        let results = commit_group(&state, data_file.as_ref(), &index, &changes);
+        let results = commit_group(
+            &state,
+            data_file.as_ref(),
+            &index,
+            &changes,
+            &mut jobs.capture,
+        );
         metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
@@ -489,11 +499,8 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
                 for (reply, result) in replies.into_iter().zip(results) {
                     answer(reply, result);
                 }
-                match between {
-                    Some(Msg::Repair(job)) => run_repair(store, &index, metrics, *job),
-                    Some(Msg::LoadDeadlines(job)) => run_load(store, &index, metrics, *job),
-                    Some(Msg::Backup(job)) => run_backup(store, *job),
-                    _ => {}
+                if let Some(job) = between {
+                    jobs.run(job);
                 }
                 continue;
             }
@@ -503,6 +510,11 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
         reopen_for_reads(store, &index);
         for reply in replies {
             answer(reply, Err(EngineError::StoreUnavailable(failure.why())));
+        }
+        // A backup being read is lost: what it captured may not be what was kept.
+        jobs.capture = None;
+        for job in jobs.repairs.drain(..) {
+            refuse(Msg::Repair(Box::new(job)), &failure.why());
         }
         if stopping {
             break;
@@ -528,6 +540,71 @@ fn run(rx: mpsc::Receiver<Msg>, state: State, mut data_file: Option<File>, index
             }
         }
         Err(e) => tracing::error!(error = %e, "no store to flush at the end"),
+    }
+}
+
+/// What the committer runs between two groups: repairs, deadline loads and a
+/// backup's two handovers.
+struct Jobs<'a> {
+    store: &'a Store,
+    index: &'a Indexes,
+    metrics: &'a Metrics,
+    /// Set while a backup reads the trees.
+    capture: Option<Capture>,
+    /// Repairs that came while a backup read the trees: their writes happen outside
+    /// the capture, so they wait for its end.
+    repairs: Vec<RepairJob>,
+}
+
+impl Jobs<'_> {
+    fn run(&mut self, msg: Msg) {
+        let (store, index, metrics) = (self.store, self.index, self.metrics);
+        match msg {
+            Msg::Repair(job) if self.capture.is_some() => self.repairs.push(*job),
+            Msg::Repair(job) => run_repair(store, index, metrics, *job),
+            Msg::LoadDeadlines(job) => run_load(store, index, metrics, *job),
+            Msg::BackupStart(reply) => {
+                let started = Instant::now();
+                let result = match self.capture {
+                    Some(_) => Err(EngineError::BackupInProgress),
+                    None => {
+                        self.capture = Some(Capture {
+                            writes: Vec::new(),
+                            held: started.elapsed(),
+                        });
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Msg::BackupEnd(reply) => {
+                let started = Instant::now();
+                let capture = self.capture.take();
+                if let Some(reply) = reply {
+                    let tail = match capture {
+                        Some(capture) => store.h().and_then(|h| {
+                            // Greater than every id handed out so far.
+                            let next_id = h.db.generate_id()?;
+                            Ok(Tail {
+                                writes: capture.writes,
+                                next_id,
+                                held: capture.held + started.elapsed(),
+                            })
+                        }),
+                        None => Err(EngineError::BackupFailed(
+                            "a commit failed while the backup read the store; take it again".into(),
+                        )),
+                    };
+                    let _ = reply.send(tail);
+                }
+                for job in std::mem::take(&mut self.repairs) {
+                    run_repair(store, index, metrics, job);
+                }
+            }
+            Msg::Commit(_) | Msg::Retry(_) | Msg::Stop => {
+                unreachable!("the run loop handles commits, retries and stops")
+            }
+        }
     }
 }
 
@@ -608,8 +685,13 @@ fn refuse(msg: Msg, why: &str) -> bool {
         Msg::LoadDeadlines(job) => {
             let _ = job.reply.send(Ok(None));
         }
-        Msg::Backup(job) => {
-            let _ = job.reply.send(Err(refused()));
+        Msg::BackupStart(reply) => {
+            let _ = reply.send(Err(refused()));
+        }
+        Msg::BackupEnd(reply) => {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(refused()));
+            }
         }
         Msg::Retry(reply) => {
             let _ = reply.send(false);
@@ -627,21 +709,6 @@ fn run_repair(store: &Store, indexes: &Indexes, metrics: &Metrics, job: RepairJo
         indexes.sla.apply(&repaired.deadlines);
         metrics.sla_pending.set(indexes.sla.len() as i64);
     }
-    let _ = job.reply.send(result);
-}
-
-/// Writes the whole store to `job`'s file. Nothing commits meanwhile: that is what
-/// makes the backup one instant of the store.
-fn run_backup(store: &Store, job: BackupJob) {
-    let started = Instant::now();
-    let result = store.h().and_then(|h| {
-        backup::export(&h.db, &job.file)
-            .map(|counts| Exported {
-                counts,
-                paused: started.elapsed(),
-            })
-            .map_err(|e| EngineError::BackupFailed(e.to_string()))
-    });
     let _ = job.reply.send(result);
 }
 
@@ -789,7 +856,14 @@ fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
 /// What one transaction of a group did: each change's result, the deadlines it set or
 /// cleared, the last outbox event it wrote, which answers want their lead's history
 /// (see [`fill_histories`]), and the de-duplication keys it set or dropped.
-type Applies = (Vec<Result<Applied>>, Deadlines, u64, Histories, KeyChanges);
+type Applies = (
+    Vec<Result<Applied>>,
+    Deadlines,
+    u64,
+    Histories,
+    KeyChanges,
+    Option<Vec<Captured>>,
+);
 
 /// De-duplication keys pointed at a lead (`Some`) or dropped (`None`).
 type KeyChanges = HashMap<String, Option<LeadId>>;
@@ -809,6 +883,7 @@ fn commit_group(
     data_file: Option<&File>,
     indexes: &Indexes,
     changes: &[Change],
+    capture: &mut Option<Capture>,
 ) -> std::result::Result<Vec<Result<Applied>>, GroupFailure> {
     let store = &state.store;
     let h = store
@@ -818,11 +893,15 @@ fn commit_group(
     let mut deadlines = Vec::new();
     let mut last_event = 0;
     for (i, part) in changes.chunks(MAX_TRANSACTION).enumerate() {
-        let (mut part_results, part_deadlines, part_last, histories, keys) =
-            apply_transaction(store, &h, indexes, part).map_err(|e| match i {
+        let capturing = capture.is_some();
+        let (mut part_results, part_deadlines, part_last, histories, keys, captured) =
+            apply_transaction(store, &h, indexes, part, capturing).map_err(|e| match i {
                 0 => GroupFailure::Unwritten(e),
                 _ => GroupFailure::Unsure(format!("{e} (after {i} transactions of the group)")),
             })?;
+        if let (Some(capture), Some(captured)) = (capture.as_mut(), captured) {
+            capture.writes.extend(captured);
+        }
         // Now, as sled makes the transaction visible to reads: the next transaction
         // checks against both. Should the group fail, reopening rebuilds the index.
         for (key, lead) in keys {
@@ -868,8 +947,9 @@ fn apply_transaction(
     h: &super::Handle,
     indexes: &Indexes,
     changes: &[Change],
+    capturing: bool,
 ) -> std::result::Result<Applies, String> {
-    let (results, deadlines, last_event, wanted, keys) = h
+    let (results, deadlines, last_event, wanted, keys, captured) = h
         .trees
         .transaction(|trees| {
             let mut writer = Writer {
@@ -881,6 +961,7 @@ fn apply_transaction(
                 last_event: 0,
                 reps: HashMap::new(),
                 last_history_seq: 0,
+                captured: capturing.then(Vec::new),
             };
             let mut results = Vec::with_capacity(changes.len());
             let mut wanted = Vec::new();
@@ -906,10 +987,11 @@ fn apply_transaction(
                 writer.last_event,
                 wanted,
                 writer.keys,
+                writer.captured,
             ))
         })
         .map_err(|e: sled::transaction::TransactionError<()>| format!("{e:?}"))?;
-    Ok((results, deadlines, last_event, wanted, keys))
+    Ok((results, deadlines, last_event, wanted, keys, captured))
 }
 
 /// Puts each event's lead history into its answer, read once the transaction is in
@@ -993,6 +1075,8 @@ struct Writer<'a> {
     /// The seq of the last history entry appended, where an event's answer stops
     /// (see [`fill_histories`]).
     last_history_seq: u64,
+    /// A copy of every write, while a backup reads the trees (see [`Capture`]).
+    captured: Option<Vec<Captured>>,
 }
 
 impl Writer<'_> {
@@ -1072,8 +1156,11 @@ impl Writer<'_> {
             }
             Change::PutPlugin { record, wasm } => {
                 if let Some((version, bytes)) = wasm {
-                    self.t[PLUGINS]
-                        .insert(plugin_wasm_key(&record.name, *version), bytes.as_slice())?;
+                    self.insert(
+                        PLUGINS,
+                        plugin_wasm_key(&record.name, *version),
+                        bytes.as_slice(),
+                    )?;
                 }
                 self.put(PLUGINS, record.name.as_bytes(), &**record)?;
                 Ok(Applied::Done)
@@ -1087,9 +1174,9 @@ impl Writer<'_> {
                         }
                     })?;
                 for v in &record.versions {
-                    self.t[PLUGINS].remove(plugin_wasm_key(name, v.version))?;
+                    self.remove(PLUGINS, plugin_wasm_key(name, v.version))?;
                 }
-                self.t[PLUGINS].remove(name.as_bytes())?;
+                self.remove(PLUGINS, name.as_bytes())?;
                 Ok(Applied::Done)
             }
             Change::PutWebhook(webhook) => {
@@ -1097,16 +1184,16 @@ impl Writer<'_> {
                 if created {
                     // Starts after every event so far: ids only grow.
                     let start = self.next_id()?;
-                    self.t[CURSORS].insert(webhook.id.as_str(), &start.to_be_bytes())?;
+                    self.insert(CURSORS, webhook.id.as_str(), &start.to_be_bytes())?;
                 }
                 self.put(WEBHOOKS, webhook.id.as_str(), &**webhook)?;
                 Ok(Applied::WebhookStored { created })
             }
             Change::DeleteWebhook(id) => {
-                if self.t[WEBHOOKS].remove(id.as_str())?.is_none() {
+                if self.remove(WEBHOOKS, id.as_str())?.is_none() {
                     return Err(EngineError::WebhookNotFound(id.clone()).into());
                 }
-                self.t[CURSORS].remove(id.as_str())?;
+                self.remove(CURSORS, id.as_str())?;
                 Ok(Applied::Done)
             }
             Change::Event(event) => {
@@ -1190,7 +1277,7 @@ impl Writer<'_> {
         };
         let record = self.rep_record(rep)?;
         let sla: Option<SlaRecord> = self.get(SLA, lead.to_key())?;
-        self.t[QUEUE].remove(compound_key(territory.as_str(), &seq.to_be_bytes()))?;
+        self.remove(QUEUE, compound_key(territory.as_str(), &seq.to_be_bytes()))?;
         self.open_assignment(lead, record, territory, at)?;
         if state.stage.is_none() {
             let sla = sla.unwrap_or_default();
@@ -1356,10 +1443,13 @@ impl Writer<'_> {
             released = Some(record.rep.id.clone());
             self.close_assignment(lead, record)?;
         } else if let Some(seq) = state.queue_seq {
-            self.t[QUEUE].remove(compound_key(state.territory.as_str(), &seq.to_be_bytes()))?;
+            self.remove(
+                QUEUE,
+                compound_key(state.territory.as_str(), &seq.to_be_bytes()),
+            )?;
             unqueued = Some(state.territory.clone());
         }
-        self.t[LEAD_KEYS].remove(&lead.to_key())?;
+        self.remove(LEAD_KEYS, &lead.to_key())?;
         for key in dedupe::keys(&state.lead) {
             // Only drop keys that still point at this lead.
             if self.dedupe_owner(&key) == Some(lead) {
@@ -1461,8 +1551,8 @@ impl Writer<'_> {
     fn write_reps(&mut self) -> std::result::Result<(), UnabortableTransactionError> {
         for (id, record) in std::mem::take(&mut self.reps) {
             match record {
-                Some(record) => self.t[REPS].insert(id.as_str(), encode(&record))?,
-                None => self.t[REPS].remove(id.as_str())?,
+                Some(record) => self.insert(REPS, id.as_str(), encode(&record))?,
+                None => self.remove(REPS, id.as_str())?,
             };
         }
         Ok(())
@@ -1483,8 +1573,44 @@ impl Writer<'_> {
 
     // ---- writes ----
 
-    fn put<R: Record>(&self, tree: usize, key: impl AsRef<[u8]>, record: &R) -> Step<()> {
-        self.t[tree].insert(key.as_ref(), encode(record))?;
+    /// Every write of the committer goes through here or [`Writer::remove`], so that
+    /// a backup being read gets a copy (see `store::backup`).
+    fn insert(
+        &mut self,
+        tree: usize,
+        key: impl Into<IVec>,
+        value: impl Into<IVec>,
+    ) -> std::result::Result<Option<IVec>, UnabortableTransactionError> {
+        let (key, value) = (key.into(), value.into());
+        if let Some(captured) = &mut self.captured {
+            captured.push(Captured {
+                tree,
+                key: key.clone(),
+                value: Some(value.clone()),
+            });
+        }
+        self.t[tree].insert(key, value)
+    }
+
+    /// Removes `key` from `tree`; see [`Writer::insert`].
+    fn remove(
+        &mut self,
+        tree: usize,
+        key: impl Into<IVec>,
+    ) -> std::result::Result<Option<IVec>, UnabortableTransactionError> {
+        let key = key.into();
+        if let Some(captured) = &mut self.captured {
+            captured.push(Captured {
+                tree,
+                key: key.clone(),
+                value: None,
+            });
+        }
+        self.t[tree].remove(key)
+    }
+
+    fn put<R: Record>(&mut self, tree: usize, key: impl AsRef<[u8]>, record: &R) -> Step<()> {
+        self.insert(tree, key.as_ref(), encode(record))?;
         Ok(())
     }
 
@@ -1501,7 +1627,11 @@ impl Writer<'_> {
             since: at,
         };
         self.put(ASSIGNMENTS, lead.to_key(), &assignment)?;
-        self.t[REP_LEADS].insert(compound_key(record.rep.id.as_str(), &lead.to_key()), &[])?;
+        self.insert(
+            REP_LEADS,
+            compound_key(record.rep.id.as_str(), &lead.to_key()),
+            &[],
+        )?;
         record.load += 1;
         record.last_assigned_at = Some(at);
         self.reps.insert(record.rep.id.clone(), Some(record));
@@ -1509,8 +1639,11 @@ impl Writer<'_> {
     }
 
     fn close_assignment(&mut self, lead: LeadId, mut record: RepRecord) -> Step<()> {
-        self.t[ASSIGNMENTS].remove(&lead.to_key())?;
-        self.t[REP_LEADS].remove(compound_key(record.rep.id.as_str(), &lead.to_key()))?;
+        self.remove(ASSIGNMENTS, &lead.to_key())?;
+        self.remove(
+            REP_LEADS,
+            compound_key(record.rep.id.as_str(), &lead.to_key()),
+        )?;
         record.load = record.load.saturating_sub(1);
         self.reps.insert(record.rep.id.clone(), Some(record));
         Ok(())
@@ -1559,7 +1692,7 @@ impl Writer<'_> {
 
     /// Forgets a lead's SLA state: touched or closed.
     fn clear_sla(&mut self, lead: LeadId) -> Step<()> {
-        if self.t[SLA].remove(&lead.to_key())?.is_some() {
+        if self.remove(SLA, &lead.to_key())?.is_some() {
             self.deadlines.push((lead, None));
         }
         Ok(())
@@ -1567,7 +1700,8 @@ impl Writer<'_> {
 
     fn enqueue(&mut self, territory: &TerritoryId, lead: LeadId) -> Step<u64> {
         let seq = self.next_id()?;
-        self.t[QUEUE].insert(
+        self.insert(
+            QUEUE,
             compound_key(territory.as_str(), &seq.to_be_bytes()),
             &lead.to_key(),
         )?;

@@ -95,7 +95,7 @@ pub(crate) const WEBHOOKS: usize = 10;
 pub(crate) const CURSORS: usize = 11;
 pub(crate) const DEAD_LETTERS: usize = 12;
 pub(crate) const LEAD_KEYS: usize = 13;
-const TREE_NAMES: [&str; 14] = [
+pub(crate) const TREE_NAMES: [&str; 14] = [
     "reps",
     "territories",
     "leads",
