@@ -53,8 +53,14 @@ const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 /// for 380 ms: with the file system's journal, one file's sync waits for others'
 /// data. Syncing as it goes keeps what is left to write small.
 const SYNC_EVERY: u64 = 8 << 20;
-/// Entries written to sled per batch while restoring.
-const RESTORE_BATCH: usize = 16_384;
+/// sled's page cache while restoring (its default is 1 GiB): a restore reads each
+/// page back rarely, and the machine may be serving something else meanwhile.
+const RESTORE_CACHE_BYTES: u64 = 128 << 20;
+/// Entries written to sled per batch while restoring. Batches of 16,384 kept 12.6
+/// GB resident to restore a million open leads (sled frees the nodes a batch
+/// replaces only after it ends); batches of 1,024 kept 0.96 GB and took 68 s
+/// instead of 118 (`benches/README.md`, "Backups").
+const RESTORE_BATCH: usize = 1024;
 
 const TREE: u8 = b'T';
 const ENTRY: u8 = b'E';
@@ -272,7 +278,10 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
             "format {format}; this build reads format {FORMAT}"
         )));
     }
-    let db = sled::Config::new().path(dir).open()?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(RESTORE_CACHE_BYTES)
+        .open()?;
     let mut counts = Counts {
         bytes,
         ..Counts::default()
