@@ -229,6 +229,35 @@ async fn a_backup_that_cannot_be_written_fails_and_leaves_nothing() {
     assert_healthy(&f.engine).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_captures_more_than_its_bound_fails_and_the_next_backup_works() {
+    let (holder, mut checkpoints) = Holder::new(Checkpoint::BackupRead, 1);
+    let f = fixture_with(|config| config.probe(holder.probe()).backup_capture_bytes(64));
+    east_with_reps(&f.engine, 10).await;
+    let backups = tempfile::tempdir().unwrap();
+    let first = tokio::spawn({
+        let (engine, dir) = (f.engine.clone(), backups.path().to_path_buf());
+        async move { engine.backup(&dir).await }
+    });
+    expect_checkpoint(&mut checkpoints, Checkpoint::BackupRead).await;
+    // A lead writes more than 64 bytes: the capture is given up, not grown.
+    f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    holder.release(1);
+    match first.await.unwrap() {
+        Err(EngineError::BackupFailed(why)) => {
+            assert!(why.contains("more than 64 bytes were written"), "{why}")
+        }
+        other => panic!("expected BackupFailed, got {other:?}"),
+    }
+    assert!(files(backups.path()).is_empty(), "nothing of it is kept");
+    assert_eq!(f.engine.metrics().backup_failures.get(), 1);
+    // With nothing written during its read, the next one is complete.
+    let second = f.engine.backup(backups.path()).await.unwrap();
+    assert_eq!(second.counts.captured, 0);
+    assert_eq!(files(backups.path()).len(), 1);
+    assert_healthy(&f.engine).await;
+}
+
 #[tokio::test]
 async fn a_damaged_backup_is_refused_and_restores_nothing() {
     let f = fixture();

@@ -57,12 +57,12 @@ impl Engine {
         let store = self.inner.store.clone();
         let committer = self.inner.committer.clone();
         let probe = self.inner.probe.clone();
+        let limit = self.inner.backup_capture_bytes;
         std::thread::Builder::new()
             .name("leadroute-backup".into())
             .spawn(move || {
                 lower_priority();
-                let _slot = slot;
-                let written = write(&store, &committer, &probe, &file, &partial, &path);
+                let written = write(&store, &committer, limit, &probe, &file, &partial, &path);
                 let result = written.map(|(counts, held)| Backup {
                     path,
                     counts,
@@ -93,6 +93,8 @@ impl Engine {
                         tracing::error!(error = %e, "backup failed");
                     }
                 }
+                // Free before the answer: a caller told "done" may start the next.
+                drop(slot);
                 let _ = reply.send(result);
             })
             .map_err(|e| EngineError::BackupFailed(format!("cannot start a thread: {e}")))?;
@@ -108,13 +110,14 @@ impl Engine {
 fn write(
     store: &Store,
     committer: &Committer,
+    limit: u64,
     probe: &Probe,
     file: &File,
     partial: &Path,
     path: &Path,
 ) -> Result<(Counts, Duration)> {
     committer
-        .start_backup()
+        .start_backup(limit)
         .blocking_recv()
         .map_err(|_| EngineError::ShuttingDown)??;
     // The committer captures from here on, and must hear the end whatever happens.

@@ -120,6 +120,8 @@ struct Inner {
     replay_running: Arc<std::sync::atomic::AtomicBool>,
     /// Set while a backup is written; only one may (`backup.rs`).
     backup_running: Arc<std::sync::atomic::AtomicBool>,
+    /// Most bytes of writes a backup's read may capture.
+    backup_capture_bytes: u64,
     /// Told when background work reaches a [`Checkpoint`](crate::config::Checkpoint).
     probe: crate::config::Probe,
 }
@@ -204,6 +206,7 @@ impl Engine {
                 outbox,
                 replay_running: Arc::default(),
                 backup_running: Arc::default(),
+                backup_capture_bytes: config.backup_capture_bytes,
                 probe: config.probe,
             }),
         };

@@ -225,8 +225,12 @@ enum Msg {
     Repair(Box<RepairJob>),
     /// Load the next chunk of stored deadlines into the index, between groups.
     LoadDeadlines(Box<LoadJob>),
-    /// A backup begins reading the trees: capture every write from now on.
-    BackupStart(oneshot::Sender<Result<()>>),
+    /// A backup begins reading the trees: capture every write from now on, up to
+    /// `limit` bytes of keys and values.
+    BackupStart {
+        limit: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// A backup has read the trees: hand over what was captured and stop capturing
     /// (`None`: the backup was given up, just stop).
     BackupEnd(Option<oneshot::Sender<Result<Tail>>>),
@@ -245,8 +249,34 @@ struct RepairJob {
 /// The writes of a backup's read, kept between its `BackupStart` and `BackupEnd`.
 struct Capture {
     writes: Vec<Captured>,
+    /// Bytes of keys and values in `writes`.
+    bytes: u64,
+    /// Most bytes to keep: past it the writes are dropped and the backup fails at
+    /// its end, rather than the memory being spent.
+    limit: u64,
+    /// Set once `limit` was passed; nothing more is kept.
+    overflowed: bool,
     /// The committer's time on the backup so far: commits wait that long.
     held: Duration,
+}
+
+impl Capture {
+    /// Keeps a transaction's writes, or drops them all once past the limit.
+    fn keep(&mut self, writes: Vec<Captured>) {
+        if self.overflowed {
+            return;
+        }
+        self.bytes += writes
+            .iter()
+            .map(|w| (w.key.len() + w.value.as_ref().map_or(0, |v| v.len())) as u64)
+            .sum::<u64>();
+        if self.bytes > self.limit {
+            self.overflowed = true;
+            self.writes = Vec::new();
+        } else {
+            self.writes.extend(writes);
+        }
+    }
 }
 
 struct LoadJob {
@@ -342,9 +372,9 @@ impl Committer {
     /// Has the committer capture every write from its next group on, for a backup
     /// about to read the trees (see `store::backup`). Repairs wait until
     /// [`Committer::end_backup`].
-    pub(crate) fn start_backup(&self) -> oneshot::Receiver<Result<()>> {
+    pub(crate) fn start_backup(&self, limit: u64) -> oneshot::Receiver<Result<()>> {
         let (reply, receipt) = oneshot::channel();
-        let _ = self.tx.send(Msg::BackupStart(reply));
+        let _ = self.tx.send(Msg::BackupStart { limit, reply });
         receipt
     }
 
@@ -563,13 +593,16 @@ impl Jobs<'_> {
             Msg::Repair(job) if self.capture.is_some() => self.repairs.push(*job),
             Msg::Repair(job) => run_repair(store, index, metrics, *job),
             Msg::LoadDeadlines(job) => run_load(store, index, metrics, *job),
-            Msg::BackupStart(reply) => {
+            Msg::BackupStart { limit, reply } => {
                 let started = Instant::now();
                 let result = match self.capture {
                     Some(_) => Err(EngineError::BackupInProgress),
                     None => {
                         self.capture = Some(Capture {
                             writes: Vec::new(),
+                            bytes: 0,
+                            limit,
+                            overflowed: false,
                             held: started.elapsed(),
                         });
                         Ok(())
@@ -582,6 +615,14 @@ impl Jobs<'_> {
                 let capture = self.capture.take();
                 if let Some(reply) = reply {
                     let tail = match capture {
+                        Some(capture) if capture.overflowed => {
+                            Err(EngineError::BackupFailed(format!(
+                                "more than {} bytes were written while the store was read, \
+                                 more than a backup keeps in memory; retry when fewer \
+                                 writes arrive",
+                                capture.limit
+                            )))
+                        }
                         Some(capture) => store.h().and_then(|h| {
                             // Greater than every id handed out so far.
                             let next_id = h.db.generate_id()?;
@@ -685,7 +726,7 @@ fn refuse(msg: Msg, why: &str) -> bool {
         Msg::LoadDeadlines(job) => {
             let _ = job.reply.send(Ok(None));
         }
-        Msg::BackupStart(reply) => {
+        Msg::BackupStart { reply, .. } => {
             let _ = reply.send(Err(refused()));
         }
         Msg::BackupEnd(reply) => {
@@ -893,14 +934,14 @@ fn commit_group(
     let mut deadlines = Vec::new();
     let mut last_event = 0;
     for (i, part) in changes.chunks(MAX_TRANSACTION).enumerate() {
-        let capturing = capture.is_some();
+        let capturing = capture.as_ref().is_some_and(|c| !c.overflowed);
         let (mut part_results, part_deadlines, part_last, histories, keys, captured) =
             apply_transaction(store, &h, indexes, part, capturing).map_err(|e| match i {
                 0 => GroupFailure::Unwritten(e),
                 _ => GroupFailure::Unsure(format!("{e} (after {i} transactions of the group)")),
             })?;
         if let (Some(capture), Some(captured)) = (capture.as_mut(), captured) {
-            capture.writes.extend(captured);
+            capture.keep(captured);
         }
         // Now, as sled makes the transaction visible to reads: the next transaction
         // checks against both. Should the group fail, reopening rebuilds the index.

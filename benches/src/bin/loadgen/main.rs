@@ -9,7 +9,9 @@
 //!    time (so a stalled server cannot hide its stall: no coordinated omission), then
 //!    batch intake;
 //! 3. with the `recovery` subcommand instead: the time from starting the server on a
-//!    store of N leads to its first `200` on `/readyz` (see `recovery.rs`).
+//!    store of N leads to its first `200` on `/readyz` (see `recovery.rs`);
+//! 4. with the `backup` subcommand: intake's latency while an online backup is
+//!    written, and the restore's time and memory (see `backup.rs`).
 //!
 //! Leads are realistic: the demo organisation's regions (and districts below them),
 //! its industries, log-uniform purchase amounts, and about 5% repeats of an earlier
@@ -24,8 +26,10 @@
 //! cargo build --release -p leadroute-admin-api -p leadroute-benches
 //! target/release/loadgen run --leadroute target/release/leadroute
 //! target/release/loadgen recovery --leadroute target/release/leadroute --leads 1000000
+//! target/release/loadgen backup --leadroute target/release/leadroute --leads 1000000
 //! ```
 
+mod backup;
 mod cpu_limit;
 mod overload;
 mod recovery;
@@ -70,6 +74,9 @@ enum Cmd {
     },
     /// Fill a store with N leads, then time the server's start to `/readyz`.
     Recovery(recovery::RecoveryArgs),
+    /// Fill a store with N leads, then measure intake while a backup is written, and
+    /// the restore.
+    Backup(backup::BackupArgs),
 }
 
 #[derive(Parser)]
@@ -164,6 +171,7 @@ fn main() -> Result<()> {
         Cmd::Echo { listen } => runtime.block_on(echo(listen)),
         Cmd::Run(args) => runtime.block_on(run(args)),
         Cmd::Recovery(args) => runtime.block_on(recovery::run(args)),
+        Cmd::Backup(args) => runtime.block_on(backup::run(args)),
         Cmd::Overload(args) => runtime.block_on(overload::run(args)),
     }
 }

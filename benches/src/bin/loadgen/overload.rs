@@ -28,16 +28,16 @@ use super::{Conn, Leads, Load, OverloadArgs, Pace, Server, measure, open_capacit
 /// A window's p99 counts as normal again at most this many times the baseline p99.
 const NORMAL_FACTOR: f64 = 2.0;
 
-fn histogram() -> Histogram<u64> {
+pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
 }
 
 /// What one open-loop phase saw, per answer class.
-struct Phase {
+pub(super) struct Phase {
     elapsed: Duration,
     sent: u64,
-    statuses: BTreeMap<u16, u64>,
-    errors: u64,
+    pub(super) statuses: BTreeMap<u16, u64>,
+    pub(super) errors: u64,
     /// Service latency (µs) of 2xx answers.
     accepted: Histogram<u64>,
     /// Service latency of 503 answers.
@@ -47,7 +47,7 @@ struct Phase {
     /// Intended latency of 503 answers.
     shed_intended: Histogram<u64>,
     /// Intended latency of every answer, per 1 s window of intended send time.
-    windows: Vec<Histogram<u64>>,
+    pub(super) windows: Vec<Histogram<u64>>,
 }
 
 impl Phase {
@@ -75,7 +75,7 @@ impl Phase {
 }
 
 /// Open loop at `rate` for `seconds`, over up to `connections` connections.
-async fn open_loop(
+pub(super) async fn open_loop(
     addr: std::net::SocketAddr,
     rate: f64,
     connections: usize,
@@ -171,7 +171,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Samples the RSS of `pid` every 100 ms until `stop`; returns (first, peak) in KiB.
-fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64)> {
+pub(super) fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64)> {
     std::thread::spawn(move || {
         let first = rss_kib(pid).unwrap_or(0);
         let mut peak = first;
@@ -185,7 +185,7 @@ fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, 
     })
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> String {
+pub(super) fn ms(h: &Histogram<u64>, q: f64) -> String {
     if h.is_empty() {
         "–".into()
     } else {

@@ -65,28 +65,38 @@ const IN_FLIGHT: u64 = 4;
 /// The longest a start may take before the run is called failed.
 const START_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Runs `loadgen recovery`.
-pub async fn run(args: RecoveryArgs) -> Result<()> {
-    let temp;
-    let dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
+/// The store a run uses: `kept` if given (filled further if it holds fewer than
+/// `leads`), else a temporary directory, removed when the guard drops.
+pub(super) async fn prepare_store(
+    kept: Option<&Path>,
+    leads: u64,
+) -> Result<(Option<tempfile::TempDir>, PathBuf)> {
+    let (temp, dir) = match kept {
+        Some(dir) => (None, dir.to_path_buf()),
         None => {
-            temp = tempfile::Builder::new()
+            let temp = tempfile::Builder::new()
                 .prefix("leadroute-recovery-")
                 .tempdir()?;
-            temp.path().to_path_buf()
+            let dir = temp.path().to_path_buf();
+            (Some(temp), dir)
         }
     };
     let stored = stored_leads(&dir)?;
-    if stored < args.leads {
+    if stored < leads {
         let started = Instant::now();
-        fill(&dir, stored, args.leads).await?;
+        fill(&dir, stored, leads).await?;
         eprintln!(
             "filled {} leads in {:.1} s",
-            args.leads - stored,
+            leads - stored,
             started.elapsed().as_secs_f64()
         );
     }
+    Ok((temp, dir))
+}
+
+/// Runs `loadgen recovery`.
+pub async fn run(args: RecoveryArgs) -> Result<()> {
+    let (_temp, dir) = prepare_store(args.data_dir.as_deref(), args.leads).await?;
     let stored = stored_leads(&dir)?;
     let bytes = dir_bytes(&dir);
 
@@ -126,7 +136,7 @@ pub async fn run(args: RecoveryArgs) -> Result<()> {
     Ok(())
 }
 
-fn stored_leads(dir: &Path) -> Result<u64> {
+pub(super) fn stored_leads(dir: &Path) -> Result<u64> {
     if !dir.join("db").exists() {
         return Ok(0);
     }
@@ -197,9 +207,9 @@ async fn fill(dir: &Path, from: u64, to: u64) -> Result<()> {
 }
 
 /// One timed start.
-struct Start {
+pub(super) struct Start {
     /// Spawn to the first `200` on `/readyz`.
-    wall: Duration,
+    pub(super) wall: Duration,
     /// CPU the server had used by then (user + system, 10 ms ticks): on a shared
     /// machine this tells work from waiting.
     cpu_ms: u64,
@@ -207,13 +217,13 @@ struct Start {
     phases: String,
     /// Spawn to the end of the start-up audit, which runs in the background once
     /// the server is ready (`leadroute_startup_audit_running` back to 0).
-    audited: Duration,
+    pub(super) audited: Duration,
 }
 
 /// The server's stderr, read on a thread of its own as it comes (so the pipe never
 /// fills): the address of its `bound` line, and the whole log once the process ends.
-struct ServerLog {
-    bound: std::sync::mpsc::Receiver<SocketAddr>,
+pub(super) struct ServerLog {
+    pub(super) bound: std::sync::mpsc::Receiver<SocketAddr>,
     log: std::thread::JoinHandle<String>,
 }
 
@@ -248,9 +258,12 @@ fn bound_address(line: &str) -> Option<SocketAddr> {
         .and_then(|addr| addr.parse().ok())
 }
 
-/// Starts the server on `dir` and times it from spawn to the first `200` on
-/// `/readyz`; then stops it with SIGTERM.
-async fn time_start(leadroute: &Path, dir: &Path, kill: bool) -> Result<Start> {
+/// Starts `leadroute serve` on `dir`, bound to a port of its choosing, its log read
+/// as it comes.
+pub(super) fn spawn_server(
+    leadroute: &Path,
+    dir: &Path,
+) -> Result<(std::process::Child, ServerLog)> {
     let mut cmd = Command::new(leadroute);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -261,71 +274,113 @@ async fn time_start(leadroute: &Path, dir: &Path, kill: bool) -> Result<Start> {
         .env("RUST_LOG", "leadroute_engine=info,leadroute_admin_api=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let started = Instant::now();
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {leadroute:?}"))?;
     let server_log = ServerLog::read(child.stderr.take().context("the server's stderr")?);
-    let bound = server_log.bound;
-    let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(START_DEADLINE)).await?;
-    let Ok(addr) = addr else {
-        let _ = child.kill();
-        let status = child.wait()?;
-        let log = server_log.log.join().unwrap_or_default();
-        bail!("the server never logged its address ({status}):\n{log}");
-    };
-    let (wall, cpu_ms) = loop {
-        let mut answered = false;
-        if let Ok(mut conn) = Conn::open(addr).await
-            && let Ok((status, _)) = conn.request("GET", "/readyz", "").await
-        {
-            if status == 200 {
-                break (started.elapsed(), cpu_ms(child.id()));
+    Ok((child, server_log))
+}
+
+/// A server started on a store, ready and done with its start-up audit.
+pub(super) struct Running {
+    pub(super) child: std::process::Child,
+    pub(super) addr: SocketAddr,
+    log: std::thread::JoinHandle<String>,
+    /// Spawn to the first `200` on `/readyz`, and the CPU used by then.
+    wall: Duration,
+    cpu_ms: u64,
+    /// Spawn to the end of the start-up audit.
+    audited: Duration,
+}
+
+impl Running {
+    /// Starts the server on `dir` and waits for its first `200` on `/readyz`, then
+    /// for the end of its start-up audit, timing both from the spawn.
+    pub(super) async fn start(leadroute: &Path, dir: &Path) -> Result<Running> {
+        let started = Instant::now();
+        let (mut child, server_log) = spawn_server(leadroute, dir)?;
+        let bound = server_log.bound;
+        let addr = tokio::task::spawn_blocking(move || bound.recv_timeout(START_DEADLINE)).await?;
+        let Ok(addr) = addr else {
+            let _ = child.kill();
+            let status = child.wait()?;
+            let log = server_log.log.join().unwrap_or_default();
+            bail!("the server never logged its address ({status}):\n{log}");
+        };
+        let (wall, cpu_ms) = loop {
+            let mut answered = false;
+            if let Ok(mut conn) = Conn::open(addr).await
+                && let Ok((status, _)) = conn.request("GET", "/readyz", "").await
+            {
+                if status == 200 {
+                    break (started.elapsed(), cpu_ms(child.id()));
+                }
+                answered = true;
             }
-            answered = true;
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("the server exited before it was ready: {status}");
-        }
-        if started.elapsed() > START_DEADLINE {
-            let _ = child.kill();
-            bail!("not ready within {START_DEADLINE:?}");
-        }
-        // Not answering yet: probe again shortly. Answering 503 `starting` while its
-        // store opens: each probe is a request the server must answer, so probe less
-        // often, to take little of the CPU the opening needs.
-        let pause = if answered { 5 } else { 1 };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-    };
-    let audited = loop {
-        let mut conn = Conn::open(addr).await?;
-        let (status, body) = conn.request("GET", "/metrics", "").await?;
-        if status == 200
-            && String::from_utf8_lossy(&body)
-                .lines()
-                .any(|l| l == "leadroute_startup_audit_running 0")
-        {
-            break started.elapsed();
-        }
-        if started.elapsed() > START_DEADLINE {
-            let _ = child.kill();
-            bail!("start-up audit not done within {START_DEADLINE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // SIGTERM: the server drains and exits 0. SIGKILL: a crash.
-    let signal = if kill { "-KILL" } else { "-TERM" };
-    let _ = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status();
-    let status = child.wait()?;
-    let log = server_log
-        .log
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread reading the server's log panicked"))?;
-    if !kill && !status.success() {
-        bail!("the server did not stop cleanly: {status}");
+            if let Some(status) = child.try_wait()? {
+                bail!("the server exited before it was ready: {status}");
+            }
+            if started.elapsed() > START_DEADLINE {
+                let _ = child.kill();
+                bail!("not ready within {START_DEADLINE:?}");
+            }
+            // Not answering yet: probe again shortly. Answering 503 `starting` while
+            // its store opens: each probe is a request the server must answer, so
+            // probe less often, to take little of the CPU the opening needs.
+            let pause = if answered { 5 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        };
+        let audited = loop {
+            let mut conn = Conn::open(addr).await?;
+            let (status, body) = conn.request("GET", "/metrics", "").await?;
+            if status == 200
+                && String::from_utf8_lossy(&body)
+                    .lines()
+                    .any(|l| l == "leadroute_startup_audit_running 0")
+            {
+                break started.elapsed();
+            }
+            if started.elapsed() > START_DEADLINE {
+                let _ = child.kill();
+                bail!("start-up audit not done within {START_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(Running {
+            child,
+            addr,
+            log: server_log.log,
+            wall,
+            cpu_ms,
+            audited,
+        })
     }
+
+    /// Stops the server, with SIGTERM (it drains and exits 0) or SIGKILL (a crash),
+    /// and returns its whole log.
+    pub(super) fn stop(mut self, kill: bool) -> Result<String> {
+        let signal = if kill { "-KILL" } else { "-TERM" };
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait()?;
+        let log = self
+            .log
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread reading the server's log panicked"))?;
+        if !kill && !status.success() {
+            bail!("the server did not stop cleanly: {status}");
+        }
+        Ok(log)
+    }
+}
+
+/// Starts the server on `dir` and times it from spawn to the first `200` on
+/// `/readyz`; then stops it with SIGTERM (or SIGKILL).
+pub(super) async fn time_start(leadroute: &Path, dir: &Path, kill: bool) -> Result<Start> {
+    let running = Running::start(leadroute, dir).await?;
+    let (wall, cpu_ms, audited) = (running.wall, running.cpu_ms, running.audited);
+    let log = running.stop(kill)?;
     let phases = log
         .lines()
         .find_map(|l| {
@@ -362,7 +417,7 @@ fn cpu_ms(pid: u32) -> u64 {
     (ticks(11) + ticks(12)) * 10
 }
 
-fn dir_bytes(path: &Path) -> u64 {
+pub(super) fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };
