@@ -18,10 +18,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Writes a backup of the whole store to a file in the backup directory
 /// (`backup_dir`, by default `backups` in the data directory) while the server
 /// serves. The backup is one instant of the store: every change answered before the
-/// request is in it, none sent after the answer. Commits wait while the store is
-/// read (`paused_ms`); the file is then synced and given its final name, so a file
-/// of that name is always complete. Restore it with `leadroute restore FILE
-/// --data-dir DIR` on a stopped server. No body.
+/// request is in it, none sent after the answer. Commits go on while the store is
+/// read; they wait only for the two handovers of what was written meanwhile
+/// (`paused_ms`). The file is synced and given its final name, so a file of that name
+/// is always complete. Restore it with `leadroute restore FILE --data-dir DIR` on a
+/// stopped server. No body.
 #[utoipa::path(
     post, path = "/admin/backups", tag = "operations",
     responses(
@@ -31,7 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 409, description = "`backup_in_progress`: another backup is being \
             written; retry once it has answered.", body = ErrorBody),
         (status = 500, description = "`backup_failed`: the file could not be written \
-            (the message names the path and the error); nothing of it is kept.", body = ErrorBody),
+            (the message names the path and the error), or more was written while the \
+            store was read than a backup keeps in memory; nothing of it is kept.", body = ErrorBody),
         (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
