@@ -53,7 +53,7 @@ pub enum Command {
         client: ClientArgs,
     },
     /// Write a backup of a running server's store to a file in its backup directory
-    /// (`backup_dir`); intake waits while the store is read.
+    /// (`backup_dir`); intake goes on meanwhile. Waits for it however long it takes.
     Backup {
         /// Where the server is.
         #[command(flatten)]

@@ -226,14 +226,23 @@ impl Client {
         })
     }
 
-    /// Runs `leadroute backup`.
+    /// Runs `leadroute backup`. No time limit on the answer: the server answers once
+    /// the file is durable, which may take minutes for a large store (the read of a
+    /// million open leads took 20 s, and longer under heavy writes).
     pub fn backup(&self, out: Output) -> anyhow::Result<ExitCode> {
-        let reply = self.call("POST", "/admin/backups", None)?;
+        let patient = Client {
+            base: self.base.clone(),
+            token: self.token.clone(),
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(10))
+                .build(),
+        };
+        let reply = patient.call("POST", "/admin/backups", None)?;
         Self::finish(reply, out, |body| {
             let b: BackupView = serde_json::from_value(body)?;
             Ok(format!(
                 "backup written: {}\n  {} bytes, {} records ({} written while it was read); \
-                 commits waited {:.3} ms, {} ms in all\n",
+                 the committer paused {:.3} ms, {} ms in all\n",
                 b.path, b.bytes, b.entries, b.captured, b.paused_ms, b.took_ms
             ))
         })

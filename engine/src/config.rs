@@ -95,6 +95,9 @@ pub enum Checkpoint {
     /// and is about to ask the territory for a new rep. Called on the caller's thread,
     /// in its async task: a probe that blocks here blocks that thread.
     ReassignRead,
+    /// A backup's thread has read one more tree (they are read in name order), and
+    /// goes on to the next; commits go on meanwhile.
+    BackupTree,
     /// A backup's thread has read every tree and is about to ask the committer for
     /// the writes it captured meanwhile. A change committed before that handover is
     /// in the backup, through the capture; the backup still holds its slot.

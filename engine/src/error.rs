@@ -141,8 +141,9 @@ pub enum EngineError {
     /// A backup was asked for while another one is being written; nothing was done.
     #[error("another backup is being written; retry once it has finished")]
     BackupInProgress,
-    /// The backup file could not be written (the backup directory is missing, not
-    /// writable or full). Nothing was kept of it; the store is unchanged.
+    /// The backup file could not be written (its directory cannot be created or
+    /// written, the disk is full), or more was written while the store was read than
+    /// a backup keeps in memory. Nothing was kept of it; the store is unchanged.
     #[error("the backup could not be written: {0}")]
     BackupFailed(String),
     /// A plugin upload found every compile slot held by compiles still running,

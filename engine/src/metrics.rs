@@ -75,7 +75,7 @@ pub struct Metrics {
     pub sla_pending: prometheus::IntGauge,
     /// `leadroute_dedupe_keys`: open leads' contact keys held in memory.
     pub dedupe_keys: prometheus::IntGauge,
-    /// `leadroute_backup_pause_seconds`: how long commits waited for the last backup.
+    /// `leadroute_backup_pause_seconds`: the committer's time on the last backup.
     pub backup_pause: prometheus::Gauge,
     /// `leadroute_backup_last_success_timestamp_seconds`: when the last backup was
     /// made durable (Unix time; 0 until one is).
@@ -284,7 +284,7 @@ impl Metrics {
                 &r,
                 prometheus::Gauge::new(
                     "leadroute_backup_pause_seconds",
-                    "How long commits waited while the last backup read the store.",
+                    "The committer's time on the last backup (its two handovers).",
                 )
                 .unwrap(),
             ),

@@ -270,6 +270,7 @@ enum Work {
     Compile,
     Audit,
     Reassign,
+    BackupTree,
     Backup,
 }
 
@@ -281,6 +282,7 @@ fn work(at: Checkpoint) -> Work {
         Checkpoint::CompileStarted | Checkpoint::CompileEnded => Work::Compile,
         Checkpoint::AuditScan => Work::Audit,
         Checkpoint::ReassignRead => Work::Reassign,
+        Checkpoint::BackupTree => Work::BackupTree,
         Checkpoint::BackupRead => Work::Backup,
         other => panic!("the holder does not know {other:?}"),
     }

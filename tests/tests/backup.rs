@@ -23,7 +23,7 @@ fn files(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn a_restored_backup_is_the_store_as_it_was_when_the_backup_was_taken() {
-    // sled moves its id counter on by a million at each opening (it persists the
+    // sled moves its id counter on by one to two million at each opening (it persists the
     // counter that often): after two more, this store's numbers are past those a
     // fresh store starts with, as a long-lived store's are.
     let Fixture {
@@ -163,8 +163,22 @@ async fn a_backup_under_load_is_one_instant_of_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_committed_after_every_tree_is_read_are_in_the_backup() {
+    // Held with every tree read: these changes reach the backup only through what
+    // the committer captured, its writes and its removals.
+    changes_while_held_are_in_the_backup(Checkpoint::BackupRead).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_committed_while_the_trees_are_read_are_in_the_backup() {
-    let (holder, mut checkpoints) = Holder::new(Checkpoint::BackupRead, 1);
+    // Held after the first tree (`assignments`): each change below writes or removes
+    // keys both in trees already read and in trees not read yet, which the read may
+    // then see, and which the captured writes bring to their last state either way.
+    changes_while_held_are_in_the_backup(Checkpoint::BackupTree).await;
+}
+
+async fn changes_while_held_are_in_the_backup(at: Checkpoint) {
+    let (holder, mut checkpoints) = Holder::new(at, 1);
     let f = fixture_with(|config| config.probe(holder.probe()));
     let mut ids = populate(&f.engine).await;
     let backups = tempfile::tempdir().unwrap();
@@ -172,9 +186,7 @@ async fn changes_committed_while_the_trees_are_read_are_in_the_backup() {
         let (engine, dir) = (f.engine.clone(), backups.path().to_path_buf());
         async move { engine.backup(&dir).await }
     });
-    // Held with every tree read: these changes reach the backup only through what
-    // the committer captured, its writes and its removals.
-    expect_checkpoint(&mut checkpoints, Checkpoint::BackupRead).await;
+    expect_checkpoint(&mut checkpoints, at).await;
     let routed = f.engine.route(lead(700, "CN-SH")).await.unwrap();
     assert_eq!(routed.status, RouteStatus::Assigned);
     ids.push(routed.lead_id);
@@ -231,7 +243,14 @@ async fn a_backup_that_cannot_be_written_fails_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_captures_more_than_its_bound_fails_and_the_next_backup_works() {
-    let (holder, mut checkpoints) = Holder::new(Checkpoint::BackupRead, 1);
+    // Past the bound after the whole read: the handover refuses.
+    over_the_bound(Checkpoint::BackupRead, "more than 64 bytes were written").await;
+    // Past it during the read: the read stops at once.
+    over_the_bound(Checkpoint::BackupTree, "could not be kept").await;
+}
+
+async fn over_the_bound(at: Checkpoint, says: &str) {
+    let (holder, mut checkpoints) = Holder::new(at, 1);
     let f = fixture_with(|config| config.probe(holder.probe()).backup_capture_bytes(64));
     east_with_reps(&f.engine, 10).await;
     let backups = tempfile::tempdir().unwrap();
@@ -239,14 +258,12 @@ async fn a_read_that_captures_more_than_its_bound_fails_and_the_next_backup_work
         let (engine, dir) = (f.engine.clone(), backups.path().to_path_buf());
         async move { engine.backup(&dir).await }
     });
-    expect_checkpoint(&mut checkpoints, Checkpoint::BackupRead).await;
+    expect_checkpoint(&mut checkpoints, at).await;
     // A lead writes more than 64 bytes: the capture is given up, not grown.
     f.engine.route(lead(1, "CN-SH")).await.unwrap();
     holder.release(1);
     match first.await.unwrap() {
-        Err(EngineError::BackupFailed(why)) => {
-            assert!(why.contains("more than 64 bytes were written"), "{why}")
-        }
+        Err(EngineError::BackupFailed(why)) => assert!(why.contains(says), "{why}"),
         other => panic!("expected BackupFailed, got {other:?}"),
     }
     assert!(files(backups.path()).is_empty(), "nothing of it is kept");

@@ -21,8 +21,8 @@ pub struct BackupView {
     pub entries: u64,
     /// Of those, the writes captured while the store was read.
     pub captured: u64,
-    /// How long commits waited for the backup (the committer's two handovers; the
-    /// read itself does not hold them up), in milliseconds.
+    /// The committer's time on the backup, its two handovers, in milliseconds. (The
+    /// read does not stop it, though the two take turns on the store's lock.)
     pub paused_ms: f64,
     /// The whole backup, the sync and rename included.
     pub took_ms: u64,

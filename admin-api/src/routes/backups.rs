@@ -19,7 +19,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// (`backup_dir`, by default `backups` in the data directory) while the server
 /// serves. The backup is one instant of the store: every change answered before the
 /// request is in it, none sent after the answer. Commits go on while the store is
-/// read; they wait only for the two handovers of what was written meanwhile
+/// read; the committer stops only for the two handovers of what was written meanwhile
 /// (`paused_ms`). The file is synced and given its final name, so a file of that name
 /// is always complete. Restore it with `leadroute restore FILE --data-dir DIR` on a
 /// stopped server. No body.

@@ -82,7 +82,7 @@ fn a_backup_taken_under_load_restores_into_a_server_with_exactly_its_leads() {
         .unwrap_or_else(|| panic!("the backup's path: {out}"))
         .to_string();
     assert!(
-        out.contains("written while it was read); commits waited"),
+        out.contains("written while it was read); the committer paused"),
         "{out}"
     );
 

@@ -2,8 +2,8 @@
 //!
 //! A thread of its own reads the trees while the committer captures every write, then
 //! the committer hands the capture over (`store::backup` says why that is one instant
-//! of the store); commits wait only for the two handovers. The file is synced and
-//! renamed from `NAME.partial` to `NAME`: a file with the final name is always
+//! of the store); the committer stops only for the two handovers. The file is synced
+//! and renamed from `NAME.partial` to `NAME`: a file with the final name is always
 //! complete. A caller that goes away does not stop a backup half-way.
 
 use std::fs::{File, OpenOptions};
@@ -29,8 +29,8 @@ pub struct Backup {
     pub path: PathBuf,
     /// What it holds.
     pub counts: Counts,
-    /// How long commits waited for the backup: the committer's two handovers, not
-    /// the read.
+    /// The committer's time on the backup: its two handovers. (The read does not
+    /// stop it, though each read step and each commit take turns on sled's lock.)
     pub paused: Duration,
     /// How long the whole backup took, the sync and rename included.
     pub took: Duration,
@@ -116,15 +116,18 @@ fn write(
     partial: &Path,
     path: &Path,
 ) -> Result<(Counts, Duration)> {
+    let lost = Arc::new(AtomicBool::new(false));
     committer
-        .start_backup(limit)
+        .start_backup(limit, lost.clone())
         .blocking_recv()
         .map_err(|_| EngineError::ShuttingDown)??;
     // The committer captures from here on, and must hear the end whatever happens.
     let mut capturing = Capturing(Some(committer));
     let io = |e: io::Error| failed(path, &e);
     let mut exporter = Exporter::new(file).map_err(io)?;
-    exporter.trees(&store.h()?.db).map_err(io)?;
+    exporter
+        .trees(&store.h()?.db, &lost, || probe(Checkpoint::BackupTree))
+        .map_err(io)?;
     probe(Checkpoint::BackupRead);
     let (reply, tail) = oneshot::channel();
     capturing.end(reply);
@@ -168,6 +171,14 @@ impl Drop for Capturing<'_> {
 /// partial one and the open file.
 fn create_partial(dir: &Path, now: u64) -> io::Result<(PathBuf, PathBuf, File)> {
     std::fs::create_dir_all(dir)?;
+    // Left by a backup the process did not live to finish (one runs at a time).
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("leadroute-") && name.ends_with(".backup.partial") {
+            let _ = std::fs::remove_file(dir.join(&*name));
+        }
+    }
     let at = UNIX_EPOCH + Duration::from_millis(now);
     let stamp = humantime::format_rfc3339_millis(at)
         .to_string()

@@ -10,7 +10,8 @@
 //! The captured writes follow the trees in the file, and a restore applies them last,
 //! in order. Every key changed while the trees were read thus ends as its last write
 //! left it, and every other key as it was throughout: the store as of the handover.
-//! Commits wait only for the two handovers, not for the read.
+//! The committer stops only for the two handovers, not for the read (each step of the
+//! read and each commit take turns on sled's lock, which is as short as one step).
 //!
 //! (The webhook dispatcher writes its own progress, cursors and dead letters, without
 //! the committer. Those may be read a moment apart; delivery is at-least-once, so
@@ -37,6 +38,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::TREE_NAMES;
 
@@ -97,7 +99,7 @@ pub(crate) struct Tail {
     pub(crate) writes: Vec<Captured>,
     /// Greater than every id sled handed out so far.
     pub(crate) next_id: u64,
-    /// The committer's time on the backup, both handovers: commits waited that long.
+    /// The committer's time on the backup, both handovers.
     pub(crate) held: std::time::Duration,
 }
 
@@ -132,8 +134,15 @@ impl<'f> Exporter<'f> {
         Ok(())
     }
 
-    /// Writes every tree of `db`, as the read finds it.
-    pub(crate) fn trees(&mut self, db: &sled::Db) -> io::Result<()> {
+    /// Writes every tree of `db`, as the read finds it, calling `after_tree` after
+    /// each. Stops with an error as soon as `lost` is raised: the committer dropped
+    /// the capture, so the backup can no longer be whole.
+    pub(crate) fn trees(
+        &mut self,
+        db: &sled::Db,
+        lost: &AtomicBool,
+        mut after_tree: impl FnMut(),
+    ) -> io::Result<()> {
         let mut names = db.tree_names();
         names.sort();
         for name in names.iter().filter(|n| n.as_ref() != SLED_DEFAULT_TREE) {
@@ -141,6 +150,13 @@ impl<'f> Exporter<'f> {
             write_field(&mut self.out, name)?;
             self.counts.trees += 1;
             for kv in db.open_tree(name).map_err(io::Error::other)?.iter() {
+                if lost.load(Ordering::Relaxed) {
+                    return Err(io::Error::other(
+                        "the writes made meanwhile could not be kept (a commit failed, \
+                         more was written than a backup keeps in memory, or the engine \
+                         stopped); take the backup again",
+                    ));
+                }
                 let (key, value) = kv.map_err(io::Error::other)?;
                 self.out.write_all(&[ENTRY])?;
                 write_field(&mut self.out, &key)?;
@@ -148,6 +164,7 @@ impl<'f> Exporter<'f> {
                 self.counts.entries += 1;
                 self.sync_as_it_goes()?;
             }
+            after_tree();
         }
         Ok(())
     }
@@ -239,6 +256,9 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
         std::fs::remove_dir_all(&building)?;
     }
     let placed = import(backup, &building).and_then(|counts| {
+        // sled's flush does not sync file metadata: sync every file and directory
+        // of the new store before it takes the target's name.
+        sync_tree(&building)?;
         if data_dir.exists() {
             std::fs::remove_dir(data_dir)?;
         }
@@ -386,8 +406,25 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
     Ok(counts)
 }
 
+/// `fsync`s every file under `dir`, then `dir` and its subdirectories.
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        } else {
+            File::open(entry.path())?.sync_all()?;
+        }
+    }
+    File::open(dir)?.sync_all()
+}
+
 fn write_field(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
+    // What `read_field` refuses must not be written.
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|len| *len <= MAX_FIELD)
+        .ok_or_else(|| io::Error::other(format!("a field of {} bytes", bytes.len())))?;
     out.write_all(&len.to_be_bytes())?;
     out.write_all(bytes)
 }

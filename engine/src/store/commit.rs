@@ -229,6 +229,9 @@ enum Msg {
     /// `limit` bytes of keys and values.
     BackupStart {
         limit: u64,
+        /// Raised once the capture is dropped before its end (a failed commit, the
+        /// limit passed, the committer stopping): the read can stop at once.
+        lost: Arc<AtomicBool>,
         reply: oneshot::Sender<Result<()>>,
     },
     /// A backup has read the trees: hand over what was captured and stop capturing
@@ -256,8 +259,18 @@ struct Capture {
     limit: u64,
     /// Set once `limit` was passed; nothing more is kept.
     overflowed: bool,
+    /// Raised when the capture is dropped before it is handed over, or overflows.
+    lost: Arc<AtomicBool>,
     /// The committer's time on the backup so far: commits wait that long.
     held: Duration,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Handed over, the read is done and no longer looks; dropped before, it is
+        // told to stop.
+        self.lost.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Capture {
@@ -266,12 +279,18 @@ impl Capture {
         if self.overflowed {
             return;
         }
+        // Each entry's own size too: a small key with no value costs more than it holds.
         self.bytes += writes
             .iter()
-            .map(|w| (w.key.len() + w.value.as_ref().map_or(0, |v| v.len())) as u64)
+            .map(|w| {
+                (std::mem::size_of::<Captured>()
+                    + w.key.len()
+                    + w.value.as_ref().map_or(0, |v| v.len())) as u64
+            })
             .sum::<u64>();
         if self.bytes > self.limit {
             self.overflowed = true;
+            self.lost.store(true, Ordering::SeqCst);
             self.writes = Vec::new();
         } else {
             self.writes.extend(writes);
@@ -372,9 +391,13 @@ impl Committer {
     /// Has the committer capture every write from its next group on, for a backup
     /// about to read the trees (see `store::backup`). Repairs wait until
     /// [`Committer::end_backup`].
-    pub(crate) fn start_backup(&self, limit: u64) -> oneshot::Receiver<Result<()>> {
+    pub(crate) fn start_backup(
+        &self,
+        limit: u64,
+        lost: Arc<AtomicBool>,
+    ) -> oneshot::Receiver<Result<()>> {
         let (reply, receipt) = oneshot::channel();
-        let _ = self.tx.send(Msg::BackupStart { limit, reply });
+        let _ = self.tx.send(Msg::BackupStart { limit, lost, reply });
         receipt
     }
 
@@ -593,7 +616,7 @@ impl Jobs<'_> {
             Msg::Repair(job) if self.capture.is_some() => self.repairs.push(*job),
             Msg::Repair(job) => run_repair(store, index, metrics, *job),
             Msg::LoadDeadlines(job) => run_load(store, index, metrics, *job),
-            Msg::BackupStart { limit, reply } => {
+            Msg::BackupStart { limit, lost, reply } => {
                 let started = Instant::now();
                 let result = match self.capture {
                     Some(_) => Err(EngineError::BackupInProgress),
@@ -603,6 +626,7 @@ impl Jobs<'_> {
                             bytes: 0,
                             limit,
                             overflowed: false,
+                            lost,
                             held: started.elapsed(),
                         });
                         Ok(())
@@ -623,11 +647,11 @@ impl Jobs<'_> {
                                 capture.limit
                             )))
                         }
-                        Some(capture) => store.h().and_then(|h| {
+                        Some(mut capture) => store.h().and_then(|h| {
                             // Greater than every id handed out so far.
                             let next_id = h.db.generate_id()?;
                             Ok(Tail {
-                                writes: capture.writes,
+                                writes: std::mem::take(&mut capture.writes),
                                 next_id,
                                 held: capture.held + started.elapsed(),
                             })

@@ -97,8 +97,8 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         args.connections
     );
     println!(
-        "backup: {} bytes, {} records ({} written while it was read); commits waited \
-         {:.3} ms; asked at {:.1} s, answered at {:.1} s ({:.1} s)",
+        "backup: {} bytes, {} records ({} written while it was read); the committer \
+         paused {:.3} ms; asked at {:.1} s, answered at {:.1} s ({:.1} s)",
         backup["bytes"],
         backup["entries"],
         backup["captured"],
