@@ -4,9 +4,9 @@
 //! Commits go on while a backup is written. The committer, the only writer of the
 //! routing state, starts *capturing* (`commit::Capture`): from then on it keeps a copy
 //! of every key it writes or removes. Meanwhile the backup's own thread reads every
-//! tree ([`Exporter::trees`]); a key that changes during that read may be read before
+//! tree (`Exporter::trees`); a key that changes during that read may be read before
 //! or after its change. Once all is read, the committer hands over what it captured,
-//! between two groups, and stops capturing ([`Tail`]): that is the backup's instant.
+//! between two groups, and stops capturing (`Tail`): that is the backup's instant.
 //! The captured writes follow the trees in the file, and a restore applies them last,
 //! in order. Every key changed while the trees were read thus ends as its last write
 //! left it, and every other key as it was throughout: the store as of the handover.

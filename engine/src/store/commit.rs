@@ -226,7 +226,7 @@ enum Msg {
     /// Load the next chunk of stored deadlines into the index, between groups.
     LoadDeadlines(Box<LoadJob>),
     /// A backup begins reading the trees: capture every write from now on, up to
-    /// `limit` bytes of keys and values.
+    /// `limit` bytes (see [`Capture::keep`]).
     BackupStart {
         limit: u64,
         /// Raised once the capture is dropped before its end (a failed commit, the
@@ -252,10 +252,10 @@ struct RepairJob {
 /// The writes of a backup's read, kept between its `BackupStart` and `BackupEnd`.
 struct Capture {
     writes: Vec<Captured>,
-    /// Bytes of keys and values in `writes`.
+    /// What `writes` takes: its keys, values and entries.
     bytes: u64,
-    /// Most bytes to keep: past it the writes are dropped and the backup fails at
-    /// its end, rather than the memory being spent.
+    /// Most bytes to keep: past it the writes are dropped, the read is told to stop
+    /// (`lost`), and the backup fails, rather than the memory being spent.
     limit: u64,
     /// Set once `limit` was passed; nothing more is kept.
     overflowed: bool,
