@@ -10,12 +10,12 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use super::Engine;
+use super::{Engine, Slot};
 use crate::config::{Checkpoint, Probe};
 use crate::error::{EngineError, Result};
 use crate::store::Store;
@@ -45,7 +45,7 @@ impl Engine {
     /// [`store::backup::restore`](crate::store::backup::restore).
     pub async fn backup(&self, dir: &Path) -> Result<Backup> {
         let _permit = self.enter()?;
-        let slot = BackupSlot::take(&self.inner.backup_running)?;
+        let slot = Slot::take(&self.inner.backup_running, EngineError::BackupInProgress)?;
         let started = Instant::now();
         let metrics = self.inner.metrics.clone();
         let (path, partial, file) = create_partial(dir, self.now()).map_err(|e| {
@@ -223,22 +223,4 @@ fn lower_priority() {
 
 fn failed(path: &Path, e: &io::Error) -> EngineError {
     EngineError::BackupFailed(format!("{}: {e}", path.display()))
-}
-
-/// The one backup allowed at a time; given back when dropped.
-struct BackupSlot(Arc<AtomicBool>);
-
-impl BackupSlot {
-    fn take(running: &Arc<AtomicBool>) -> Result<BackupSlot> {
-        running
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(|_| EngineError::BackupInProgress)?;
-        Ok(BackupSlot(running.clone()))
-    }
-}
-
-impl Drop for BackupSlot {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
 }

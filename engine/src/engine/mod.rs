@@ -550,6 +550,27 @@ impl Engine {
     }
 }
 
+/// The one run allowed of some work (a replay, a backup): taken from its flag, given
+/// back when dropped.
+struct Slot(Arc<std::sync::atomic::AtomicBool>);
+
+impl Slot {
+    /// Takes the slot, or answers `busy` while another run holds it.
+    fn take(running: &Arc<std::sync::atomic::AtomicBool>, busy: EngineError) -> Result<Slot> {
+        use std::sync::atomic::Ordering;
+        running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| busy)?;
+        Ok(Slot(running.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// A queued lead as its territory actor holds it.
 fn queued_entry(store: &Store, state: LeadState) -> Result<Queued> {
     // An escalated lead may go to anyone, as when it was queued.

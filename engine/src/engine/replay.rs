@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::Engine;
+use super::{Engine, Slot};
 use crate::clock::UnixMillis;
 use crate::config::{Checkpoint, Probe};
 use crate::domain::{HistoryEvent, LeadId, Rep, RepId, Territory, TerritoryId};
@@ -150,7 +150,8 @@ impl Engine {
                 .collect();
             (reps, territories)
         };
-        let slot = ReplaySlot::take(&self.inner.replay_running)?;
+        // The one replay allowed to run; given back on the replay's thread once it stops.
+        let slot = Slot::take(&self.inner.replay_running, EngineError::ReplayInProgress)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let probe = self.inner.probe.clone();
         let job = Job {
@@ -189,25 +190,6 @@ impl Engine {
         // Answered either way: a thread that died is not a caller that went away.
         waiting.answered = true;
         report.map_err(|_| EngineError::Internal("replay thread died".into()))?
-    }
-}
-
-/// The one replay allowed to run; given back when dropped, on the replay's thread
-/// once it has stopped.
-struct ReplaySlot(Arc<AtomicBool>);
-
-impl ReplaySlot {
-    fn take(running: &Arc<AtomicBool>) -> Result<ReplaySlot> {
-        running
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(|_| EngineError::ReplayInProgress)?;
-        Ok(ReplaySlot(running.clone()))
-    }
-}
-
-impl Drop for ReplaySlot {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
     }
 }
 
