@@ -3,7 +3,8 @@
 //!
 //! The tests themselves live in `tests/`: `routing.rs` (behaviour through the real
 //! actors and store), `restart.rs` (durability across restarts and repair),
-//! `backup.rs` (online backups and restores), `concurrency.rs` (property test of
+//! `backup.rs` (online backups and restores), `webhooks.rs` (the webhook
+//! dispatcher's progress in the store), `concurrency.rs` (property test of
 //! random concurrent interleavings), the plugin
 //! suites `plugins_*.rs` (example plugins through the real host, hostile modules, hot
 //! swap under load, restart), and `fuzz_corpus.rs`, which replays the saved inputs of
@@ -16,8 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use leadroute_engine::domain::{
-    LeadEventInput, LeadId, LeadInput, Outcome, RepId, RepInput, TerritoryId, TerritoryInput,
+    EventKind, LeadEventInput, LeadId, LeadInput, OutboxEvent, Outcome, RepId, RepInput,
+    TerritoryId, TerritoryInput, WebhookId, WebhookInput,
 };
+use leadroute_engine::store::DeadLetter;
 use leadroute_engine::{Checkpoint, Engine, EngineConfig, ManualClock, RouteStatus};
 use tokio::sync::mpsc;
 
@@ -211,6 +214,32 @@ pub async fn populate(engine: &Engine) -> Vec<LeadId> {
         .await
         .unwrap();
     ids
+}
+
+/// Subscribes webhook `id` to `lead.assigned` at an address nothing listens on: the
+/// tests that use it drive the dispatcher's steps themselves.
+pub async fn subscribe(engine: &Engine, id: &str) -> WebhookId {
+    let id = WebhookId::new(id).unwrap();
+    let input = WebhookInput {
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec![EventKind::LeadAssigned],
+        secret: "whsec-test-0123456789".into(),
+    };
+    engine.put_webhook(id.clone(), input).await.unwrap();
+    id
+}
+
+/// The dead letter of event `seq`, as the dispatcher parks it after its attempts.
+pub fn dead_letter(seq: u64) -> DeadLetter {
+    let mut event = OutboxEvent::new(EventKind::LeadAssigned, 1_700_000_000_000);
+    event.seq = seq;
+    DeadLetter {
+        event,
+        attempts: 8,
+        last_error: "HTTP 500".into(),
+        failed_at: 1_700_000_000_000,
+        redrive: false,
+    }
 }
 
 /// Settles and asserts every invariant holds.

@@ -2,13 +2,13 @@
 //! a restore brings exactly that back, and a damaged backup restores nothing.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use leadroute_engine::domain::{LeadEventInput, Outcome};
+use leadroute_engine::domain::{LeadEventInput, Outcome, WebhookId};
 use leadroute_engine::store::backup::{RestoreError, restore};
-use leadroute_engine::{Checkpoint, EngineError, RouteOutcome, RouteStatus};
+use leadroute_engine::{Checkpoint, Engine, EngineError, RouteOutcome, RouteStatus};
 use leadroute_tests::*;
 
 /// The files in `dir`, by name.
@@ -226,6 +226,66 @@ async fn changes_while_held_are_in_the_backup(at: Checkpoint) {
     let second = f.engine.backup(backups.path()).await.unwrap();
     assert_ne!(first.path, second.path);
     assert_eq!(files(backups.path()).len(), 2);
+}
+
+/// The webhook dispatcher's progress is not captured: it parks an event's dead
+/// letter, then moves its cursor past the event, both outside the committer. Here it
+/// takes that step after each tree the backup reads (the probe runs on the backup's
+/// thread), so the read meets the two trees at every stage of it. A restore may
+/// deliver an event again, never drop one: its cursor is never past an event whose
+/// letter it lacks.
+#[tokio::test]
+async fn a_restored_webhook_cursor_is_never_past_a_dead_letter_the_backup_lacks() {
+    type Dispatcher = (Engine, WebhookId, u64);
+    let dispatcher: Arc<Mutex<Option<Dispatcher>>> = Arc::default();
+    let steps = Arc::new(AtomicU64::new(0));
+    let probe = {
+        let (dispatcher, steps) = (dispatcher.clone(), steps.clone());
+        move |at| {
+            if at != Checkpoint::BackupTree {
+                return;
+            }
+            if let Some((engine, id, start)) = &*dispatcher.lock().unwrap() {
+                let seq = start + 1 + steps.fetch_add(1, Ordering::SeqCst);
+                engine.put_dead_letter(id, &dead_letter(seq)).unwrap();
+                engine.advance_webhook_cursor(id, seq).unwrap();
+            }
+        }
+    };
+    let f = fixture_with(|config| config.probe(probe));
+    populate(&f.engine).await;
+    let id = subscribe(&f.engine, "crm").await;
+    let start = f.engine.webhook_cursor(&id).unwrap();
+    *dispatcher.lock().unwrap() = Some((f.engine.clone(), id.clone(), start));
+    let backups = tempfile::tempdir().unwrap();
+    let backup = f.engine.backup(backups.path()).await.unwrap();
+    // The probe's engine handle would keep the engine open past the test.
+    dispatcher.lock().unwrap().take();
+    assert_eq!(steps.load(Ordering::SeqCst), backup.counts.trees);
+
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    restore(&backup.path, &data).unwrap();
+    let engine = open(&data, &f.clock);
+    let cursor = engine.webhook_cursor(&id).unwrap();
+    let letters: Vec<u64> = engine
+        .dead_letter_page(&id, None, None)
+        .unwrap()
+        .letters
+        .iter()
+        .map(|l| l.event.seq)
+        .collect();
+    assert!(
+        cursor > start,
+        "the cursor was read after some of the steps"
+    );
+    for seq in start + 1..=cursor {
+        assert!(
+            letters.contains(&seq),
+            "the cursor is at {cursor}, past event {seq}, whose letter is not in the backup \
+             (letters: {letters:?})"
+        );
+    }
 }
 
 #[tokio::test]

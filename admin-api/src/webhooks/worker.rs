@@ -49,8 +49,11 @@ pub(super) async fn deliver(
         }
         // Seen before reading, so an event written after the read still wakes us.
         events.borrow_and_update();
-        if let Err(e) = redrive(&shared, &webhook, &mut stop).await {
-            tracing::error!(webhook = %webhook.id, error = %e, "re-drive failed");
+        match redrive(&shared, &webhook, &mut stop).await {
+            Ok(()) => {}
+            // Deleted: the dispatcher stops this worker next.
+            Err(EngineError::WebhookNotFound(_)) => return,
+            Err(e) => tracing::error!(webhook = %webhook.id, error = %e, "re-drive failed"),
         }
         let cursor = match engine.webhook_cursor(&webhook.id) {
             Ok(c) => c,
@@ -98,9 +101,15 @@ pub(super) async fn deliver(
                         };
                         // Parked before the cursor moves past it; if it cannot be, the
                         // event is tried again from the start of the next round.
-                        if let Err(e) = engine.put_dead_letter(&webhook.id, &letter) {
-                            tracing::error!(webhook = %webhook.id, error = %e, "cannot park a dead letter");
-                            break;
+                        match engine.put_dead_letter(&webhook.id, &letter) {
+                            Ok(()) => {}
+                            // Deleted while the attempts ran: nothing to park it for.
+                            Err(EngineError::WebhookNotFound(_)) => return,
+                            Err(e) => {
+                                tracing::error!(webhook = %webhook.id, error = %e,
+                                    "cannot park a dead letter");
+                                break;
+                            }
                         }
                         shared
                             .metrics
@@ -113,10 +122,14 @@ pub(super) async fn deliver(
                     Delivery::Stopped => return,
                 }
             }
-            if let Err(e) = engine.advance_webhook_cursor(&webhook.id, event.seq) {
-                // Delivered again later: at least once, never skipped.
-                tracing::error!(webhook = %webhook.id, error = %e, "cannot store the cursor");
-                break;
+            match engine.advance_webhook_cursor(&webhook.id, event.seq) {
+                Ok(()) => {}
+                Err(EngineError::WebhookNotFound(_)) => return,
+                Err(e) => {
+                    // Delivered again later: at least once, never skipped.
+                    tracing::error!(webhook = %webhook.id, error = %e, "cannot store the cursor");
+                    break;
+                }
             }
         }
         let cursor = engine.webhook_cursor(&webhook.id).unwrap_or(0);

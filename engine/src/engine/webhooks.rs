@@ -113,11 +113,13 @@ impl Engine {
 
     /// Records that a subscription is done with every event up to `seq`. Not flushed
     /// on its own: a crash may deliver an event again, never skip one.
+    /// `WebhookNotFound` once the subscription is deleted.
     pub fn advance_webhook_cursor(&self, id: &WebhookId, seq: u64) -> Result<()> {
         self.inner.store.advance_cursor(id, seq)
     }
 
-    /// Parks an event a subscription gave up on (or updates a parked one).
+    /// Parks an event a subscription gave up on (or updates a parked one);
+    /// `WebhookNotFound`, parking nothing, once the subscription is deleted.
     pub fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
         self.inner.store.put_dead_letter(id, letter)?;
         self.inner.outbox.dead_letters_changed();

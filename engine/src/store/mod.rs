@@ -33,7 +33,10 @@
 //!
 //! The dispatcher writes `webhook_cursors` and `dead_letters` itself, without the
 //! committer: they are its progress, not part of the routing state, and a lost write
-//! only means an event is delivered again (delivery is at-least-once).
+//! only means an event is delivered again (delivery is at-least-once). It parks an
+//! event's dead letter before it moves the cursor past the event. Dead letters are
+//! only parked for a webhook that exists, and each opening removes the cursors and
+//! letters of deleted ones (`remove_orphans`).
 
 pub(crate) mod audit;
 pub mod backup;
@@ -45,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 
 use crate::dedupe;
 use crate::domain::{
@@ -424,8 +428,57 @@ impl Handle {
             trees.push(db.open_tree(name)?);
         }
         let trees = trees.try_into().expect("one tree per name");
+        let removed = remove_orphans(&trees)?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed the cursors and dead letters of deleted webhooks"
+            );
+        }
         Ok(Handle { db, trees })
     }
+}
+
+/// Removes the cursors and dead letters of webhooks that no longer exist; returns how
+/// many entries it removed.
+///
+/// Deleting a webhook removes its record and cursor in one of the committer's
+/// transactions and its dead letters after it, outside (there can be millions). A
+/// crash between the two, or a backup that read `dead_letters` before the second,
+/// leaves letters behind, which a webhook created later with the same id would
+/// inherit. Each opening removes them. Costs one seek per webhook with letters, not
+/// one per letter kept.
+fn remove_orphans(trees: &[sled::Tree; 14]) -> sled::Result<usize> {
+    let (webhooks, cursors, letters) = (&trees[WEBHOOKS], &trees[CURSORS], &trees[DEAD_LETTERS]);
+    let mut removed = 0;
+    for id in cursors.iter().keys() {
+        let id = id?;
+        if !webhooks.contains_key(&id)? {
+            cursors.remove(&id)?;
+            removed += 1;
+        }
+    }
+    // Letters are keyed by webhook id, a zero byte, then their seq: the first key at
+    // or after `from` begins the next webhook's letters.
+    let mut from = Vec::new();
+    while let Some(key) = letters.range(from.as_slice()..).keys().next() {
+        let key = key?;
+        let Some(end) = key.iter().position(|b| *b == 0) else {
+            // Not a letter's key; step past it.
+            from = [key.as_ref(), &[0]].concat();
+            continue;
+        };
+        let id = &key[..end];
+        if !webhooks.contains_key(id)? {
+            for letter in letters.scan_prefix(&key[..=end]).keys() {
+                letters.remove(letter?)?;
+                removed += 1;
+            }
+        }
+        // Past every key of this webhook: the id, then a byte above the zero.
+        from = [id, &[1]].concat();
+    }
+    Ok(removed)
 }
 
 /// Moves a version 1 store's de-duplication keys from `dedupe` (key → lead) to
@@ -733,15 +786,17 @@ impl Store {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
-    /// Moves a webhook's cursor forward (never back).
+    /// Moves a webhook's cursor forward (never back). A deleted webhook has no cursor,
+    /// and this does not make one: its worker may still be finishing an event.
     pub(crate) fn advance_cursor(&self, id: &WebhookId, seq: u64) -> Result<()> {
-        self.h()?.trees[CURSORS].fetch_and_update(id.as_str(), |old| {
-            let old = old
-                .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(0);
+        let old = self.h()?.trees[CURSORS].fetch_and_update(id.as_str(), |old| {
+            let old = old?.try_into().ok().map(u64::from_be_bytes).unwrap_or(0);
             Some(old.max(seq).to_be_bytes().to_vec())
         })?;
-        Ok(())
+        match old {
+            Some(_) => Ok(()),
+            None => Err(EngineError::WebhookNotFound(id.clone())),
+        }
     }
 
     /// Up to `limit` of a webhook's dead letters with a seq above `after` (from the
@@ -796,11 +851,32 @@ impl Store {
         Ok(())
     }
 
-    /// Stores (or replaces) a dead letter.
+    /// Stores (or replaces) a dead letter of an existing webhook.
+    ///
+    /// Checked in one transaction with the webhook's record, which the committer's
+    /// deletion removes in a transaction of its own: a worker that gives up on an
+    /// event as its webhook is deleted either parks the letter before the deletion,
+    /// which then removes it, or is refused. A letter parked after the deletion would
+    /// outlive it, and a webhook created later with the same id would inherit it.
     pub(crate) fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
         let key = compound_key(id.as_str(), &letter.event.seq.to_be_bytes());
-        self.h()?.trees[DEAD_LETTERS].insert(key, encode(letter))?;
-        Ok(())
+        let value = encode(letter);
+        let h = self.h()?;
+        let parked =
+            (&h.trees[WEBHOOKS], &h.trees[DEAD_LETTERS]).transaction(|(webhooks, letters)| {
+                if webhooks.get(id.as_str())?.is_none() {
+                    return sled::transaction::abort(());
+                }
+                letters.insert(key.as_slice(), value.as_slice())?;
+                Ok(())
+            });
+        match parked {
+            Ok(()) => Ok(()),
+            Err(sled::transaction::TransactionError::Abort(())) => {
+                Err(EngineError::WebhookNotFound(id.clone()))
+            }
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(e.into()),
+        }
     }
 
     /// Removes a dead letter once delivered.

@@ -1,0 +1,88 @@
+//! The webhook dispatcher's progress in the store: cursors and dead letters belong to
+//! a webhook that exists, and a deleted webhook leaves none behind, even when its
+//! deletion was cut short.
+
+use leadroute_engine::EngineError;
+use leadroute_engine::domain::WebhookId;
+use leadroute_tests::*;
+
+fn not_found<T: std::fmt::Debug>(result: Result<T, EngineError>) -> bool {
+    matches!(result, Err(EngineError::WebhookNotFound(_)))
+}
+
+#[tokio::test]
+async fn a_deleted_webhook_gets_no_dead_letter_and_no_cursor() {
+    let f = fixture();
+    let id = subscribe(&f.engine, "crm").await;
+    let start = f.engine.webhook_cursor(&id).unwrap();
+    f.engine
+        .put_dead_letter(&id, &dead_letter(start + 1))
+        .unwrap();
+    f.engine.advance_webhook_cursor(&id, start + 1).unwrap();
+    assert_eq!(f.engine.webhook_cursor(&id).unwrap(), start + 1);
+    f.engine.delete_webhook(&id).await.unwrap();
+    assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 0);
+
+    // Its worker, finishing an event it was attempting as the deletion landed, is
+    // refused both steps, and stores nothing.
+    assert!(not_found(
+        f.engine.put_dead_letter(&id, &dead_letter(start + 2))
+    ));
+    assert!(not_found(f.engine.advance_webhook_cursor(&id, start + 2)));
+    assert!(not_found(f.engine.webhook_cursor(&id)));
+    assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 0);
+
+    // A webhook created again under the id starts clean, with a cursor of its own.
+    subscribe(&f.engine, "crm").await;
+    assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 0);
+    assert!(f.engine.webhook_cursor(&id).unwrap() > start);
+}
+
+#[tokio::test]
+async fn what_a_deletion_cut_short_left_is_removed_when_the_store_opens() {
+    let Fixture { engine, clock, dir } = fixture();
+    // Ids that sort next to each other: "crm\0…" keys come before "crm-old\0…".
+    let kept = subscribe(&engine, "crm").await;
+    let deleted = subscribe(&engine, "crm-old").await;
+    let last = subscribe(&engine, "erp").await;
+    for seq in 1..=3 {
+        for id in [&kept, &deleted, &last] {
+            engine.put_dead_letter(id, &dead_letter(seq)).unwrap();
+        }
+    }
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // The deletion's transaction (the record and the cursor) without the removal of
+    // the letters after it: what a crash between the two leaves. And a cursor of no
+    // webhook at all.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("webhooks").unwrap().remove("crm-old").unwrap();
+        let cursors = db.open_tree("webhook_cursors").unwrap();
+        cursors.remove("crm-old").unwrap();
+        cursors.insert("ghost", &7u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+
+    let engine = open(dir.path(), &clock);
+    assert_eq!(engine.dead_letter_count(&kept).unwrap(), 3);
+    assert_eq!(engine.dead_letter_count(&last).unwrap(), 3);
+    assert_eq!(engine.dead_letter_count(&deleted).unwrap(), 0);
+    assert!(not_found(
+        engine.webhook_cursor(&WebhookId::new("ghost").unwrap())
+    ));
+    // A webhook created again under the deleted id inherits nothing.
+    subscribe(&engine, "crm-old").await;
+    assert_eq!(engine.dead_letter_count(&deleted).unwrap(), 0);
+    assert_eq!(
+        engine
+            .dead_letter_page(&kept, None, None)
+            .unwrap()
+            .letters
+            .iter()
+            .map(|l| l.event.seq)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+}
