@@ -41,6 +41,54 @@ pub fn may_mount() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
+/// A tmpfs mounted on a temp dir; unmounted on drop.
+pub struct Tmpfs(pub tempfile::TempDir);
+
+impl Tmpfs {
+    /// Mounts one of `size` (as `mount -o size=` reads it).
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir))
+    }
+
+    /// Mounts one. Where mounting is allowed, a failed mount fails the test; where
+    /// it is not (see [`may_mount`]), this says why and returns
+    /// `None`, and the test passes without running.
+    pub fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(tmpfs) => Some(tmpfs),
+            Err(why) if may_mount() => panic!("cannot mount a tmpfs: {why}"),
+            Err(why) => {
+                println!("SKIPPED: mounting is not allowed here (no CAP_SYS_ADMIN): {why}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+}
+
 /// An engine on a fresh temp dir with a manual clock.
 pub struct Fixture {
     /// The engine.

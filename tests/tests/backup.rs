@@ -408,3 +408,63 @@ async fn a_damaged_backup_is_refused_and_restores_nothing() {
         Err(RestoreError::Io(_))
     ));
 }
+
+#[tokio::test]
+async fn a_restore_follows_a_symlink_and_refuses_what_it_cannot_replace_before_reading() {
+    let f = fixture();
+    let ids = populate(&f.engine).await;
+    let expected = observe(&f.engine, &ids).await;
+    let backups = tempfile::tempdir().unwrap();
+    let backup = f.engine.backup(backups.path()).await.unwrap();
+
+    // A link to an empty directory: the store goes where it points, and the link
+    // stays a link.
+    let place = tempfile::tempdir().unwrap();
+    let real = place.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = place.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    restore(&backup.path, &link).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(files(&real).contains(&"db".to_string()));
+    assert_eq!(files(place.path()), ["link", "real"]);
+    let engine = open(&link, &f.clock);
+    assert_eq!(observe(&engine, &ids).await, expected);
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // Another restore holds the parent directory: refused, nothing written.
+    let busy = tempfile::tempdir().unwrap();
+    let held = std::fs::File::open(busy.path()).unwrap();
+    held.lock().unwrap();
+    let err = restore(&backup.path, &busy.path().join("data")).unwrap_err();
+    assert!(matches!(err, RestoreError::Busy(_)), "{err:?}");
+    assert_eq!(files(busy.path()), Vec::<String>::new());
+    held.unlock().unwrap();
+    restore(&backup.path, &busy.path().join("data")).unwrap();
+
+    // A mount point cannot be renamed over: refused at once, and the message names
+    // the way that works.
+    let Some(mounted) = Tmpfs::mount_or_skip("64m") else {
+        return;
+    };
+    let err = restore(&backup.path, mounted.0.path()).unwrap_err();
+    assert!(matches!(err, RestoreError::TargetMountPoint(_)), "{err:?}");
+    let inside = mounted.0.path().join("data");
+    assert!(
+        err.to_string().contains(&inside.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(files(mounted.0.path()), Vec::<String>::new());
+    let parent = mounted.0.path().parent().unwrap();
+    assert!(
+        !files(parent)
+            .iter()
+            .any(|name| name.ends_with(".restoring")),
+        "nothing built beside it"
+    );
+    restore(&backup.path, &inside).unwrap();
+    let engine = open(&inside, &f.clock);
+    assert_eq!(observe(&engine, &ids).await, expected);
+    engine.shutdown().await.unwrap();
+}

@@ -14,56 +14,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use leadroute_engine::{Engine, EngineConfig, EngineError, ManualClock, RouteStatus};
 use leadroute_tests::*;
-
-/// A tmpfs mounted on a temp dir; unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Tmpfs(dir))
-    }
-
-    /// Mounts one. Where mounting is allowed, a failed mount fails the test; where
-    /// it is not (see [`leadroute_tests::may_mount`]), this says why and returns
-    /// `None`, and the test passes without running.
-    fn mount_or_skip(size: &str) -> Option<Tmpfs> {
-        match Tmpfs::mount(size) {
-            Ok(tmpfs) => Some(tmpfs),
-            Err(why) if leadroute_tests::may_mount() => panic!("cannot mount a tmpfs: {why}"),
-            Err(why) => {
-                println!("SKIPPED: mounting is not allowed here (no CAP_SYS_ADMIN): {why}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(self.0.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-        }
-    }
-}
 
 /// Fills the file system of `dir` with one file, then frees its last `leave` bytes.
 fn fill(dir: &Path, leave: u64) -> std::path::PathBuf {

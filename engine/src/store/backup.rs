@@ -214,6 +214,16 @@ pub enum RestoreError {
     /// The target already holds files: a restore never writes over a store.
     #[error("{0} is not empty; restore into a new directory")]
     TargetNotEmpty(String),
+    /// The target is a mount point: the restored store is built beside it and
+    /// renamed into its place, which a mount point cannot be.
+    #[error(
+        "{0} is a mount point, which a restore cannot replace; restore into a new \
+         directory inside it, such as {0}/data"
+    )]
+    TargetMountPoint(String),
+    /// Another restore is building a store in the same parent directory.
+    #[error("another restore is writing into {0}; wait for it to finish")]
+    Busy(String),
     /// The file is not a backup, is damaged or is cut short.
     #[error("{path} is not a complete leadroute backup: {why}")]
     Damaged {
@@ -234,7 +244,20 @@ pub enum RestoreError {
 /// empty. The store is built in a sibling directory and renamed into place only once
 /// the whole file has been read and its checksum matched, so a damaged backup leaves
 /// nothing behind.
+///
+/// A symbolic link is followed: the store replaces the directory it points to, and
+/// the link keeps pointing there. What cannot be replaced is refused before the
+/// file is read: a mount point, and a parent directory in which another restore is
+/// building a store (each restore holds a lock on that parent throughout).
 pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
+    let resolved;
+    let data_dir = if std::fs::symlink_metadata(data_dir).is_ok_and(|m| m.is_symlink()) {
+        resolved = std::fs::canonicalize(data_dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", data_dir.display())))?;
+        resolved.as_path()
+    } else {
+        data_dir
+    };
     let target = || data_dir.display().to_string();
     match std::fs::read_dir(data_dir) {
         Ok(mut entries) => {
@@ -253,6 +276,27 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
         )
     })?;
     let parent = data_dir.parent().unwrap_or(Path::new(""));
+    let parent_or_here = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    if let Ok(target_meta) = std::fs::metadata(data_dir) {
+        use std::os::unix::fs::MetadataExt;
+        if target_meta.dev() != std::fs::metadata(parent_or_here)?.dev() {
+            return Err(RestoreError::TargetMountPoint(target()));
+        }
+    }
+    // Held until the new store has its name: a second restore beside this one would
+    // otherwise remove this one's `.restoring` directory as a leftover.
+    let lock = File::open(parent_or_here)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(RestoreError::Busy(parent_or_here.display().to_string()));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
     let mut building = name.to_owned();
     building.push(".restoring");
     let building = parent.join(building);
@@ -274,12 +318,7 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
         let _ = std::fs::remove_dir_all(&building);
         return placed;
     }
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    File::open(parent)?.sync_all()?;
+    lock.sync_all()?;
     placed
 }
 
