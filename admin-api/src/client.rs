@@ -240,11 +240,15 @@ impl Client {
         let reply = patient.call("POST", "/admin/backups", None)?;
         Self::finish(reply, out, |body| {
             let b: BackupView = serde_json::from_value(body)?;
-            Ok(format!(
+            let mut text = format!(
                 "backup written: {}\n  {} bytes, {} records ({} written while it was read); \
                  the committer paused {:.3} ms, {} ms in all\n",
                 b.path, b.bytes, b.entries, b.captured, b.paused_ms, b.took_ms
-            ))
+            );
+            for old in &b.removed {
+                let _ = writeln!(text, "  removed, past backup_keep: {old}");
+            }
+            Ok(text)
         })
     }
 }

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leadroute_engine::config::{DEFAULT_MAX_IN_FLIGHT_LEADS, DEFAULT_STORE_LOCK_WAIT};
+use leadroute_engine::config::{
+    DEFAULT_BACKUP_CAPTURE_BYTES, DEFAULT_MAX_IN_FLIGHT_LEADS, DEFAULT_STORE_LOCK_WAIT,
+};
 use leadroute_engine::{Durability, PluginLimits};
 use serde::Deserialize;
 
@@ -44,6 +46,12 @@ pub struct FileConfig {
     /// Directory `POST /admin/backups` writes backup files to; created if missing.
     /// Default `backups` inside the data directory.
     pub backup_dir: Option<PathBuf>,
+    /// Backup files to keep in `backup_dir`: after each backup the oldest past this
+    /// many are removed (0 keeps every file; 0-100000). Default 0.
+    pub backup_keep: Option<u64>,
+    /// Most bytes of writes a backup keeps in memory while it reads the store; past
+    /// it the backup fails (1048576-68719476736). Default 1073741824 (1 GiB).
+    pub backup_capture_bytes: Option<u64>,
     /// What a 2xx survives: `"process"` (a crash of the process) or `"power"` (also a
     /// power cut; an extra `fdatasync` per group commit). Default `"power"`.
     pub durability: Option<Durability>,
@@ -197,6 +205,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Where backups are written.
     pub backup_dir: PathBuf,
+    /// Backup files kept in `backup_dir` after each backup (0: every file).
+    pub backup_keep: usize,
+    /// Most bytes of writes a backup's read may capture.
+    pub backup_capture_bytes: u64,
     /// What a 2xx survives.
     pub durability: Durability,
     /// Log filter used when `RUST_LOG` is unset.
@@ -478,6 +490,22 @@ impl Settings {
             0,
             0..=3600,
         )?;
+        let backup_keep = env_or_file(
+            &env,
+            &in_file,
+            ("LEADROUTE_BACKUP_KEEP", "backup_keep"),
+            file.backup_keep,
+            0,
+            0..=100_000,
+        )?;
+        let backup_capture_bytes = env_or_file(
+            &env,
+            &in_file,
+            ("LEADROUTE_BACKUP_CAPTURE_BYTES", "backup_capture_bytes"),
+            file.backup_capture_bytes,
+            DEFAULT_BACKUP_CAPTURE_BYTES,
+            1 << 20..=64 << 30,
+        )?;
         // At least a second: a restart that begins while the old process still makes
         // its last commits durable must be able to wait for it.
         let lock_wait_secs = env_or_file(
@@ -612,6 +640,8 @@ impl Settings {
             listen,
             data_dir,
             backup_dir,
+            backup_keep: backup_keep as usize,
+            backup_capture_bytes,
             durability,
             log_level,
             log_format,
@@ -945,6 +975,7 @@ mod tests {
         assert!(f.log_level.is_some() && f.log_format.is_some());
         assert!(f.shutdown_timeout_secs.is_some() && f.store_lock_wait_secs.is_some());
         assert!(f.shutdown_delay_secs.is_some());
+        assert!(f.backup_keep.is_some() && f.backup_capture_bytes.is_some());
         let l = &f.limits;
         assert!(l.json_body_bytes.is_some() && l.batch_body_bytes.is_some());
         assert!(l.plugin_body_bytes.is_some());
@@ -966,6 +997,8 @@ mod tests {
         );
         assert_eq!(s.store_lock_wait, DEFAULT_STORE_LOCK_WAIT);
         assert_eq!(s.shutdown_delay, Duration::ZERO);
+        assert_eq!(s.backup_keep, 0);
+        assert_eq!(s.backup_capture_bytes, DEFAULT_BACKUP_CAPTURE_BYTES);
         // The tokens are there, commented out; uncommented they must be valid too.
         let uncommented = text
             .replace("# admin_token", "admin_token")
@@ -1017,6 +1050,40 @@ mod tests {
         let e = err(&[("LEADROUTE_CONFIG", path.to_str().unwrap())]);
         assert!(
             e.contains("`store_lock_wait_secs` in") && e.contains("out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn backup_retention_and_capture_come_from_env_or_file_and_are_range_checked() {
+        let s = resolve(&Flags::default(), &[]).unwrap();
+        assert_eq!((s.backup_keep, s.backup_capture_bytes), (0, 1 << 30));
+        let (_dir, path) = file("backup_keep = 7\nbackup_capture_bytes = 268435456\n");
+        let config = path.to_str().unwrap();
+        let s = resolve(&Flags::default(), &[("LEADROUTE_CONFIG", config)]).unwrap();
+        assert_eq!((s.backup_keep, s.backup_capture_bytes), (7, 256 << 20));
+        let vars = [
+            ("LEADROUTE_CONFIG", config),
+            ("LEADROUTE_BACKUP_KEEP", "30"),
+        ];
+        let s = resolve(&Flags::default(), &vars).unwrap();
+        assert_eq!(s.backup_keep, 30, "the environment beats the file");
+
+        let err = |vars: &[(&str, &str)]| resolve(&Flags::default(), vars).unwrap_err().0;
+        let e = err(&[("LEADROUTE_BACKUP_KEEP", "100001")]);
+        assert!(
+            e.starts_with("LEADROUTE_BACKUP_KEEP: 100001 is out of range: use 0 to 100000"),
+            "{e}"
+        );
+        let e = err(&[("LEADROUTE_BACKUP_CAPTURE_BYTES", "1024")]);
+        assert!(
+            e.starts_with("LEADROUTE_BACKUP_CAPTURE_BYTES: 1024 is out of range"),
+            "{e}"
+        );
+        let (_dir, path) = file("backup_capture_bytes = 68719476737\n");
+        let e = err(&[("LEADROUTE_CONFIG", path.to_str().unwrap())]);
+        assert!(
+            e.contains("`backup_capture_bytes` in") && e.contains("out of range"),
             "{e}"
         );
     }

@@ -65,6 +65,8 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         shutdown_delay_secs = settings.shutdown_delay.as_secs(),
         shutdown_timeout_secs = settings.shutdown_timeout.as_secs(),
         store_lock_wait_secs = settings.store_lock_wait.as_secs(),
+        backup_dir = %settings.backup_dir.display(),
+        backup_keep = settings.backup_keep,
         config = %config_file,
         "leadroute serving"
     );
@@ -89,7 +91,8 @@ pub async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         "plugin sandbox limits"
     );
     let state = AppState::new(engine, settings.auth.clone(), settings.limits)
-        .with_backup_dir(settings.backup_dir.clone());
+        .with_backup_dir(settings.backup_dir.clone())
+        .with_backup_keep(settings.backup_keep);
     // The one line on stdout, for scripts and tests that bind port 0: from this line
     // on, the server is ready.
     let mut stdout = std::io::stdout().lock();
@@ -177,6 +180,7 @@ async fn open(settings: &Settings) -> anyhow::Result<Engine> {
         .durability(settings.durability)
         .max_in_flight_leads(settings.max_in_flight_leads)
         .store_lock_wait(settings.store_lock_wait)
+        .backup_capture_bytes(settings.backup_capture_bytes)
         .plugin_limits(settings.plugins.clone());
     let data_dir = settings.data_dir.clone();
     tokio::task::spawn_blocking(move || Engine::open(config))

@@ -23,6 +23,8 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// Where `POST /admin/backups` writes.
     pub backup_dir: Arc<PathBuf>,
+    /// Backup files kept in `backup_dir` after each backup (0: every file).
+    pub backup_keep: usize,
     /// False while draining at shutdown: `/readyz` answers 503.
     ready: Arc<AtomicBool>,
 }
@@ -30,7 +32,8 @@ pub struct AppState {
 impl AppState {
     /// Wraps an open engine; it is ready at once, since opening the engine already
     /// recovered the store and started the actors. Backups go to `backups` in the
-    /// data directory until [`AppState::with_backup_dir`] says otherwise.
+    /// data directory until [`AppState::with_backup_dir`] says otherwise, and every
+    /// file is kept until [`AppState::with_backup_keep`] says otherwise.
     pub fn new(engine: Engine, auth: Auth, limits: Limits) -> Self {
         let backup_dir = Arc::new(engine.data_dir().join("backups"));
         AppState {
@@ -39,6 +42,7 @@ impl AppState {
             limits,
             http_metrics: HttpMetrics::new(),
             backup_dir,
+            backup_keep: 0,
             ready: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -46,6 +50,12 @@ impl AppState {
     /// Writes backups to `dir`.
     pub fn with_backup_dir(mut self, dir: PathBuf) -> Self {
         self.backup_dir = Arc::new(dir);
+        self
+    }
+
+    /// Keeps the newest `keep` backup files after each backup (0: every file).
+    pub fn with_backup_keep(mut self, keep: usize) -> Self {
+        self.backup_keep = keep;
         self
     }
 

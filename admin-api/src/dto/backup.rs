@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 #[schema(example = json!({
     "path": "./data/backups/leadroute-2026-11-28T130500.123Z.backup",
     "bytes": 83357723, "entries": 600014, "captured": 812, "paused_ms": 0.041,
-    "took_ms": 1530
+    "took_ms": 1530,
+    "removed": ["./data/backups/leadroute-2026-11-21T130500.094Z.backup"]
 }))]
 pub struct BackupView {
     /// The file, as the server sees it.
@@ -26,6 +27,10 @@ pub struct BackupView {
     pub paused_ms: f64,
     /// The whole backup, the sync and rename included.
     pub took_ms: u64,
+    /// Older backup files removed after it, oldest first, to keep `backup_keep` of
+    /// them (empty when `backup_keep` is 0, every file kept).
+    #[serde(default)]
+    pub removed: Vec<String>,
 }
 
 impl From<Backup> for BackupView {
@@ -37,6 +42,7 @@ impl From<Backup> for BackupView {
             captured: b.counts.captured,
             paused_ms: b.paused.as_secs_f64() * 1e3,
             took_ms: b.took.as_millis() as u64,
+            removed: Vec::new(),
         }
     }
 }

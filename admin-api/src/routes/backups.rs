@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use leadroute_engine::engine::prune_backups;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,8 +22,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// request is in it, none sent after the answer. Commits go on while the store is
 /// read; the committer stops only for the two handovers of what was written meanwhile
 /// (`paused_ms`). The file is synced and given its final name, so a file of that name
-/// is always complete. Restore it with `leadroute restore FILE --data-dir DIR` on a
-/// stopped server. No body.
+/// is always complete. With `backup_keep` set, the oldest backup files past that many
+/// are then removed (`removed`); a removal that fails is logged, and the backup still
+/// stands. Restore it with `leadroute restore FILE --data-dir DIR` on a stopped
+/// server. No body.
 #[utoipa::path(
     post, path = "/admin/backups", tag = "operations",
     responses(
@@ -42,5 +45,22 @@ pub async fn backup(
     State(state): State<AppState>,
 ) -> Result<(StatusCode, Json<BackupView>), AppError> {
     let backup = state.engine.backup(&state.backup_dir).await?;
-    Ok((StatusCode::CREATED, Json(backup.into())))
+    let (dir, keep, written) = (
+        state.backup_dir.clone(),
+        state.backup_keep,
+        backup.path.clone(),
+    );
+    let mut view = BackupView::from(backup);
+    match tokio::task::spawn_blocking(move || prune_backups(&dir, keep, &written)).await {
+        Ok(Ok(removed)) => {
+            for path in &removed {
+                tracing::info!(path = %path.display(), keep, "old backup removed");
+            }
+            view.removed = removed.iter().map(|p| p.display().to_string()).collect();
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, dir = %state.backup_dir.display(), keep,
+            "cannot remove old backups; the new one is complete"),
+        Err(e) => tracing::warn!(error = %e, "the removal of old backups panicked"),
+    }
+    Ok((StatusCode::CREATED, Json(view)))
 }

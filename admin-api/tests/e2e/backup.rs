@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::harness::{ADMIN, Api, INTAKE, Server, data_dir, run};
+use crate::harness::{ADMIN, Api, INTAKE, Options, Server, data_dir, run};
 
 /// A lead the load thread sent: when, when answered, its id and rep.
 struct Sent {
@@ -162,4 +162,64 @@ fn a_backup_taken_under_load_restores_into_a_server_with_exactly_its_leads() {
     );
     // The restored server routes on.
     assert_eq!(copy_api.lead(1_000_000, "CN-SH").status, 201);
+}
+
+#[test]
+fn a_server_keeping_two_backups_removes_the_oldest_after_each() {
+    let dir = data_dir();
+    let backups = data_dir();
+    let backups_str = backups.path().to_str().unwrap();
+    // An operator's own file in the directory is never touched.
+    std::fs::write(backups.path().join("notes.txt"), "kept").unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: &[],
+            env: &[
+                ("LEADROUTE_ADMIN_TOKEN", ADMIN),
+                ("LEADROUTE_INTAKE_TOKEN", INTAKE),
+                ("LEADROUTE_BACKUP_DIR", backups_str),
+                ("LEADROUTE_BACKUP_KEEP", "2"),
+            ],
+        },
+    );
+    let api = Api {
+        server: &server,
+        token: Some(ADMIN),
+    };
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let r = api.post_empty("/admin/backups");
+        assert_eq!(r.status, 201, "{}", r.text);
+        taken.push(r.json());
+    }
+    let path = |b: &serde_json::Value| b["path"].as_str().unwrap().to_string();
+    assert_eq!(taken[0]["removed"], serde_json::json!([]));
+    assert_eq!(taken[1]["removed"], serde_json::json!([]));
+    assert_eq!(taken[2]["removed"], serde_json::json!([path(&taken[0])]));
+    let mut left: Vec<String> = std::fs::read_dir(backups.path())
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        path(&taken[1]),
+        path(&taken[2]),
+        backups.path().join("notes.txt").display().to_string(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+
+    // The CLI says what it removed.
+    let base = server.url("");
+    let env = [
+        ("LEADROUTE_ADMIN_TOKEN", ADMIN),
+        ("LEADROUTE_SERVER", base.as_str()),
+    ];
+    let (status, out, err) = run(&["backup"], &env);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!("removed, past backup_keep: {}", path(&taken[1]))),
+        "{out}"
+    );
 }

@@ -208,6 +208,54 @@ fn create_partial(dir: &Path, now: u64) -> io::Result<(PathBuf, PathBuf, File)> 
     Err(io::Error::other("a thousand backups share one millisecond"))
 }
 
+/// Removes the oldest backup files in `dir` so that the newest `keep` remain; never
+/// `written`, the one just taken, whatever its name says (a clock set back names a
+/// new file before older ones). Returns the files removed, oldest first.
+///
+/// Only files named as [`Engine::backup`] names them count, ordered by the time and
+/// number in their names; anything else in `dir`, and a `.partial` being written,
+/// is left alone. `keep` 0 removes nothing.
+pub fn prune_backups(dir: &Path, keep: usize, written: &Path) -> io::Result<Vec<PathBuf>> {
+    if keep == 0 {
+        return Ok(Vec::new());
+    }
+    let mut backups = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(order) = entry.file_name().to_str().and_then(backup_order) {
+            backups.push((order, entry.path()));
+        }
+    }
+    backups.sort();
+    let mut removed = Vec::new();
+    let mut kept = usize::from(backups.iter().any(|(_, path)| path == written));
+    for (_, path) in backups.into_iter().rev() {
+        if path == written {
+            continue;
+        }
+        if kept < keep {
+            kept += 1;
+            continue;
+        }
+        std::fs::remove_file(&path)?;
+        removed.push(path);
+    }
+    removed.reverse();
+    Ok(removed)
+}
+
+/// The time stamp and number of a backup file's name (`leadroute-STAMP.backup` is
+/// number 0, `leadroute-STAMP-N.backup` number N); `None` for any other name. Stamps
+/// are fixed-width RFC 3339 in UTC, so they sort as the times they name.
+fn backup_order(name: &str) -> Option<(String, u32)> {
+    let stem = name.strip_prefix("leadroute-")?.strip_suffix(".backup")?;
+    let (stamp, n) = match stem.rsplit_once('-') {
+        Some((stamp, n)) if stamp.ends_with('Z') => (stamp, n.parse().ok()?),
+        _ => (stem, 0),
+    };
+    stamp.ends_with('Z').then(|| (stamp.to_string(), n))
+}
+
 /// Gives the calling thread a lower CPU priority (nice 10): a backup's read takes a
 /// core for seconds (about 18 s at a million open leads), and intake should have the
 /// CPU first. On Linux each thread has a nice value of its own; where the call fails,
@@ -223,4 +271,63 @@ fn lower_priority() {
 
 fn failed(path: &Path, e: &io::Error) -> EngineError {
     EngineError::BackupFailed(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_by_name_and_never_the_one_just_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "leadroute-2026-11-28T130500.123Z.backup",
+            "leadroute-2026-11-28T130500.123Z-1.backup",
+            "leadroute-2026-11-28T130500.123Z-2.backup",
+            "leadroute-2026-11-29T010000.000Z.backup",
+            // Not ours, or not finished: never touched.
+            "leadroute-2026-11-30T000000.000Z.backup.partial",
+            "notes.txt",
+            "leadroute-latest.backup",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let left = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        let newest = dir.path().join(names[3]);
+        assert!(prune_backups(dir.path(), 0, &newest).unwrap().is_empty());
+        assert_eq!(left().len(), names.len());
+
+        // Same millisecond: by number, not by how the names sort as text.
+        let removed = prune_backups(dir.path(), 3, &newest).unwrap();
+        assert_eq!(removed, [dir.path().join(names[0])]);
+        let removed = prune_backups(dir.path(), 2, &newest).unwrap();
+        assert_eq!(removed, [dir.path().join(names[1])]);
+
+        // The clock was set back: the file just written is older by name than the
+        // others, and is kept all the same.
+        let written = dir.path().join("leadroute-2020-01-01T000000.000Z.backup");
+        std::fs::write(&written, "").unwrap();
+        let removed = prune_backups(dir.path(), 1, &written).unwrap();
+        assert_eq!(
+            removed,
+            [dir.path().join(names[2]), dir.path().join(names[3])]
+        );
+        assert_eq!(
+            left(),
+            [
+                "leadroute-2020-01-01T000000.000Z.backup",
+                "leadroute-2026-11-30T000000.000Z.backup.partial",
+                "leadroute-latest.backup",
+                "notes.txt",
+            ]
+        );
+    }
 }

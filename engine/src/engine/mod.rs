@@ -26,7 +26,7 @@ mod replay;
 mod sla;
 mod webhooks;
 
-pub use backup::Backup;
+pub use backup::{Backup, prune_backups};
 pub use intake::{RouteOutcome, RouteStatus, Simulation, Timings};
 pub use leads::{LeadView, ReassignReason};
 pub use replay::{
