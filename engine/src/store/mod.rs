@@ -369,6 +369,12 @@ fn split_ids(first: &[u8], last: &[u8], parts: usize) -> Vec<[u8; 16]> {
         .collect()
 }
 
+/// Whether sled refused to open a store because another opening holds its file lock.
+/// sled 0.34 reports it as an `Other` I/O error; only its text tells.
+pub(crate) fn lock_held(e: &sled::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 /// Why [`Handle::open`] failed.
 enum Opening {
     /// Another opening holds sled's file lock on the directory.
@@ -401,8 +407,7 @@ impl From<Opening> for EngineError {
 impl Handle {
     fn open(dir: &Path) -> std::result::Result<Handle, Opening> {
         let db = sled::Config::new().path(dir).open().map_err(|e| {
-            // sled 0.34 reports it as an `Other` I/O error; only its text tells.
-            if e.to_string().contains("could not acquire lock") {
+            if lock_held(&e) {
                 Opening::Locked(e)
             } else {
                 Opening::Failed(e.into())
