@@ -30,12 +30,30 @@ fn existing(raw: &str) -> Result<WebhookId, AppError> {
         .map_err(|_| AppError::not_found("webhook_not_found", format!("webhook {raw} not found")))
 }
 
-fn view(state: &AppState, webhook: Webhook) -> Result<WebhookView, AppError> {
-    let cursor = state.engine.webhook_cursor(&webhook.id)?;
-    let pending = state.engine.outbox_len_after(cursor);
-    // A count for every subscription of a listing: keys only, no letter is decoded.
-    let dead = state.engine.dead_letter_count(&webhook.id)?;
-    Ok(WebhookView::new(webhook, pending, dead))
+/// The subscriptions with their pending and dead-letter counts. Counting walks the
+/// pending events and the letters' keys (no letter is decoded), which a long outage
+/// makes millions of: on a blocking thread, not one of the runtime's few workers.
+async fn views(state: &AppState, hooks: Vec<Webhook>) -> Result<Vec<WebhookView>, AppError> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        hooks
+            .into_iter()
+            .map(|webhook| {
+                let cursor = engine.webhook_cursor(&webhook.id)?;
+                let pending = engine.outbox_len_after(cursor);
+                let dead = engine.dead_letter_count(&webhook.id)?;
+                Ok(WebhookView::new(webhook, pending, dead))
+            })
+            .collect()
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// One subscription with its counts (see [`views`]).
+async fn view(state: &AppState, webhook: Webhook) -> Result<WebhookView, AppError> {
+    let mut one = views(state, vec![webhook]).await?;
+    Ok(one.pop().expect("one view per subscription"))
 }
 
 /// Lists every subscription with its pending and dead-letter counts, by id.
@@ -52,11 +70,7 @@ pub async fn list_webhooks(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<WebhookView>>, AppError> {
     let hooks = state.engine.webhooks()?;
-    let views = hooks
-        .into_iter()
-        .map(|w| view(&state, w))
-        .collect::<Result<_, _>>()?;
-    Ok(Json(views))
+    Ok(Json(views(&state, hooks).await?))
 }
 
 /// Creates or replaces a subscription. A new one receives the events written after
@@ -98,7 +112,7 @@ pub async fn put_webhook(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view(&state, webhook)?)))
+    Ok((status, Json(view(&state, webhook).await?)))
 }
 
 /// Returns one subscription with its pending and dead-letter counts.
@@ -119,7 +133,7 @@ pub async fn get_webhook(
 ) -> Result<Json<WebhookView>, AppError> {
     let id = existing(&raw)?;
     let webhook = state.engine.webhook(&id)?;
-    Ok(Json(view(&state, webhook)?))
+    Ok(Json(view(&state, webhook).await?))
 }
 
 /// Deletes a subscription, its pending events and its dead letters.
@@ -222,6 +236,11 @@ pub async fn redrive_dead_letters(
     Path(raw): Path<String>,
 ) -> Result<(StatusCode, Json<RedriveView>), AppError> {
     let id = existing(&raw)?;
-    let redriven = state.engine.redrive_dead_letters(&id)?;
+    // Marks every letter, a page at a time: millions after a long outage, so on a
+    // blocking thread.
+    let engine = state.engine.clone();
+    let redriven = tokio::task::spawn_blocking(move || engine.redrive_dead_letters(&id))
+        .await
+        .map_err(AppError::internal)??;
     Ok((StatusCode::ACCEPTED, Json(RedriveView { redriven })))
 }

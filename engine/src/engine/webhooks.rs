@@ -78,7 +78,12 @@ impl Engine {
                 .submit(Change::DeleteWebhook(id.clone())),
         )
         .await?;
-        self.inner.store.remove_dead_letters(id)?;
+        // One removal per letter, millions after a long outage: off the runtime's
+        // workers. (A crash before it ends leaves letters the next opening removes.)
+        let (store, webhook) = (self.inner.store.clone(), id.clone());
+        tokio::task::spawn_blocking(move || store.remove_dead_letters(&webhook))
+            .await
+            .map_err(|e| EngineError::Internal(format!("removing dead letters: {e}")))??;
         self.inner.outbox.dead_letters_changed();
         self.inner
             .outbox
