@@ -58,6 +58,13 @@ impl Outbox {
         self.subscriptions.send_modify(|v| *v += 1);
     }
 
+    /// Has the subscriptions' watchers look again without a change: a delivery
+    /// worker that ended on its own (its subscription was gone when it looked, though
+    /// one of the same id may exist again by now) asks the dispatcher to reconcile.
+    pub fn recheck_subscriptions(&self) {
+        self.subscriptions.send_modify(|v| *v += 1);
+    }
+
     /// Called by the committer once events up to `seq` are durable.
     pub(crate) fn written(&self, seq: u64) {
         self.written.send_if_modified(|last| {

@@ -89,6 +89,22 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Opens the sled store in `dir` directly, to change it behind the engine's back,
+/// waiting (up to ten seconds) for the file lock an engine just shut down on it lets
+/// go of: sled's background threads keep it a moment after the last handle is gone.
+pub fn sled_when_free(dir: &std::path::Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if e.to_string().contains("WouldBlock") && started.elapsed().as_secs() < 10 => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot open the store in {}: {e}", dir.display()),
+        }
+    }
+}
+
 /// An engine on a fresh temp dir with a manual clock.
 pub struct Fixture {
     /// The engine.

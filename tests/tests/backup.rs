@@ -433,15 +433,18 @@ async fn a_restore_follows_a_symlink_and_refuses_what_it_cannot_replace_before_r
     engine.shutdown().await.unwrap();
     drop(engine);
 
-    // Another restore holds the parent directory: refused, nothing written.
+    // Another restore into the same target holds its lock: refused before anything
+    // is looked at or written. A restore beside it, into another name, goes on.
     let busy = tempfile::tempdir().unwrap();
-    let held = std::fs::File::open(busy.path()).unwrap();
+    let held = std::fs::File::create(busy.path().join(".data.restore-lock")).unwrap();
     held.lock().unwrap();
     let err = restore(&backup.path, &busy.path().join("data")).unwrap_err();
     assert!(matches!(err, RestoreError::Busy(_)), "{err:?}");
-    assert_eq!(files(busy.path()), Vec::<String>::new());
+    assert_eq!(files(busy.path()), [".data.restore-lock"]);
+    restore(&backup.path, &busy.path().join("other")).unwrap();
     held.unlock().unwrap();
     restore(&backup.path, &busy.path().join("data")).unwrap();
+    assert_eq!(files(busy.path()), ["data", "other"], "no lock file left");
 
     // A mount point cannot be renamed over: refused at once, and the message names
     // the way that works.
@@ -457,12 +460,32 @@ async fn a_restore_follows_a_symlink_and_refuses_what_it_cannot_replace_before_r
     );
     assert_eq!(files(mounted.0.path()), Vec::<String>::new());
     let parent = mounted.0.path().parent().unwrap();
+    let mut building = mounted.0.path().file_name().unwrap().to_owned();
+    building.push(".restoring");
+    assert!(!parent.join(building).exists(), "nothing built beside it");
+    // A bind mount, on the same file system (and device) as its parent, is one too.
+    let place = tempfile::tempdir().unwrap();
+    let (source, point) = (place.path().join("source"), place.path().join("point"));
+    std::fs::create_dir(&source).unwrap();
+    std::fs::create_dir(&point).unwrap();
+    let bound = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&source)
+        .arg(&point)
+        .status()
+        .unwrap();
+    assert!(bound.success(), "mount --bind");
+    let result = restore(&backup.path, &point);
+    let unbound = std::process::Command::new("umount")
+        .arg(&point)
+        .status()
+        .unwrap();
+    assert!(unbound.success(), "umount");
     assert!(
-        !files(parent)
-            .iter()
-            .any(|name| name.ends_with(".restoring")),
-        "nothing built beside it"
+        matches!(result, Err(RestoreError::TargetMountPoint(_))),
+        "{result:?}"
     );
+
     restore(&backup.path, &inside).unwrap();
     let engine = open(&inside, &f.clock);
     assert_eq!(observe(&engine, &ids).await, expected);

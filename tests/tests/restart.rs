@@ -127,7 +127,7 @@ async fn broken_invariants_are_found_and_repaired_at_start() {
         found
     };
     {
-        let db = sled::open(f.dir.path()).unwrap();
+        let db = sled_when_free(f.dir.path());
         db.open_tree("assignments")
             .unwrap()
             .remove(assigned.to_key())

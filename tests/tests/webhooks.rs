@@ -57,7 +57,7 @@ async fn what_a_deletion_cut_short_left_is_removed_when_the_store_opens() {
     // the letters after it: what a crash between the two leaves. And a cursor of no
     // webhook at all.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_when_free(dir.path());
         db.open_tree("webhooks").unwrap().remove("crm-old").unwrap();
         let cursors = db.open_tree("webhook_cursors").unwrap();
         cursors.remove("crm-old").unwrap();

@@ -203,9 +203,11 @@ impl Dispatcher {
     async fn reconcile(&self, running: &mut HashMap<WebhookId, Running>, hooks: Vec<Webhook>) {
         let wanted: HashMap<WebhookId, Webhook> =
             hooks.into_iter().map(|w| (w.id.clone(), w)).collect();
+        // A worker also ends on its own when it finds its subscription gone; one of
+        // the same id, even the same record, may have been created since.
         let stale: Vec<WebhookId> = running
             .iter()
-            .filter(|(id, r)| wanted.get(*id) != Some(&r.webhook))
+            .filter(|(id, r)| wanted.get(*id) != Some(&r.webhook) || r.task.is_finished())
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
@@ -224,11 +226,13 @@ impl Dispatcher {
                 continue;
             }
             let (stop, stopped) = watch::channel(false);
-            let task = tokio::spawn(worker::deliver(
-                self.shared.clone(),
-                webhook.clone(),
-                stopped,
-            ));
+            let (shared, worker_webhook) = (self.shared.clone(), webhook.clone());
+            let task = tokio::spawn(async move {
+                worker::deliver(shared.clone(), worker_webhook, stopped).await;
+                // Ended, stopped or not: the next reconcile replaces it if its
+                // subscription exists.
+                shared.engine.outbox().recheck_subscriptions();
+            });
             running.insert(
                 id,
                 Running {

@@ -214,7 +214,10 @@ fn create_partial(dir: &Path, now: u64) -> io::Result<(PathBuf, PathBuf, File)> 
 ///
 /// Only files named as [`Engine::backup`] names them count, ordered by the time and
 /// number in their names; anything else in `dir`, and a `.partial` being written,
-/// is left alone. `keep` 0 removes nothing.
+/// is left alone. `keep` 0 removes nothing. A file already gone (another pruning
+/// got to it) is skipped; one that cannot be removed is logged and skipped, so it
+/// does not hold back the rest. Every server writing to `dir` counts the others'
+/// files as its own: give each its own directory.
 pub fn prune_backups(dir: &Path, keep: usize, written: &Path) -> io::Result<Vec<PathBuf>> {
     if keep == 0 {
         return Ok(Vec::new());
@@ -237,8 +240,12 @@ pub fn prune_backups(dir: &Path, keep: usize, written: &Path) -> io::Result<Vec<
             kept += 1;
             continue;
         }
-        std::fs::remove_file(&path)?;
-        removed.push(path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e,
+                "cannot remove an old backup"),
+        }
     }
     removed.reverse();
     Ok(removed)

@@ -20,7 +20,8 @@
 //! letter, if it has one, was parked before the letters are read. At worst, then, a
 //! restore delivers an event again, as delivery at-least-once allows; it never drops
 //! one. Letters of a webhook deleted during the read may be in the file: the store
-//! removes those when it opens.)
+//! removes those when it opens, unless a webhook of the same id was created again
+//! during the read too, which then keeps them.)
 //!
 //! The file is a stream of records, each one tag byte and its fields, integers
 //! big-endian:
@@ -221,8 +222,8 @@ pub enum RestoreError {
          directory inside it, such as {0}/data"
     )]
     TargetMountPoint(String),
-    /// Another restore is building a store in the same parent directory.
-    #[error("another restore is writing into {0}; wait for it to finish")]
+    /// Another restore into the same directory is running.
+    #[error("another restore into {0} is running; wait for it to finish")]
     Busy(String),
     /// The file is not a backup, is damaged or is cut short.
     #[error("{path} is not a complete leadroute backup: {why}")]
@@ -246,9 +247,13 @@ pub enum RestoreError {
 /// nothing behind.
 ///
 /// A symbolic link is followed: the store replaces the directory it points to, and
-/// the link keeps pointing there. What cannot be replaced is refused before the
-/// file is read: a mount point, and a parent directory in which another restore is
-/// building a store (each restore holds a lock on that parent throughout).
+/// the link keeps pointing there (a link to nothing is refused). What cannot be
+/// replaced is refused before the file is read: a mount point, and a target another
+/// restore is writing into (each restore holds a lock on the hidden file
+/// `.NAME.restore-lock` beside the target throughout, and removes it at the end).
+///
+/// A backup read from a pipe restores too, though its store's id counter is then
+/// moved one id at a time (see `move_id_counter_past`).
 pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
     let resolved;
     let data_dir = if std::fs::symlink_metadata(data_dir).is_ok_and(|m| m.is_symlink()) {
@@ -259,15 +264,6 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
         data_dir
     };
     let target = || data_dir.display().to_string();
-    match std::fs::read_dir(data_dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(RestoreError::TargetNotEmpty(target()));
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", target())).into()),
-    }
     // Beside the target, not inside it: `data/` names the same directory as `data`.
     let name = data_dir.file_name().ok_or_else(|| {
         io::Error::new(
@@ -281,21 +277,25 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
     } else {
         parent
     };
-    if let Ok(target_meta) = std::fs::metadata(data_dir) {
-        use std::os::unix::fs::MetadataExt;
-        if target_meta.dev() != std::fs::metadata(parent_or_here)?.dev() {
-            return Err(RestoreError::TargetMountPoint(target()));
+    std::fs::create_dir_all(parent_or_here)?;
+    // Held until the new store has its name: a second restore into the same target
+    // would otherwise remove this one's `.restoring` directory as a leftover.
+    let mut lock_name = std::ffi::OsString::from(".");
+    lock_name.push(name);
+    lock_name.push(".restore-lock");
+    let _lock = RestoreLock::take(&parent_or_here.join(lock_name))?
+        .ok_or_else(|| RestoreError::Busy(target()))?;
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(RestoreError::TargetNotEmpty(target()));
+            }
+            if is_mount_point(data_dir, parent_or_here)? {
+                return Err(RestoreError::TargetMountPoint(target()));
+            }
         }
-    }
-    // Held until the new store has its name: a second restore beside this one would
-    // otherwise remove this one's `.restoring` directory as a leftover.
-    let lock = File::open(parent_or_here)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(RestoreError::Busy(parent_or_here.display().to_string()));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", target())).into()),
     }
     let mut building = name.to_owned();
     building.push(".restoring");
@@ -318,8 +318,107 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Counts, RestoreError> {
         let _ = std::fs::remove_dir_all(&building);
         return placed;
     }
-    lock.sync_all()?;
+    File::open(parent_or_here)?.sync_all()?;
     placed
+}
+
+/// A lock on the hidden file `.NAME.restore-lock` beside a restore's target, taken
+/// before the target is looked at and removed when the restore ends. The file is
+/// opened for writing: NFS emulates the lock with `fcntl`, which needs that.
+struct RestoreLock {
+    path: std::path::PathBuf,
+    /// `None` on a file system that cannot lock: the restore goes on without.
+    _file: Option<File>,
+}
+
+impl RestoreLock {
+    /// Takes the lock; `None` if another restore holds it.
+    fn take(path: &Path) -> io::Result<Option<RestoreLock>> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    tracing::warn!(error = %e, path = %path.display(),
+                        "cannot lock; a second restore into the same target would clash");
+                    let path = path.to_path_buf();
+                    return Ok(Some(RestoreLock { path, _file: None }));
+                }
+            }
+            // The restore that held it may have removed the file between our open and
+            // our lock: then ours is locked but nameless, and the lock is the file the
+            // name now gives, if any.
+            let held = file.metadata()?;
+            match std::fs::metadata(path) {
+                Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => {
+                    let path = path.to_path_buf();
+                    return Ok(Some(RestoreLock {
+                        path,
+                        _file: Some(file),
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for RestoreLock {
+    fn drop(&mut self) {
+        // Removed while still held (the file is closed after this), so no restore
+        // can lock it in between and think it alone.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the directory `dir` is a mount point: listed as one in
+/// `/proc/self/mountinfo` (which a bind mount of the same file system is too), or,
+/// where that cannot be read, on another device than `parent`.
+fn is_mount_point(dir: &Path, parent: &Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStringExt;
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::canonicalize(dir)?;
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(std::fs::metadata(&dir)?.dev() != std::fs::metadata(parent)?.dev());
+    };
+    // The fifth field is the mount point, with space, tab, newline and backslash
+    // written as `\ooo` octal escapes.
+    let unescape = |field: &str| {
+        let bytes = field.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+                std::str::from_utf8(d)
+                    .ok()
+                    .and_then(|d| u8::from_str_radix(d, 8).ok())
+            });
+            match (bytes[i], octal) {
+                (b'\\', Some(byte)) => {
+                    out.push(byte);
+                    i += 4;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        std::path::PathBuf::from(std::ffi::OsString::from_vec(out))
+    };
+    Ok(mounts
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| unescape(point) == dir))
 }
 
 /// Reads `backup` into a new sled store at `dir`.
@@ -344,7 +443,9 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
     }
     // The counter is moved while the store is empty, where reopening it is cheap.
     let counter_past = stated_next_id(backup, bytes)?;
-    move_id_counter_past(dir, counter_past)?;
+    if counter_past > 0 {
+        move_id_counter_past(dir, counter_past)?;
+    }
     let db = open_when_free(
         sled::Config::new()
             .path(dir)
@@ -446,10 +547,15 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
     if let Some((t, batch, _)) = tree.take() {
         t.apply_batch(batch)?;
     }
+    if next_id > MAX_NEXT_ID {
+        return Err(damaged(format!(
+            "it states an id counter of {next_id}, past any store's"
+        )));
+    }
     if next_id > counter_past {
-        return Err(damaged(
-            "its end changed while it was read, or states an id counter past any store's".into(),
-        ));
+        // Not known before the read (a pipe has no end to look at first): drawn one
+        // id at a time instead, which is slower only on a store started many times.
+        while db.generate_id()? < next_id {}
     }
     db.flush()?;
     drop(db);
@@ -457,12 +563,13 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
 }
 
 /// The next id the end record of the backup at `path`, `bytes` long, states, read
-/// before the rest; 0 if the file is too short to have one, or the value is beyond
-/// any store's (a damaged file, refused once it is read through).
+/// before the rest; 0 if it is not a regular file (a pipe), is too short to have
+/// one, or the value is beyond any store's (a damaged file, refused once it is read
+/// through).
 fn stated_next_id(path: &Path, bytes: u64) -> io::Result<u64> {
     use std::io::{Seek, SeekFrom};
     // The header, and the end: its tag, the next id, the count and the checksum.
-    if bytes < 20 + 21 {
+    if !std::fs::metadata(path)?.is_file() || bytes < 20 + 21 {
         return Ok(0);
     }
     let mut file = File::open(path)?;
@@ -473,8 +580,9 @@ fn stated_next_id(path: &Path, bytes: u64) -> io::Result<u64> {
     Ok(if next_id <= MAX_NEXT_ID { next_id } else { 0 })
 }
 
-/// Larger than any counter a store reaches (a million starts a second for a
-/// century), small enough that twice the persist interval past it cannot overflow.
+/// Larger than any counter a store reaches: sled adds two million at each start, so
+/// this is more than 500 billion starts. Small enough that sled's counter, two
+/// persist intervals past it, cannot overflow.
 const MAX_NEXT_ID: u64 = 1 << 60;
 
 /// sled's id counter is persisted every [`IDGEN_INTERVAL`] ids and, at each opening,
@@ -654,9 +762,41 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_read_from_a_pipe_restores_with_its_counter_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipe = dir.path().join("backup.pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let next_id = 5_000_123;
+        let writer = std::thread::spawn({
+            let pipe = pipe.clone();
+            move || std::fs::write(pipe, empty_backup(next_id)).unwrap()
+        });
+        let data = dir.path().join("data");
+        restore(&pipe, &data).unwrap();
+        writer.join().unwrap();
+        let store = crate::store::Store::open(&data).unwrap();
+        let first = store.h().unwrap().db.generate_id().unwrap();
+        assert!(first >= next_id, "{first} is not past {next_id}");
+    }
+
+    #[test]
+    fn a_counter_past_any_store_is_refused_as_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.backup");
+        std::fs::write(&file, empty_backup(MAX_NEXT_ID + 1)).unwrap();
+        let err = restore(&file, &dir.path().join("data")).unwrap_err();
+        assert!(matches!(err, RestoreError::Damaged { .. }), "{err:?}");
+        assert!(err.to_string().contains("past any store"), "{err}");
+    }
+
+    #[test]
     fn a_restored_store_numbers_on_past_the_backup_however_far_its_counter_was() {
         // Up to a store started five million times; drawing ids one by one up to the
-        // last would take most of a day.
+        // last would take more than a day.
         for next_id in [0, 1, 999_999, 2_000_001, 1 << 40, 10_000_000_000_000] {
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("b.backup");

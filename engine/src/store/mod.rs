@@ -370,9 +370,12 @@ fn split_ids(first: &[u8], last: &[u8], parts: usize) -> Vec<[u8; 16]> {
 }
 
 /// Whether sled refused to open a store because another opening holds its file lock.
-/// sled 0.34 reports it as an `Other` I/O error; only its text tells.
+/// sled 0.34 reports it as an `Other` I/O error; only its text tells, and it holds the
+/// lock call's own error: `WouldBlock` when held, another kind when the file system
+/// cannot lock at all (waiting would not help then).
 pub(crate) fn lock_held(e: &sled::Error) -> bool {
-    e.to_string().contains("could not acquire lock")
+    let text = e.to_string();
+    text.contains("could not acquire lock") && text.contains("WouldBlock")
 }
 
 /// Why [`Handle::open`] failed.
