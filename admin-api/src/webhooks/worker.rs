@@ -51,7 +51,8 @@ pub(super) async fn deliver(
         events.borrow_and_update();
         match redrive(&shared, &webhook, &mut stop).await {
             Ok(()) => {}
-            // Deleted: the dispatcher stops this worker next.
+            // Deleted: this worker ends, and the dispatcher starts another if a
+            // subscription of the same id exists again.
             Err(EngineError::WebhookNotFound(_)) => return,
             Err(e) => tracing::error!(webhook = %webhook.id, error = %e, "re-drive failed"),
         }
