@@ -249,6 +249,46 @@ impl Dispatcher {
 mod tests {
     use super::*;
 
+    /// A worker ends on its own when it finds its subscription gone, which it may
+    /// between a deletion and a creation of the same record that the dispatcher
+    /// sees only as one unchanged subscription. It must not keep the ended worker.
+    #[tokio::test]
+    async fn a_worker_that_ended_is_replaced_even_when_its_subscription_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(leadroute_engine::EngineConfig::new(dir.path())).unwrap();
+        let id = WebhookId::new("crm").unwrap();
+        let input = leadroute_engine::domain::WebhookInput {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec![leadroute_engine::domain::EventKind::LeadAssigned],
+            secret: "whsec-test-0123456789".into(),
+        };
+        let (webhook, _) = engine.put_webhook(id.clone(), input).await.unwrap();
+        let dispatcher =
+            Dispatcher::new(engine.clone(), Policy::default(), Arc::new(TokioSleeper)).unwrap();
+        let ended = tokio::spawn(async {});
+        while !ended.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let ended_id = ended.id();
+        let (stop, _) = watch::channel(false);
+        let mut running = HashMap::from([(
+            id.clone(),
+            Running {
+                webhook: webhook.clone(),
+                stop,
+                task: ended,
+            },
+        )]);
+
+        dispatcher.reconcile(&mut running, vec![webhook]).await;
+        let worker = &running[&id];
+        assert_ne!(worker.task.id(), ended_id, "the ended worker was kept");
+        assert!(!worker.task.is_finished(), "a live worker delivers for it");
+        let _ = worker.stop.send(true);
+        running.remove(&id).unwrap().task.await.unwrap();
+        engine.shutdown().await.unwrap();
+    }
+
     #[test]
     fn backoff_doubles_is_capped_and_jittered_within_half() {
         let policy = Policy::default();
