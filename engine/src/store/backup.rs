@@ -427,8 +427,14 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
         path: backup.display().to_string(),
         why,
     };
-    let file = File::open(backup)?;
-    let bytes = file.metadata()?.len();
+    let mut file = File::open(backup)?;
+    let metadata = file.metadata()?;
+    let bytes = metadata.len();
+    let counter_past = if metadata.is_file() {
+        stated_next_id(&mut file, bytes)?
+    } else {
+        0
+    };
     let mut input = Checksummed::new(BufReader::with_capacity(1 << 20, file));
     let mut header = [0; 20];
     read_exact(&mut input, &mut header).map_err(|e| damaged(format!("header: {e}")))?;
@@ -442,7 +448,6 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
         )));
     }
     // The counter is moved while the store is empty, where reopening it is cheap.
-    let counter_past = stated_next_id(backup, bytes)?;
     if counter_past > 0 {
         move_id_counter_past(dir, counter_past)?;
     }
@@ -562,20 +567,20 @@ fn import(backup: &Path, dir: &Path) -> Result<Counts, RestoreError> {
     Ok(counts)
 }
 
-/// The next id the end record of the backup at `path`, `bytes` long, states, read
-/// before the rest; 0 if it is not a regular file (a pipe), is too short to have
-/// one, or the value is beyond any store's (a damaged file, refused once it is read
-/// through).
-fn stated_next_id(path: &Path, bytes: u64) -> io::Result<u64> {
+/// The next id the end record of the backup `file` (a regular file, `bytes` long)
+/// states, read before the rest, and the file put back at its start; 0 if it is too
+/// short to have one, or the value is beyond any store's (a damaged file, refused
+/// once it is read through). A pipe has no end to read first: its caller passes 0.
+fn stated_next_id(file: &mut File, bytes: u64) -> io::Result<u64> {
     use std::io::{Seek, SeekFrom};
     // The header, and the end: its tag, the next id, the count and the checksum.
-    if !std::fs::metadata(path)?.is_file() || bytes < 20 + 21 {
+    if bytes < 20 + 21 {
         return Ok(0);
     }
-    let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(bytes - 20))?;
     let mut next_id = [0; 8];
     file.read_exact(&mut next_id)?;
+    file.seek(SeekFrom::Start(0))?;
     let next_id = u64::from_be_bytes(next_id);
     Ok(if next_id <= MAX_NEXT_ID { next_id } else { 0 })
 }
