@@ -38,6 +38,59 @@ async fn a_deleted_webhook_gets_no_dead_letter_and_no_cursor() {
     assert!(f.engine.webhook_cursor(&id).unwrap() > start);
 }
 
+/// A worker attempting an event as its webhook is deleted and created again (the
+/// dispatcher keeps it when the record is the same) gives up on the event: its letter
+/// belongs to no webhook that exists now, and the new one must not inherit it.
+#[tokio::test]
+async fn a_webhook_created_again_inherits_no_letter_from_the_old_ones_worker() {
+    let f = fixture();
+    east_with_reps(&f.engine, 10).await;
+    let id = subscribe(&f.engine, "crm").await;
+    let cursor = f.engine.webhook_cursor(&id).unwrap();
+    f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    let [event] = &f.engine.outbox_after(cursor, 10).unwrap()[..] else {
+        panic!("one lead, one event");
+    };
+    f.engine.delete_webhook(&id).await.unwrap();
+    subscribe(&f.engine, "crm").await;
+    let start = f.engine.webhook_cursor(&id).unwrap();
+
+    // The old worker's two steps: the letter is refused, the cursor does not move.
+    assert!(not_found(
+        f.engine.put_dead_letter(&id, &dead_letter(event.seq))
+    ));
+    f.engine.advance_webhook_cursor(&id, event.seq).unwrap();
+    assert_eq!(f.engine.webhook_cursor(&id).unwrap(), start);
+    assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 0);
+
+    // The new webhook's worker parks its events past the cursor, moves past them, and
+    // may park a letter again after a failed re-drive.
+    f.engine.route(lead(2, "CN-SH")).await.unwrap();
+    let [event] = &f.engine.outbox_after(start, 10).unwrap()[..] else {
+        panic!("one lead, one event");
+    };
+    f.engine
+        .put_dead_letter(&id, &dead_letter(event.seq))
+        .unwrap();
+    f.engine.advance_webhook_cursor(&id, event.seq).unwrap();
+    let mut again = dead_letter(event.seq);
+    again.attempts = 16;
+    f.engine.put_dead_letter(&id, &again).unwrap();
+    let letters = f.engine.dead_letter_page(&id, None, None).unwrap().letters;
+    assert_eq!(
+        letters
+            .iter()
+            .map(|l| (l.event.seq, l.attempts))
+            .collect::<Vec<_>>(),
+        [(event.seq, 16)]
+    );
+    // A new letter at or before the cursor is an old worker's, whatever its seq.
+    assert!(not_found(
+        f.engine.put_dead_letter(&id, &dead_letter(start))
+    ));
+    assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 1);
+}
+
 #[tokio::test]
 async fn what_a_deletion_cut_short_left_is_removed_when_the_store_opens() {
     let Fixture { engine, clock, dir } = fixture();
@@ -45,7 +98,9 @@ async fn what_a_deletion_cut_short_left_is_removed_when_the_store_opens() {
     let kept = subscribe(&engine, "crm").await;
     let deleted = subscribe(&engine, "crm-old").await;
     let last = subscribe(&engine, "erp").await;
-    for seq in 1..=3 {
+    // Past every cursor: a webhook's letters are of events after its start.
+    let after = engine.webhook_cursor(&last).unwrap();
+    for seq in after + 1..=after + 3 {
         for id in [&kept, &deleted, &last] {
             engine.put_dead_letter(id, &dead_letter(seq)).unwrap();
         }
@@ -83,6 +138,6 @@ async fn what_a_deletion_cut_short_left_is_removed_when_the_store_opens() {
             .iter()
             .map(|l| l.event.seq)
             .collect::<Vec<_>>(),
-        [1, 2, 3]
+        [after + 1, after + 2, after + 3]
     );
 }

@@ -124,7 +124,9 @@ impl Engine {
     }
 
     /// Parks an event a subscription gave up on (or updates a parked one);
-    /// `WebhookNotFound`, parking nothing, once the subscription is deleted.
+    /// `WebhookNotFound`, parking nothing, once the subscription is deleted, and for
+    /// a new letter of an event not past its cursor: that is the worker of an
+    /// earlier subscription of the same id, deleted while it attempted the event.
     pub fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
         self.inner.store.put_dead_letter(id, letter)?;
         self.inner.outbox.dead_letters_changed();

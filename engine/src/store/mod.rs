@@ -35,8 +35,9 @@
 //! committer: they are its progress, not part of the routing state, and a lost write
 //! only means an event is delivered again (delivery is at-least-once). It parks an
 //! event's dead letter before it moves the cursor past the event. Dead letters are
-//! only parked for a webhook that exists, and each opening removes the cursors and
-//! letters of deleted ones (`remove_orphans`).
+//! only parked for a webhook that exists, and only for events past its cursor (a
+//! worker of a deleted webhook of the same id may still be finishing an older one);
+//! each opening removes the cursors and letters of deleted webhooks (`remove_orphans`).
 
 pub(crate) mod audit;
 pub mod backup;
@@ -861,23 +862,45 @@ impl Store {
 
     /// Stores (or replaces) a dead letter of an existing webhook.
     ///
-    /// Checked in one transaction with the webhook's record, which the committer's
-    /// deletion removes in a transaction of its own: a worker that gives up on an
-    /// event as its webhook is deleted either parks the letter before the deletion,
-    /// which then removes it, or is refused. A letter parked after the deletion would
-    /// outlive it, and a webhook created later with the same id would inherit it.
+    /// Checked in one transaction with the webhook's record and cursor, which the
+    /// committer's deletion removes in a transaction of its own: a worker that gives
+    /// up on an event as its webhook is deleted either parks the letter before the
+    /// deletion, which then removes it, or is refused. A letter parked after the
+    /// deletion would outlive it, and a webhook created later with the same id would
+    /// inherit it.
+    ///
+    /// That later webhook may be created before the old worker parks its letter, even
+    /// with the same record (the dispatcher then keeps the worker). A new letter is
+    /// therefore refused unless its event is past the cursor: a worker parks each
+    /// letter before it moves the cursor past the event, and a webhook's cursor
+    /// starts past every event written before it, so only an earlier webhook's
+    /// worker parks one at or before it. Replacing a letter that is already parked
+    /// (a failed re-drive) is allowed at any seq.
     pub(crate) fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
-        let key = compound_key(id.as_str(), &letter.event.seq.to_be_bytes());
+        let seq = letter.event.seq;
+        let key = compound_key(id.as_str(), &seq.to_be_bytes());
         let value = encode(letter);
         let h = self.h()?;
-        let parked =
-            (&h.trees[WEBHOOKS], &h.trees[DEAD_LETTERS]).transaction(|(webhooks, letters)| {
-                if webhooks.get(id.as_str())?.is_none() {
+        let trees = (
+            &h.trees[WEBHOOKS],
+            &h.trees[CURSORS],
+            &h.trees[DEAD_LETTERS],
+        );
+        let parked = trees.transaction(|(webhooks, cursors, letters)| {
+            if webhooks.get(id.as_str())?.is_none() {
+                return sled::transaction::abort(());
+            }
+            if letters.get(key.as_slice())?.is_none() {
+                let cursor = cursors
+                    .get(id.as_str())?
+                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes));
+                if cursor.is_some_and(|cursor| seq <= cursor) {
                     return sled::transaction::abort(());
                 }
-                letters.insert(key.as_slice(), value.as_slice())?;
-                Ok(())
-            });
+            }
+            letters.insert(key.as_slice(), value.as_slice())?;
+            Ok(())
+        });
         match parked {
             Ok(()) => Ok(()),
             Err(sled::transaction::TransactionError::Abort(())) => {
