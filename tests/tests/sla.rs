@@ -276,6 +276,35 @@ async fn escalation_goes_to_the_named_rep() {
     assert_healthy(&f.engine).await;
 }
 
+/// The escalation rep may be the rep that missed the deadline: the lead stays with
+/// it, escalated, and its load counts the lead once, in memory and in the store.
+#[tokio::test]
+async fn escalation_to_the_rep_that_holds_the_lead_keeps_its_load() {
+    let f = fixture();
+    east(&f.engine, serde_json::json!({}), &["a", "b"]).await;
+    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    let holder = rep_of(&f.engine, routed.lead_id).unwrap();
+    east(
+        &f.engine,
+        serde_json::json!({"sla_max_reroutes": 0, "sla_escalation_rep": holder}),
+        &[],
+    )
+    .await;
+    f.clock.advance(MINUTE);
+    assert_eq!(f.engine.enforce_sla().await.unwrap().escalated, 1);
+    assert_eq!(rep_of(&f.engine, routed.lead_id), Some(holder.clone()));
+    assert_eq!(f.engine.sla_deadline(routed.lead_id), None);
+    assert_eq!(f.engine.rep(&rid(&holder)).await.unwrap().load, 1);
+    assert_healthy(&f.engine).await;
+    // Stored as it is held: a restart reads the same load.
+    let Fixture { engine, clock, dir } = f;
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    let engine = open(dir.path(), &clock);
+    assert_eq!(engine.rep(&rid(&holder)).await.unwrap().load, 1);
+    assert_healthy(&engine).await;
+}
+
 #[tokio::test]
 async fn a_breach_found_touched_or_early_changes_nothing() {
     let f = fixture();
@@ -310,6 +339,54 @@ async fn a_breach_found_touched_or_early_changes_nothing() {
     // `early` really is due and moves.
     assert_eq!(f.engine.enforce_sla().await.unwrap().rerouted, 1);
     assert_eq!(reassign_reasons(&f.engine, early.lead_id), ["sla_breach"]);
+    assert_healthy(&f.engine).await;
+}
+
+/// An escalation to the queue puts the lead in the territory's queue in memory, where
+/// a rep with room may drain it at once, before the committer refuses the escalation
+/// (the rep touched the lead after the sweep read its deadline). The drain then finds
+/// the lead not queued in the store: it must drop it, not put it back to be drained
+/// again and again.
+#[tokio::test]
+async fn a_refused_escalation_leaves_nothing_queued_in_memory() {
+    let f = fixture();
+    east(
+        &f.engine,
+        serde_json::json!({"sla_max_reroutes": 0}),
+        &["a", "b"],
+    )
+    .await;
+    let routed = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    let holder = routed.rep_id.clone().unwrap();
+    f.engine
+        .record_event(routed.lead_id, LeadEventInput::Touched)
+        .await
+        .unwrap();
+    f.clock.advance(MINUTE);
+    let err = f
+        .engine
+        .reassign(routed.lead_id, ReassignReason::SlaEscalation)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::SlaNotBreached(_)), "{err:?}");
+    // A guard, not a wait: a lead drained again and again never lets the engine settle.
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(30), f.engine.settle());
+    settled
+        .await
+        .expect("the territory kept draining a lead the store has assigned")
+        .unwrap();
+    let east = f.engine.territory(&tid("east")).await.unwrap();
+    assert_eq!(east.queue, Vec::<LeadId>::new());
+    let loads: Vec<(String, u32)> = east
+        .members
+        .iter()
+        .map(|m| (m.rep.id.to_string(), m.load))
+        .collect();
+    let other = if holder.as_str() == "a" { "b" } else { "a" };
+    let mut expected = vec![(holder.to_string(), 1), (other.to_string(), 0)];
+    expected.sort();
+    assert_eq!(loads, expected);
+    assert_eq!(rep_of(&f.engine, routed.lead_id), Some(holder.to_string()));
     assert_healthy(&f.engine).await;
 }
 

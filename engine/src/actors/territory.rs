@@ -34,7 +34,7 @@ use crate::engine::ReassignReason;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
 use crate::plugins::{Trial, TrialOutcome};
-use crate::store::commit::{Change, Committer, Reassignment, Receipt, settle};
+use crate::store::commit::{Applied, Change, Committer, Reassignment, Receipt, settle};
 use crate::strategy::{Candidate, Strategy};
 
 /// Where a decision put the lead.
@@ -667,11 +667,14 @@ impl TerritoryActor {
                 ctx.spawn(settle(receipt).into_actor(self).map(move |result, act, ctx| {
                     act.uncommitted -= 1;
                     match result {
-                        Ok(_) => {}
-                        // Closed meanwhile: it has left the queue for good.
-                        Err(EngineError::LeadClosed(_) | EngineError::LeadNotFound(_)) => {
+                        // Closed meanwhile, or not queued here after all (the re-route
+                        // that queued it was refused): it is not in the store's queue,
+                        // and putting it back would drain it again and again.
+                        Ok(Applied::NotQueued)
+                        | Err(EngineError::LeadClosed(_) | EngineError::LeadNotFound(_)) => {
                             rep_addr.do_send(Release { lead });
                         }
+                        Ok(_) => {}
                         // Not stored, so still queued in the store: back to the front.
                         Err(e) => {
                             tracing::warn!(%lead, error = %e, "queued lead's assignment not stored");

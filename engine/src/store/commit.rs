@@ -160,6 +160,9 @@ pub(crate) enum Applied {
     },
     /// The queued lead is assigned.
     Assigned,
+    /// The lead a queue drain meant to assign was no longer queued there (a re-route
+    /// that queued it was refused, or it moved on); nothing was written.
+    NotQueued,
     /// The lead moved to another rep or back to the queue.
     Reassigned,
     /// The stage was recorded; `released` if it closed the lead. `history` is the
@@ -1333,12 +1336,7 @@ impl Writer<'_> {
         let mut state = self.open_lead(lead)?;
         let seq = match (state.status, state.queue_seq) {
             (LeadStatus::Queued, Some(seq)) if &state.territory == territory => seq,
-            _ => {
-                return Err(EngineError::Internal(format!(
-                    "lead {lead} is no longer queued in {territory}"
-                ))
-                .into());
-            }
+            _ => return Ok(Applied::NotQueued),
         };
         let record = self.rep_record(rep)?;
         let sla: Option<SlaRecord> = self.get(SLA, lead.to_key())?;
@@ -1393,8 +1391,13 @@ impl Writer<'_> {
             }
         }
         let from_record = self.rep_record(from)?;
-        let to_record = to.map(|rep| self.rep_record(rep)).transpose()?;
+        if let Some(rep) = to {
+            self.rep_record(rep)?;
+        }
+        // Validated; now write. `to` is read after the close: an escalation may go to
+        // the rep that holds the lead, whose load the close has just lowered.
         self.close_assignment(lead, from_record)?;
+        let to_record = to.map(|rep| self.rep_record(rep)).transpose()?;
         state.previous_reps.push(from.clone());
         let queue_seq = match to_record {
             Some(record) => {
@@ -1459,6 +1462,12 @@ impl Writer<'_> {
                 expected: expected.unwrap_or(Stage::ContractSigned),
             }
             .into());
+        }
+        if stage == Stage::ContractSigned
+            && let Some(rep) = &state.rep
+        {
+            // `close` reads it too, but after this writes the history entry.
+            self.rep_record(rep)?;
         }
         state.stage = Some(stage);
         if stage == Stage::FirstContact {
