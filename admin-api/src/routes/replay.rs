@@ -51,6 +51,8 @@ fn unknown_territory(t: impl std::fmt::Display) -> AppError {
             one runs at a time. Retry once it has answered.", body = ErrorBody),
         (status = 422, description = "`invalid_field` (`limit` out of 1–100000), \
             `unknown_field`, or `unknown_territory` (`territory_id`).", body = ErrorBody),
+        (status = 503, description = "`shutting_down`: the server is draining. \
+            `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::uncancelled;
 use crate::dto::{RepBody, RepView};
 use crate::error::{AppError, ErrorBody};
 use crate::extract::{Json, Path, Query};
@@ -68,20 +69,18 @@ pub async fn put_rep(
     Json(body): Json<RepBody>,
 ) -> Result<(StatusCode, Json<RepView>), AppError> {
     let id = RepId::new(raw).map_err(|e| AppError::invalid(e.code, "rep_id", e.message))?;
-    let (snapshot, created) =
-        state
-            .engine
-            .upsert_rep(id, body.into())
-            .await
-            .map_err(|e| match e {
-                // The territory is named in the body, not the path: bad input, not a 404.
-                EngineError::TerritoryNotFound(t) => AppError::invalid(
-                    "unknown_territory",
-                    "territories",
-                    format!("territory {t} does not exist; create it first"),
-                ),
-                e => e.into(),
-            })?;
+    let engine = state.engine.clone();
+    let (snapshot, created) = uncancelled(async move { engine.upsert_rep(id, body.into()).await })
+        .await
+        .map_err(|e| match e {
+            // The territory is named in the body, not the path: bad input, not a 404.
+            EngineError::TerritoryNotFound(t) => AppError::invalid(
+                "unknown_territory",
+                "territories",
+                format!("territory {t} does not exist; create it first"),
+            ),
+            e => e.into(),
+        })?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -142,6 +141,7 @@ pub async fn delete_rep(
     Query(query): Query<DeleteRepQuery>,
 ) -> Result<StatusCode, AppError> {
     let id = existing(&raw)?;
-    state.engine.delete_rep(&id, query.reassign).await?;
+    let engine = state.engine.clone();
+    uncancelled(async move { engine.delete_rep(&id, query.reassign).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -78,6 +78,8 @@ pub async fn simulate(
                     format!("plugin {name} is not installed"),
                 ),
             },
+            // The lead is nested here, and so is the field.
+            e @ EngineError::NoTerritory { .. } => AppError::from(e).with_field("lead.region"),
             e => e.into(),
         })?;
     let duplicate_of = simulation.duplicate_of;

@@ -7,6 +7,7 @@ use leadroute_engine::domain::TerritoryId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::uncancelled;
 use crate::dto::{TerritoryBody, TerritoryView};
 use crate::error::{AppError, ErrorBody};
 use crate::extract::{Json, Path};
@@ -64,10 +65,8 @@ pub async fn put_territory(
 ) -> Result<(StatusCode, Json<TerritoryView>), AppError> {
     let id =
         TerritoryId::new(raw).map_err(|e| AppError::invalid(e.code, "territory_id", e.message))?;
-    let created = state
-        .engine
-        .upsert_territory(id.clone(), body.into_input()?)
-        .await?;
+    let (engine, input, put) = (state.engine.clone(), body.into_input()?, id.clone());
+    let created = uncancelled(async move { engine.upsert_territory(put, input).await }).await?;
     let view = state.engine.territory(&id).await?.into();
     let status = if created {
         StatusCode::CREATED

@@ -10,6 +10,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::uncancelled;
 use crate::dto::{DeadLetterView, RedriveView, WebhookBody, WebhookView};
 use crate::error::{AppError, ErrorBody};
 use crate::extract::{Json, Path, Query};
@@ -99,14 +100,18 @@ pub async fn put_webhook(
     Json(body): Json<WebhookBody>,
 ) -> Result<(StatusCode, Json<WebhookView>), AppError> {
     let id = WebhookId::new(raw).map_err(|e| AppError::invalid(e.code, "webhook_id", e.message))?;
-    if !cfg!(feature = "tls") && body.url.trim_start().starts_with("https://") {
+    // Schemes are case-insensitive: `HTTPS://` is https too.
+    let https = body.url.trim_start().get(..8);
+    if !cfg!(feature = "tls") && https.is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
         return Err(AppError::invalid(
             "invalid_field",
             "url",
             "this build delivers over plain HTTP only; build with `--features tls` for https",
         ));
     }
-    let (webhook, created) = state.engine.put_webhook(id, body.into()).await?;
+    let engine = state.engine.clone();
+    let (webhook, created) =
+        uncancelled(async move { engine.put_webhook(id, body.into()).await }).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -155,7 +160,8 @@ pub async fn delete_webhook(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let id = existing(&raw)?;
-    state.engine.delete_webhook(&id).await?;
+    let engine = state.engine.clone();
+    uncancelled(async move { engine.delete_webhook(&id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -227,7 +233,11 @@ pub async fn list_dead_letters(
         (status = 202, description = "Queued for delivery.", body = RedriveView),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
-        (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
+        (status = 404, description = "`webhook_not_found` (also when it is deleted while its \
+            letters are marked).", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot write; letters \
+            marked before the error stay marked (marking again is harmless). \
+            `Retry-After: 1`.", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

@@ -286,6 +286,14 @@ fn every_intake_rejection_is_a_json_error_and_changes_nothing() {
         (422, "no_territory"),
         "unmatched region and no default territory"
     );
+    assert_eq!(r.field().as_deref(), Some("region"));
+    // A simulation nests the lead, and names the field where it is.
+    let r = api.post(
+        "/admin/simulate",
+        json!({"lead": {"phone": "+86 139 0000 0002", "region": "CN-ZJ"}}),
+    );
+    assert_eq!((r.status, r.code().as_str()), (422, "no_territory"));
+    assert_eq!(r.field().as_deref(), Some("lead.region"));
 
     let url = server.url("/v1/leads");
     let r = raw(

@@ -52,6 +52,10 @@ fn webhook_routes_round_trip_and_reject_bad_input() {
             "url",
         ),
         (
+            json!({"url": " HTTPS://x/y", "events": ["lead.assigned"], "secret": SECRET}),
+            "url",
+        ),
+        (
             json!({"url": "http://x/y", "events": [], "secret": SECRET}),
             "events",
         ),
