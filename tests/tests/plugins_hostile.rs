@@ -621,6 +621,35 @@ async fn repeated_failures_open_the_circuit_until_an_operator_acts() {
     assert_healthy(&f.engine).await;
 }
 
+/// An input over the cap is the host's limit, not the module's fault: however many
+/// leads hit it, the circuit stays closed for the territories the plugin serves well.
+#[tokio::test]
+async fn inputs_over_the_cap_do_not_open_the_circuit() {
+    let f = fixture_with(|config| {
+        config.plugin_limits(PluginLimits {
+            // Above a plain lead's input, below a padded one's.
+            max_input_bytes: TRIGGER_LEN as usize - 1_000,
+            ..hostile_limits()
+        })
+    });
+    f.engine
+        .put_plugin("hostile", module(1, "(unreachable)", ""))
+        .await
+        .unwrap();
+    east_with_plugin(&f.engine, "hostile", serde_json::json!({}), 100).await;
+    let threshold = PluginLimits::default().circuit_threshold;
+    for n in 0..threshold * 2 {
+        let out = f.engine.route(padded(n)).await.unwrap();
+        assert_eq!(out.status, RouteStatus::Assigned);
+        assert!(out.fallback.unwrap().starts_with("input_too_large: "));
+    }
+    let info = f.engine.plugin("hostile").unwrap();
+    assert_eq!(info.circuit, CircuitState::Closed, "{info:?}");
+    let out = f.engine.route(lead(100, "CN-SH")).await.unwrap();
+    assert!(out.fallback.unwrap().starts_with("no_preference: "));
+    assert_healthy(&f.engine).await;
+}
+
 #[tokio::test]
 async fn simulations_do_not_trip_the_circuit() {
     let f = hostile_fixture();

@@ -80,6 +80,64 @@ async fn versions_activate_roll_back_and_pin() {
     assert_healthy(&f.engine).await;
 }
 
+/// A version that refuses the config of a territory following the active version is
+/// neither uploaded nor activated: every lead there would fall back, and the failures
+/// would open the circuit for every territory. Pinning the territory lets it through.
+#[tokio::test]
+async fn a_version_refusing_a_followers_config_does_not_become_active() {
+    let f = fixture();
+    // East, with a config for `rules`, and `strategy` naming plugin `p`.
+    let east = |strategy: serde_json::Value| {
+        let body = serde_json::json!({"name": "East", "regions": ["CN-SH"], "default": true,
+            "strategy": strategy, "plugin_config": {"vip_threshold": 50000}});
+        f.engine.upsert_territory(tid("east"), territory(body))
+    };
+    let following = || serde_json::json!({"plugin": "p"});
+    f.engine.put_plugin("p", RULES.to_vec()).await.unwrap();
+    east(following()).await.unwrap();
+    // lead-score needs `weights` and knows no `vip_threshold`.
+    let err = f
+        .engine
+        .put_plugin("p", LEAD_SCORE.to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "plugin_invalid", "{err:?}");
+    assert!(err.to_string().contains("territory east"), "{err}");
+    assert!(err.to_string().contains("plugin:p@2"), "{err}");
+    let info = f.engine.plugin("p").unwrap();
+    assert_eq!((info.active_version, info.versions.len()), (1, 1));
+
+    // Pinned, east no longer follows: the upload goes through, and east stays on 1.
+    east(serde_json::json!({"plugin": "p", "version": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.engine
+            .put_plugin("p", LEAD_SCORE.to_vec())
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+    f.engine.activate_plugin("p", 1).await.unwrap();
+    east(following()).await.unwrap();
+    // Following again: activating 2 is refused, and 1 stays active.
+    let err = f.engine.activate_plugin("p", 2).await.unwrap_err();
+    assert_eq!(err.code(), "plugin_invalid", "{err:?}");
+    assert_eq!(f.engine.plugin("p").unwrap().active_version, 1);
+    east_reps(&f.engine).await;
+    let out = f.engine.route(lead(1, "CN-SH")).await.unwrap();
+    assert_eq!(out.decided_by.as_deref(), Some("plugin:p@1"));
+    assert_eq!(out.fallback, None);
+    assert_healthy(&f.engine).await;
+}
+
+async fn east_reps(engine: &leadroute_engine::Engine) {
+    for id in ["a", "b"] {
+        engine.upsert_rep(rid(id), rep("east", 10)).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn delete_is_refused_while_a_territory_uses_the_plugin() {
     let f = fixture();
@@ -131,7 +189,15 @@ async fn plugins_survive_a_restart() {
     engine.shutdown().await.unwrap();
     drop(engine);
 
-    let engine = open(dir.path(), &clock);
+    // A start-up too slow for any compile limit, as on a machine busy starting up:
+    // stored versions were accepted once, and none is dropped for compiling slowly.
+    let slow = leadroute_engine::EngineConfig::new(dir.path())
+        .clock(clock.clone())
+        .plugin_limits(leadroute_engine::PluginLimits {
+            compile_timeout: std::time::Duration::ZERO,
+            ..Default::default()
+        });
+    let engine = leadroute_engine::Engine::open(slow).unwrap();
     let after = engine.plugins().unwrap();
     let shape = |infos: &[leadroute_engine::PluginInfo]| -> Vec<_> {
         infos
@@ -144,6 +210,17 @@ async fn plugins_survive_a_restart() {
     assert_eq!(out.status, RouteStatus::Assigned);
     assert_eq!(out.decided_by.as_deref(), Some("plugin:rules@1"));
     assert_eq!(out.fallback, None);
+    // The limit still holds for uploads.
+    let err = engine
+        .put_plugin("rules", RULES.to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("compilation took longer"), "{err}");
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    let engine = open(dir.path(), &clock);
+    assert_eq!(shape(&engine.plugins().unwrap()), shape(&before));
     // Version numbers continue where they were.
     assert_eq!(
         engine

@@ -11,7 +11,7 @@ use leadroute_engine::EngineError;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::body_limit;
+use super::{body_limit, uncancelled};
 use crate::dto::{ActivateBody, PluginVersionView, PluginView};
 use crate::error::{AppError, ErrorBody};
 use crate::extract::{Json, Path, Wasm};
@@ -63,7 +63,8 @@ pub async fn list_plugins(
         (status = 413, description = "Body over the plugin limit.", body = ErrorBody),
         (status = 422, description = "`plugin_invalid`: the message says which check failed \
             (an empty body, module size, compilation, imports, exports, ABI version, smoke \
-            run); or a bad name (`invalid_field`).", body = ErrorBody),
+            run, or the `plugin_config` of a territory following the active version); or a \
+            bad name (`invalid_id`).", body = ErrorBody),
         (status = 503, description = "`compile_busy`: every compile slot is held by \
             compiles still running, including ones of uploads that timed out (a compile \
             cannot be interrupted); nothing was stored, retry once they finish. Also \
@@ -76,7 +77,16 @@ pub async fn put_plugin(
     Path(name): Path<String>,
     Wasm(module): Wasm,
 ) -> Result<(StatusCode, Json<PluginVersionView>), AppError> {
-    let stored = state.engine.put_plugin(&name, module.to_vec()).await?;
+    let engine = state.engine.clone();
+    let stored = uncancelled(async move { engine.put_plugin(&name, module.to_vec()).await })
+        .await
+        .map_err(|e| match e {
+            // The name is the path's: a bad one is a bad id, as in every other `PUT`.
+            EngineError::Invalid(v) if v.field == "name" => {
+                AppError::invalid("invalid_id", v.field, v.message)
+            }
+            e => e.into(),
+        })?;
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
@@ -118,7 +128,8 @@ pub async fn delete_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    state.engine.delete_plugin(&name).await?;
+    let engine = state.engine.clone();
+    uncancelled(async move { engine.delete_plugin(&name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -135,7 +146,9 @@ pub async fn delete_plugin(
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 413, description = "Body over the JSON limit (64 KiB by default).", body = ErrorBody),
         (status = 404, description = "`plugin_not_found`: no such plugin.", body = ErrorBody),
-        (status = 422, description = "`unknown_version`: the plugin has no such version.", body = ErrorBody),
+        (status = 422, description = "`unknown_version`: the plugin has no such version; \
+            `plugin_invalid`: the version refuses the `plugin_config` of a territory that \
+            follows the active version (the message names them).", body = ErrorBody),
         (status = 503, description = "`overloaded` (64 admin writes already waiting), \
             `store_unavailable` or `shutting_down`; nothing changed. `Retry-After: 1`.", body = ErrorBody),
     ),
@@ -146,9 +159,8 @@ pub async fn activate_plugin(
     Path(name): Path<String>,
     Json(body): Json<ActivateBody>,
 ) -> Result<Json<PluginView>, AppError> {
-    let info = state
-        .engine
-        .activate_plugin(&name, body.version)
+    let engine = state.engine.clone();
+    let info = uncancelled(async move { engine.activate_plugin(&name, body.version).await })
         .await
         .map_err(|e| match e {
             // The plugin (in the path) exists; the version (in the body) does not.

@@ -186,6 +186,12 @@ fn bad_uploads_are_refused_with_the_reason() {
     assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
     let r = upload(&server, "junk", b"not wasm at all");
     assert_eq!((r.status, r.code().as_str()), (422, "plugin_invalid"));
+    // A name of the wrong form in the path, as for every other `PUT`.
+    for name in ["Junk", "a%20b"] {
+        let r = upload(&server, name, b"not wasm at all");
+        assert_eq!((r.status, r.code().as_str()), (422, "invalid_id"), "{name}");
+        assert_eq!(r.field().as_deref(), Some("name"), "{name}");
+    }
     let r = raw(
         "PUT",
         &server.url("/admin/plugins/junk"),
@@ -432,6 +438,16 @@ fn plugin_test_runs_a_module_on_fixtures_without_a_server() {
     assert!(status.success());
     let answers: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answers[0]["ranked"], json!(["senior-1", "junior-1"]));
+
+    // A territory's config as it is stored, with the engine's own `fallback` key: the
+    // plugin (which refuses unknown fields) never sees that key, here as in a server.
+    let stored = fixtures(json!({
+        "bands": [{"min_amount": 100000, "tier": "senior"}],
+        "fallback": "rules"
+    }));
+    let (status, out, err) = run(&["plugin", "test", module, stored.to_str().unwrap()], &[]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("2 lead(s), 0 failed"), "{out}");
 
     // A config the plugin refuses: every decision fails, and the exit status says so.
     let bad = fixtures(json!({"bands": "lots"}));

@@ -10,7 +10,8 @@ use super::Engine;
 use crate::domain::{StrategySpec, Territory};
 use crate::error::{EngineError, Result, ValidationError};
 use crate::plugins::{
-    CompileError, PluginInfo, PluginStrategy, PluginVersionInfo, not_found, version_record,
+    CompileError, LoadedVersion, PluginInfo, PluginStrategy, PluginVersionInfo, load, not_found,
+    split_config, version_record,
 };
 use crate::store::codec::PluginRecord;
 use crate::store::commit::{Change, settle};
@@ -64,6 +65,7 @@ impl Engine {
             versions: Vec::new(),
         });
         let version = record.next_version;
+        self.check_followers(&name, &load(&name, version, compiled.clone()))?;
         let stored = version_record(version, &wasm, self.now());
         let info = PluginVersionInfo {
             name: name.clone(),
@@ -103,9 +105,10 @@ impl Engine {
         let registry = &self.inner.plugins;
         let entry = registry.get(name).ok_or_else(|| not_found(name, None))?;
         let mut record = registry.record(name).ok_or_else(|| not_found(name, None))?;
-        if entry.version(Some(version)).is_none() {
+        let Some(loaded) = entry.version(Some(version)) else {
             return Err(not_found(name, Some(version)));
-        }
+        };
+        self.check_followers(name, &loaded)?;
         record.active = version;
         settle(self.inner.committer.submit(Change::PutPlugin {
             record: Box::new(record.clone()),
@@ -154,6 +157,46 @@ impl Engine {
         self.inner.plugins.remove(name);
         tracing::info!(plugin = %name, "plugin deleted");
         Ok(())
+    }
+
+    /// Refuses to make `loaded` the active version of plugin `name` while it refuses
+    /// the `plugin_config` of a territory that follows the active version: every lead
+    /// there would fall back, and their failures would open the plugin's circuit for
+    /// every territory. Territories pinned to a version (shadows always are) do not
+    /// follow; pinning them first is how a config changes shape between versions.
+    fn check_followers(&self, name: &str, loaded: &LoadedVersion) -> Result<()> {
+        let mut followers: Vec<_> = self
+            .directory()
+            .territories
+            .values()
+            .filter(|e| {
+                matches!(&e.territory.strategy,
+                    StrategySpec::Plugin { name: n, version: None } if n == name)
+            })
+            .map(|e| (e.territory.id.clone(), e.territory.plugin_config_value()))
+            .collect();
+        followers.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut refused = Vec::new();
+        for (territory, config) in followers {
+            let (_, config, _) = split_config(&config)?;
+            if let Some(message) = self.inner.plugins.config_error(loaded, &config) {
+                refused.push((territory, message));
+            }
+        }
+        let Some((_, first)) = refused.first() else {
+            return Ok(());
+        };
+        let names: Vec<&str> = refused.iter().map(|(t, _)| t.as_str()).collect();
+        Err(EngineError::PluginInvalid {
+            name: name.to_string(),
+            message: format!(
+                "{} refuses the plugin_config of territory {} ({first}); pin them to a \
+                 version (\"strategy\": {{\"plugin\": \"{name}\", \"version\": N}}) before \
+                 changing their config, or change it first",
+                loaded.decided_by,
+                names.join(", ")
+            ),
+        })
     }
 
     /// A strategy running plugin `name` (`version`, or the active one) with

@@ -60,6 +60,17 @@ impl FailureReason {
         FailureReason::Unavailable,
     ];
 
+    /// Whether the module is to blame, so the failure counts towards opening its
+    /// circuit. An input over the cap (a large territory) and no free instance (a
+    /// replay holding the pool) are the host's: opening the circuit would bypass the
+    /// plugin for every territory until an operator acts, for nothing it did.
+    pub fn blames_plugin(self) -> bool {
+        !matches!(
+            self,
+            FailureReason::InputTooLarge | FailureReason::Unavailable
+        )
+    }
+
     /// The metric label and the prefix of a decision's `fallback`.
     pub fn as_str(self) -> &'static str {
         match self {

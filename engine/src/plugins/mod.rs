@@ -34,7 +34,7 @@ pub use sandbox::{EPOCH_TICK, PluginLimits};
 pub use standalone::{LiveInstance, Standalone, decode_answer};
 pub use strategy::{FALLBACK_KEY, fallback_code};
 
-pub(crate) use registry::{Registry, not_found, version_record};
+pub(crate) use registry::{LoadedVersion, Registry, load, not_found, version_record};
 pub(crate) use sandbox::CompileError;
 pub(crate) use strategy::{PluginStrategy, split_config};
 pub(crate) use trial::{Trial, TrialOutcome};

@@ -223,7 +223,7 @@ impl Registry {
                 let sha = sha256_hex(&wasm);
                 let compiled = match by_sha.get(&sha) {
                     Some(compiled) => Ok(compiled.clone()),
-                    None => sandbox.compile(&wasm, Admit::Wait).inspect(|c| {
+                    None => sandbox.compile(&wasm, Admit::Stored).inspect(|c| {
                         by_sha.insert(sha, c.clone());
                     }),
                 };
@@ -444,6 +444,11 @@ impl Registry {
             .plugin_failures
             .with_label_values(&[entry.name.as_str(), failure.reason.as_str()])
             .inc();
+        if !failure.reason.blames_plugin() {
+            // Neither a failure of the module's nor a success: the count stands.
+            tracing::warn!(plugin = %version.label, %failure, "plugin not called; fallback decides");
+            return;
+        }
         let consecutive = s.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(plugin = %version.label, %failure, consecutive, "plugin call failed; fallback decides");
         if consecutive >= self.limits().circuit_threshold && !s.open.swap(true, Ordering::AcqRel) {
@@ -500,7 +505,8 @@ impl PluginEntry {
     }
 }
 
-fn load(name: &str, version: u32, compiled: Compiled) -> LoadedVersion {
+/// Version `version` of plugin `name`, as decisions use it.
+pub(crate) fn load(name: &str, version: u32, compiled: Compiled) -> LoadedVersion {
     LoadedVersion {
         decided_by: format!("plugin:{name}@{version}"),
         label: format!("{name}@{version}").into(),

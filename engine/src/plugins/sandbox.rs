@@ -189,14 +189,18 @@ impl std::fmt::Display for CompileError {
     }
 }
 
-/// What to do when every compile slot is held.
+/// What to do when every compile slot is held, and whether the compile timeout holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
     /// Refuse with [`CompileError::Busy`] (uploads: the caller can retry).
     Refuse,
-    /// Wait for a slot (start-up and tools, which compile one module after another
-    /// and must not skip a stored version because an earlier one lingers).
+    /// Wait for a slot (tools, which compile one module after another).
     Wait,
+    /// Wait for a slot, and for the compile however long it takes: a stored version,
+    /// at start-up. It compiled in time when it was uploaded; on a machine busy
+    /// starting up it may not, and skipping it would leave its territories falling
+    /// back until an operator uploads it again.
+    Stored,
 }
 
 /// Counts the compile threads alive; a slot is held from before a thread starts
@@ -222,7 +226,7 @@ impl CompileSlots {
                         limit: slots.limit,
                     });
                 }
-                Admit::Wait => {
+                Admit::Wait | Admit::Stored => {
                     running = slots.freed.wait(running).unwrap_or_else(|e| e.into_inner());
                 }
             }
@@ -392,7 +396,11 @@ impl Sandbox {
                 let _ = tx.send(compiled);
             })
             .map_err(|e| format!("cannot start the compiler thread: {e}"))?;
-        let message = match rx.recv_timeout(self.limits.compile_timeout) {
+        let received = match admit {
+            Admit::Stored => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Admit::Refuse | Admit::Wait => rx.recv_timeout(self.limits.compile_timeout),
+        };
+        let message = match received {
             Ok(Ok(module)) => return Ok(module),
             Ok(Err(e)) => format!("does not compile: {e:#}"),
             Err(mpsc::RecvTimeoutError::Timeout) => format!(

@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use super::abi::{Answer, decode_output, with_input};
 use super::sandbox::{Admit, Compiled, Live, PluginLimits, Sandbox};
+use super::strategy::split_config;
 use crate::domain::Lead;
 use crate::strategy::{Candidate, Ranking};
 
@@ -36,7 +37,8 @@ impl Standalone {
         let compiled = sandbox
             .compile(wasm, Admit::Wait)
             .map_err(|e| e.to_string())?;
-        let config = serde_json::value::to_raw_value(plugin_config).map_err(|e| e.to_string())?;
+        // As a territory's config reaches the plugin: without the engine's `fallback`.
+        let (_, config, _) = split_config(plugin_config).map_err(|e| e.to_string())?;
         Ok(Standalone {
             sandbox,
             compiled,
