@@ -64,7 +64,7 @@ async fn a_webhook_created_again_inherits_no_letter_from_the_old_ones_worker() {
     assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 0);
 
     // The new webhook's worker parks its events past the cursor, moves past them, and
-    // may park a letter again after a failed re-drive.
+    // may update a parked letter after a failed re-drive, but not one that is gone.
     f.engine.route(lead(2, "CN-SH")).await.unwrap();
     let [event] = &f.engine.outbox_after(start, 10).unwrap()[..] else {
         panic!("one lead, one event");
@@ -75,7 +75,7 @@ async fn a_webhook_created_again_inherits_no_letter_from_the_old_ones_worker() {
     f.engine.advance_webhook_cursor(&id, event.seq).unwrap();
     let mut again = dead_letter(event.seq);
     again.attempts = 16;
-    f.engine.put_dead_letter(&id, &again).unwrap();
+    assert!(f.engine.update_dead_letter(&id, &again).unwrap());
     let letters = f.engine.dead_letter_page(&id, None, None).unwrap().letters;
     assert_eq!(
         letters
@@ -84,11 +84,17 @@ async fn a_webhook_created_again_inherits_no_letter_from_the_old_ones_worker() {
             .collect::<Vec<_>>(),
         [(event.seq, 16)]
     );
-    // A new letter at or before the cursor is an old worker's, whatever its seq.
+    // A new letter at or before the cursor is an old worker's, whatever its seq; and
+    // one delivered meanwhile (by another re-drive) is not brought back.
     assert!(not_found(
         f.engine.put_dead_letter(&id, &dead_letter(start))
     ));
-    assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 1);
+    f.engine.remove_dead_letter(&id, event.seq).unwrap();
+    assert!(!f.engine.update_dead_letter(&id, &again).unwrap());
+    assert_eq!(f.engine.dead_letter_count(&id).unwrap(), 0);
+    // And once the webhook is deleted, updating is refused like parking.
+    f.engine.delete_webhook(&id).await.unwrap();
+    assert!(not_found(f.engine.update_dead_letter(&id, &again)));
 }
 
 #[tokio::test]

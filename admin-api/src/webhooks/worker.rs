@@ -183,7 +183,9 @@ async fn redrive(
                     letter.last_error = error;
                     letter.failed_at = now_ms();
                     letter.redrive = false;
-                    engine.put_dead_letter(&webhook.id, &letter)?;
+                    // Not parked any more only if its webhook was deleted (and perhaps
+                    // created again) meanwhile: nothing to keep it for.
+                    engine.update_dead_letter(&webhook.id, &letter)?;
                 }
                 Delivery::Stopped => return Ok(()),
             }

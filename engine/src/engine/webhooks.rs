@@ -123,14 +123,23 @@ impl Engine {
         self.inner.store.advance_cursor(id, seq)
     }
 
-    /// Parks an event a subscription gave up on (or updates a parked one);
+    /// Parks an event a subscription gave up on, before its cursor moves past it;
     /// `WebhookNotFound`, parking nothing, once the subscription is deleted, and for
-    /// a new letter of an event not past its cursor: that is the worker of an
-    /// earlier subscription of the same id, deleted while it attempted the event.
+    /// an event not past its cursor: that is the worker of an earlier subscription of
+    /// the same id, deleted while it attempted the event.
     pub fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
         self.inner.store.put_dead_letter(id, letter)?;
         self.inner.outbox.dead_letters_changed();
         Ok(())
+    }
+
+    /// Replaces a parked dead letter (marked for re-drive, or failed again); false,
+    /// changing nothing, when it is no longer parked (delivered meanwhile).
+    /// `WebhookNotFound` once the subscription is deleted.
+    pub fn update_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<bool> {
+        let updated = self.inner.store.update_dead_letter(id, letter)?;
+        self.inner.outbox.dead_letters_changed();
+        Ok(updated)
     }
 
     /// Up to `limit` ([`DEFAULT_DEAD_LETTER_PAGE`] when `None`, at most
@@ -188,8 +197,10 @@ impl Engine {
             let page = self.dead_letter_page(id, after, Some(MAX_DEAD_LETTER_PAGE))?;
             for mut letter in page.letters.into_iter().filter(|l| !l.redrive) {
                 letter.redrive = true;
-                self.inner.store.put_dead_letter(id, &letter)?;
-                marked += 1;
+                // Gone since the page was read: delivered by a re-drive running beside.
+                if self.inner.store.update_dead_letter(id, &letter)? {
+                    marked += 1;
+                }
             }
             match page.next {
                 Some(seq) => after = Some(seq),

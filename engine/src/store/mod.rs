@@ -860,7 +860,8 @@ impl Store {
         Ok(())
     }
 
-    /// Stores (or replaces) a dead letter of an existing webhook.
+    /// Parks a dead letter of an existing webhook (or replaces one the worker parked
+    /// before a crash, before it could move the cursor).
     ///
     /// Checked in one transaction with the webhook's record and cursor, which the
     /// committer's deletion removes in a transaction of its own: a worker that gives
@@ -874,8 +875,8 @@ impl Store {
     /// therefore refused unless its event is past the cursor: a worker parks each
     /// letter before it moves the cursor past the event, and a webhook's cursor
     /// starts past every event written before it, so only an earlier webhook's
-    /// worker parks one at or before it. Replacing a letter that is already parked
-    /// (a failed re-drive) is allowed at any seq.
+    /// worker parks one at or before it. Letters already parked change through
+    /// [`Store::update_dead_letter`].
     pub(crate) fn put_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<()> {
         let seq = letter.event.seq;
         let key = compound_key(id.as_str(), &seq.to_be_bytes());
@@ -890,19 +891,44 @@ impl Store {
             if webhooks.get(id.as_str())?.is_none() {
                 return sled::transaction::abort(());
             }
-            if letters.get(key.as_slice())?.is_none() {
-                let cursor = cursors
-                    .get(id.as_str())?
-                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes));
-                if cursor.is_some_and(|cursor| seq <= cursor) {
-                    return sled::transaction::abort(());
-                }
+            let cursor = cursors
+                .get(id.as_str())?
+                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes));
+            if cursor.is_some_and(|cursor| seq <= cursor) {
+                return sled::transaction::abort(());
             }
             letters.insert(key.as_slice(), value.as_slice())?;
             Ok(())
         });
         match parked {
             Ok(()) => Ok(()),
+            Err(sled::transaction::TransactionError::Abort(())) => {
+                Err(EngineError::WebhookNotFound(id.clone()))
+            }
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// Replaces a dead letter that is still parked (marked for re-drive, or failed
+    /// again); false, changing nothing, once it is gone: delivered by a re-drive
+    /// meanwhile, or removed with its webhook. `WebhookNotFound` if the webhook is.
+    pub(crate) fn update_dead_letter(&self, id: &WebhookId, letter: &DeadLetter) -> Result<bool> {
+        let key = compound_key(id.as_str(), &letter.event.seq.to_be_bytes());
+        let value = encode(letter);
+        let h = self.h()?;
+        let updated =
+            (&h.trees[WEBHOOKS], &h.trees[DEAD_LETTERS]).transaction(|(webhooks, letters)| {
+                if webhooks.get(id.as_str())?.is_none() {
+                    return sled::transaction::abort(());
+                }
+                if letters.get(key.as_slice())?.is_none() {
+                    return Ok(false);
+                }
+                letters.insert(key.as_slice(), value.as_slice())?;
+                Ok(true)
+            });
+        match updated {
+            Ok(updated) => Ok(updated),
             Err(sled::transaction::TransactionError::Abort(())) => {
                 Err(EngineError::WebhookNotFound(id.clone()))
             }
