@@ -4,6 +4,8 @@
 //! Every change is serialized by the admin lock, persisted through the committer,
 //! and only then applied in memory, so what a caller is told is what a restart sees.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
 use super::Engine;
@@ -65,7 +67,8 @@ impl Engine {
             versions: Vec::new(),
         });
         let version = record.next_version;
-        self.check_followers(&name, &load(&name, version, compiled.clone()))?;
+        self.check_followers(&name, Arc::new(load(&name, version, compiled.clone())))
+            .await?;
         let stored = version_record(version, &wasm, self.now());
         let info = PluginVersionInfo {
             name: name.clone(),
@@ -108,7 +111,7 @@ impl Engine {
         let Some(loaded) = entry.version(Some(version)) else {
             return Err(not_found(name, Some(version)));
         };
-        self.check_followers(name, &loaded)?;
+        self.check_followers(name, loaded).await?;
         record.active = version;
         settle(self.inner.committer.submit(Change::PutPlugin {
             record: Box::new(record.clone()),
@@ -163,8 +166,8 @@ impl Engine {
     /// the `plugin_config` of a territory that follows the active version: every lead
     /// there would fall back, and their failures would open the plugin's circuit for
     /// every territory. Territories pinned to a version (shadows always are) do not
-    /// follow; pinning them first is how a config changes shape between versions.
-    fn check_followers(&self, name: &str, loaded: &LoadedVersion) -> Result<()> {
+    /// follow; pinning them is how a config changes shape between versions.
+    async fn check_followers(&self, name: &str, loaded: Arc<LoadedVersion>) -> Result<()> {
         let mut followers: Vec<_> = self
             .directory()
             .territories
@@ -175,14 +178,34 @@ impl Engine {
             })
             .map(|e| (e.territory.id.clone(), e.territory.plugin_config_value()))
             .collect();
-        followers.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut refused = Vec::new();
-        for (territory, config) in followers {
-            let (_, config, _) = split_config(&config)?;
-            if let Some(message) = self.inner.plugins.config_error(loaded, &config) {
-                refused.push((territory, message));
-            }
+        if followers.is_empty() {
+            return Ok(());
         }
+        followers.sort_by(|a, b| a.0.cmp(&b.0));
+        // Each check instantiates the version and calls it, up to its deadline: off the
+        // caller's async thread, as the upload's validation.
+        let (tx, rx) = oneshot::channel();
+        let registry = self.inner.plugins.clone();
+        let label = loaded.decided_by.clone();
+        std::thread::Builder::new()
+            .name("leadroute-plugin-validate".into())
+            .spawn(move || {
+                let refused: Vec<_> = followers
+                    .into_iter()
+                    .filter_map(|(territory, config)| {
+                        let complaint = match split_config(&config) {
+                            Ok((_, config, _)) => registry.config_error(&loaded, &config),
+                            Err(e) => Some(e.to_string()),
+                        };
+                        complaint.map(|message| (territory, message))
+                    })
+                    .collect();
+                let _ = tx.send(refused);
+            })
+            .map_err(|e| EngineError::Internal(format!("cannot start validation: {e}")))?;
+        let refused = rx
+            .await
+            .map_err(|_| EngineError::Internal("plugin validation thread died".into()))?;
         let Some((_, first)) = refused.first() else {
             return Ok(());
         };
@@ -190,10 +213,10 @@ impl Engine {
         Err(EngineError::PluginInvalid {
             name: name.to_string(),
             message: format!(
-                "{} refuses the plugin_config of territory {} ({first}); pin them to a \
-                 version (\"strategy\": {{\"plugin\": \"{name}\", \"version\": N}}) before \
-                 changing their config, or change it first",
-                loaded.decided_by,
+                "{label} refuses the plugin_config of territory {} ({first}); pin them to \
+                 the version in force (\"strategy\": {{\"plugin\": \"{name}\", \"version\": N}}), \
+                 make this one active, then save them with a config it accepts and \
+                 \"version\": null",
                 names.join(", ")
             ),
         })

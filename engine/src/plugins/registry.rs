@@ -221,6 +221,10 @@ impl Registry {
                     continue;
                 };
                 let sha = sha256_hex(&wasm);
+                // Names the version in what compiling it logs.
+                let _span =
+                    tracing::info_span!("stored", plugin = %record.name, version = v.version)
+                        .entered();
                 let compiled = match by_sha.get(&sha) {
                     Some(compiled) => Ok(compiled.clone()),
                     None => sandbox.compile(&wasm, Admit::Stored).inspect(|c| {

@@ -396,9 +396,13 @@ impl Sandbox {
                 let _ = tx.send(compiled);
             })
             .map_err(|e| format!("cannot start the compiler thread: {e}"))?;
-        let received = match admit {
-            Admit::Stored => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            Admit::Refuse | Admit::Wait => rx.recv_timeout(self.limits.compile_timeout),
+        let received = match (admit, rx.recv_timeout(self.limits.compile_timeout)) {
+            (Admit::Stored, Err(mpsc::RecvTimeoutError::Timeout)) => {
+                tracing::warn!(limit = ?self.limits.compile_timeout,
+                    "a stored plugin version compiles slower than an upload may; start-up waits for it");
+                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            }
+            (_, received) => received,
         };
         let message = match received {
             Ok(Ok(module)) => return Ok(module),
