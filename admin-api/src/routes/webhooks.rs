@@ -188,8 +188,8 @@ pub struct DeadLettersQuery {
             body = Vec<DeadLetterView>,
             headers(("Link" = String, description = "`</admin/webhooks/{webhook_id}/dead_letters?after=N&limit=L>; rel=\"next\"` \
                 when more letters follow; absent on the last page."))),
-        (status = 400, description = "`invalid_query`: `limit` or `after` is not a number, \
-            or an unknown parameter.", body = ErrorBody),
+        (status = 400, description = "`invalid_query`: `limit` or `after` is not an unsigned \
+            whole number (`ten`, `-1`), or an unknown parameter.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token.", body = ErrorBody),
         (status = 403, description = "Not the admin token.", body = ErrorBody),
         (status = 404, description = "`webhook_not_found`.", body = ErrorBody),
