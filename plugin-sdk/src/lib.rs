@@ -97,7 +97,9 @@ pub trait Plugin: Default {
     }
 }
 
-/// The README's example plugin compiles as a doctest, so the walkthrough cannot rot.
+/// The README's example plugin compiles as a doctest, so the walkthrough's plugin
+/// cannot rot. Its `#[cfg(test)]` module is left out there: doctests are not built
+/// with `cfg(test)`.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
