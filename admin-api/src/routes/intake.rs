@@ -7,11 +7,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use leadroute_engine::RouteStatus;
 use leadroute_engine::domain::LeadInput;
-use tracing::Instrument;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::body_limit;
+use super::{body_limit, uncancelled};
 use crate::dto::{BatchBody, BatchItem, BatchResults, LeadBody, RouteOutcomeView};
 use crate::error::{AppError, ErrorBody};
 use crate::extract::{Json, parse_at};
@@ -60,13 +59,8 @@ pub async fn create_lead(
     State(state): State<AppState>,
     Json(body): Json<LeadBody>,
 ) -> Result<(StatusCode, Json<RouteOutcomeView>), AppError> {
-    // In its own task: a client that hangs up must not cancel a lead already admitted
-    // (it would give back its admission while its commit is still queued). The task
-    // keeps the request's span, so what it logs carries the request id.
     let engine = state.engine.clone();
-    let outcome = tokio::spawn(async move { engine.route(body.into()).await }.in_current_span())
-        .await
-        .map_err(AppError::internal)??;
+    let outcome = uncancelled(async move { engine.route(body.into()).await }).await??;
     Ok((status_of(outcome.status), Json(outcome.into())))
 }
 
@@ -113,11 +107,9 @@ pub async fn create_batch(
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
     let engine = state.engine.clone();
-    let mut outcomes =
-        tokio::spawn(async move { engine.route_batch(&inputs).await }.in_current_span())
-            .await
-            .map_err(AppError::internal)?
-            .into_iter();
+    let mut outcomes = uncancelled(async move { engine.route_batch(&inputs).await })
+        .await?
+        .into_iter();
     let results = parsed
         .into_iter()
         .enumerate()

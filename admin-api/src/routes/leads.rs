@@ -3,10 +3,10 @@
 
 use axum::extract::State;
 use leadroute_engine::domain::LeadId;
-use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::uncancelled;
 use crate::dto::{EventBody, LeadView};
 use crate::error::{AppError, ErrorBody};
 use crate::extract::{Json, Path};
@@ -89,12 +89,8 @@ pub async fn post_event(
 ) -> Result<Json<LeadView>, AppError> {
     let id = lead_id(&raw)?;
     let input = event.into_input()?;
-    // In its own task, so a client hanging up cannot cancel an admitted event. The task
-    // keeps the request's span, so what it logs carries the request id.
     let engine = state.engine.clone();
-    let lead = tokio::spawn(async move { engine.record_event(id, input).await }.in_current_span())
-        .await
-        .map_err(AppError::internal)??;
+    let lead = uncancelled(async move { engine.record_event(id, input).await }).await??;
     // As the change left it: a read now could fail and turn a recorded event into a
     // 503, which says nothing was recorded.
     Ok(Json(with_deadline(&state, lead)))

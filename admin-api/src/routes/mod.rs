@@ -32,7 +32,6 @@ pub use ops::{OpenApiJson, starting};
 use axum::Extension;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use leadroute_engine::EngineError;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tracing::Instrument;
@@ -40,21 +39,23 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth;
+use crate::error::AppError;
 use crate::extract::BodyLimit;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 /// Runs an engine call that changes state in a task of its own, so that neither a
-/// client hanging up nor the shutdown's drain deadline cancels it half-way: after a
-/// change commits, the engine still has its actors' in-memory state to bring in line
-/// (a rep's load after a lead moved off it, a rep deleted). The task keeps the
-/// request's span, so what it logs carries the request id.
+/// client hanging up nor the shutdown's drain deadline cancels it half-way: a lead
+/// admitted would give back its admission while its commit is still queued, and
+/// after a change commits the engine still has its actors' in-memory state to bring
+/// in line (a rep's load after a lead moved off it, a rep deleted). The task keeps
+/// the request's span, so what it logs carries the request id.
 pub(crate) async fn uncancelled<T: Send + 'static>(
-    call: impl Future<Output = leadroute_engine::Result<T>> + Send + 'static,
-) -> leadroute_engine::Result<T> {
+    call: impl Future<Output = T> + Send + 'static,
+) -> Result<T, AppError> {
     tokio::spawn(call.in_current_span())
         .await
-        .unwrap_or_else(|e| Err(EngineError::Internal(format!("engine call ended: {e}"))))
+        .map_err(AppError::internal)
 }
 
 /// Returns the layers that cap a route's body at `bytes` and tell the extractors so.

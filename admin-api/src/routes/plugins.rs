@@ -79,7 +79,7 @@ pub async fn put_plugin(
 ) -> Result<(StatusCode, Json<PluginVersionView>), AppError> {
     let engine = state.engine.clone();
     let stored = uncancelled(async move { engine.put_plugin(&name, module.to_vec()).await })
-        .await
+        .await?
         .map_err(|e| match e {
             // The name is the path's: a bad one is a bad id, as in every other `PUT`.
             EngineError::Invalid(v) if v.field == "name" => {
@@ -129,7 +129,7 @@ pub async fn delete_plugin(
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let engine = state.engine.clone();
-    uncancelled(async move { engine.delete_plugin(&name).await }).await?;
+    uncancelled(async move { engine.delete_plugin(&name).await }).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,7 +161,7 @@ pub async fn activate_plugin(
 ) -> Result<Json<PluginView>, AppError> {
     let engine = state.engine.clone();
     let info = uncancelled(async move { engine.activate_plugin(&name, body.version).await })
-        .await
+        .await?
         .map_err(|e| match e {
             // The plugin (in the path) exists; the version (in the body) does not.
             EngineError::PluginNotFound {

@@ -71,7 +71,7 @@ pub async fn put_rep(
     let id = RepId::new(raw).map_err(|e| AppError::invalid(e.code, "rep_id", e.message))?;
     let engine = state.engine.clone();
     let (snapshot, created) = uncancelled(async move { engine.upsert_rep(id, body.into()).await })
-        .await
+        .await?
         .map_err(|e| match e {
             // The territory is named in the body, not the path: bad input, not a 404.
             EngineError::TerritoryNotFound(t) => AppError::invalid(
@@ -142,6 +142,6 @@ pub async fn delete_rep(
 ) -> Result<StatusCode, AppError> {
     let id = existing(&raw)?;
     let engine = state.engine.clone();
-    uncancelled(async move { engine.delete_rep(&id, query.reassign).await }).await?;
+    uncancelled(async move { engine.delete_rep(&id, query.reassign).await }).await??;
     Ok(StatusCode::NO_CONTENT)
 }

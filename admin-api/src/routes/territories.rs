@@ -66,7 +66,7 @@ pub async fn put_territory(
     let id =
         TerritoryId::new(raw).map_err(|e| AppError::invalid(e.code, "territory_id", e.message))?;
     let (engine, input, put) = (state.engine.clone(), body.into_input()?, id.clone());
-    let created = uncancelled(async move { engine.upsert_territory(put, input).await }).await?;
+    let created = uncancelled(async move { engine.upsert_territory(put, input).await }).await??;
     let view = state.engine.territory(&id).await?.into();
     let status = if created {
         StatusCode::CREATED

@@ -111,7 +111,7 @@ pub async fn put_webhook(
     }
     let engine = state.engine.clone();
     let (webhook, created) =
-        uncancelled(async move { engine.put_webhook(id, body.into()).await }).await?;
+        uncancelled(async move { engine.put_webhook(id, body.into()).await }).await??;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -161,7 +161,7 @@ pub async fn delete_webhook(
 ) -> Result<StatusCode, AppError> {
     let id = existing(&raw)?;
     let engine = state.engine.clone();
-    uncancelled(async move { engine.delete_webhook(&id).await }).await?;
+    uncancelled(async move { engine.delete_webhook(&id).await }).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
