@@ -448,6 +448,21 @@ impl Handle {
     }
 }
 
+/// The result of a transaction over a webhook's trees that aborts when the webhook
+/// does not exist.
+fn webhook_found<T>(
+    id: &WebhookId,
+    result: sled::transaction::TransactionResult<T, ()>,
+) -> Result<T> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(sled::transaction::TransactionError::Abort(())) => {
+            Err(EngineError::WebhookNotFound(id.clone()))
+        }
+        Err(sled::transaction::TransactionError::Storage(e)) => Err(e.into()),
+    }
+}
+
 /// Removes the cursors and dead letters of webhooks that no longer exist; returns how
 /// many entries it removed.
 ///
@@ -900,13 +915,7 @@ impl Store {
             letters.insert(key.as_slice(), value.as_slice())?;
             Ok(())
         });
-        match parked {
-            Ok(()) => Ok(()),
-            Err(sled::transaction::TransactionError::Abort(())) => {
-                Err(EngineError::WebhookNotFound(id.clone()))
-            }
-            Err(sled::transaction::TransactionError::Storage(e)) => Err(e.into()),
-        }
+        webhook_found(id, parked)
     }
 
     /// Replaces a dead letter that is still parked (marked for re-drive, or failed
@@ -927,13 +936,7 @@ impl Store {
                 letters.insert(key.as_slice(), value.as_slice())?;
                 Ok(true)
             });
-        match updated {
-            Ok(updated) => Ok(updated),
-            Err(sled::transaction::TransactionError::Abort(())) => {
-                Err(EngineError::WebhookNotFound(id.clone()))
-            }
-            Err(sled::transaction::TransactionError::Storage(e)) => Err(e.into()),
-        }
+        webhook_found(id, updated)
     }
 
     /// Removes a dead letter once delivered.
