@@ -120,6 +120,16 @@ fn padded(n: u32) -> LeadInput {
     }
 }
 
+/// Plugin `hostile`, trapping on padded leads, routes territory `east` (reps `a`, `b`
+/// of capacity 100).
+async fn east_with_a_trapping_plugin(engine: &leadroute_engine::Engine) {
+    engine
+        .put_plugin("hostile", module(1, "(unreachable)", ""))
+        .await
+        .unwrap();
+    east_with_plugin(engine, "hostile", serde_json::json!({}), 100).await;
+}
+
 /// Uploads `wasm` as plugin `hostile`, routes a padded lead (the module misbehaves)
 /// and a plain one (it behaves), and checks both are assigned, the failure is labelled
 /// `reason` in the decision and the metrics, and the store stays healthy.
@@ -568,11 +578,7 @@ async fn repeated_failures_open_the_circuit_until_an_operator_acts() {
         .await
         .unwrap();
     let cursor = f.engine.webhook_cursor(&ops).unwrap();
-    f.engine
-        .put_plugin("hostile", module(1, "(unreachable)", ""))
-        .await
-        .unwrap();
-    east_with_plugin(&f.engine, "hostile", serde_json::json!({}), 100).await;
+    east_with_a_trapping_plugin(&f.engine).await;
     let threshold = PluginLimits::default().circuit_threshold;
     for n in 0..threshold {
         let out = f.engine.route(padded(n)).await.unwrap();
@@ -632,11 +638,7 @@ async fn inputs_over_the_cap_do_not_open_the_circuit() {
             ..hostile_limits()
         })
     });
-    f.engine
-        .put_plugin("hostile", module(1, "(unreachable)", ""))
-        .await
-        .unwrap();
-    east_with_plugin(&f.engine, "hostile", serde_json::json!({}), 100).await;
+    east_with_a_trapping_plugin(&f.engine).await;
     let threshold = PluginLimits::default().circuit_threshold;
     for n in 0..threshold * 2 {
         let out = f.engine.route(padded(n)).await.unwrap();
@@ -653,11 +655,7 @@ async fn inputs_over_the_cap_do_not_open_the_circuit() {
 #[tokio::test]
 async fn simulations_do_not_trip_the_circuit() {
     let f = hostile_fixture();
-    f.engine
-        .put_plugin("hostile", module(1, "(unreachable)", ""))
-        .await
-        .unwrap();
-    east_with_plugin(&f.engine, "hostile", serde_json::json!({}), 100).await;
+    east_with_a_trapping_plugin(&f.engine).await;
     for n in 0..10 {
         let sim = f.engine.simulate(&padded(n), None).await.unwrap();
         assert!(sim.decision.fallback.unwrap().starts_with("trap: "));
